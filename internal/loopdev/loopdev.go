@@ -1,0 +1,145 @@
+// Package loopdev makes and removes loop block devices over files in
+// /dev/shm, for tests and for wbbench's default target. It only ever
+// touches devices it created itself: Remove detaches the loop device it
+// attached and deletes the backing file it made.
+//
+// Creating a loop device needs root and losetup(8). Tests call ForTest,
+// which skips (saying what it skipped) when either is missing.
+package loopdev
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// ErrUnavailable: loop devices cannot be made here (not root, or no
+// losetup).
+var ErrUnavailable = errors.New("loopdev: loop devices unavailable")
+
+// Dev is a loop device this process attached over a file it created.
+type Dev struct {
+	Path      string // /dev/loopN
+	File      string // the backing file
+	Size      int64
+	BlockSize int // logical block size given to losetup -b (0: the default 512)
+}
+
+// Available reports whether Create can work here, and why not.
+func Available() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("%w: not root", ErrUnavailable)
+	}
+	if _, err := exec.LookPath("losetup"); err != nil {
+		return fmt.Errorf("%w: losetup not on PATH", ErrUnavailable)
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		return fmt.Errorf("%w: no /dev/loop-control", ErrUnavailable)
+	}
+	return nil
+}
+
+// Create makes a sparse file of size bytes in dir (default /dev/shm) and
+// attaches a loop device over it with direct I/O on the backing file off
+// (tmpfs does not take O_DIRECT) and the given logical block size (0 keeps
+// losetup's default of 512). The file is zero-filled by construction.
+func Create(dir string, size int64, blockSize int) (*Dev, error) {
+	if err := Available(); err != nil {
+		return nil, err
+	}
+	if size <= 0 {
+		return nil, fmt.Errorf("loopdev: size %d: must be positive", size)
+	}
+	if dir == "" {
+		dir = "/dev/shm"
+	}
+	f, err := os.CreateTemp(dir, "wbengine-loop-*.img")
+	if err != nil {
+		return nil, fmt.Errorf("loopdev: %w", err)
+	}
+	name := f.Name()
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		os.Remove(name)
+		return nil, fmt.Errorf("loopdev: size %s: %w", name, err)
+	}
+	f.Close()
+	args := []string{"--find", "--show"}
+	if blockSize > 0 {
+		args = append(args, "--sector-size", fmt.Sprint(blockSize))
+	}
+	args = append(args, name)
+	out, err := exec.Command("losetup", args...).CombinedOutput()
+	if err != nil {
+		os.Remove(name)
+		return nil, fmt.Errorf("loopdev: losetup %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	path := strings.TrimSpace(string(out))
+	if !strings.HasPrefix(path, "/dev/loop") {
+		os.Remove(name)
+		return nil, fmt.Errorf("loopdev: losetup printed %q, not a loop device", path)
+	}
+	return &Dev{Path: path, File: name, Size: size, BlockSize: blockSize}, nil
+}
+
+// Remove detaches the loop device and deletes its backing file. It is
+// safe to call more than once.
+func (d *Dev) Remove() error {
+	if d == nil || d.Path == "" {
+		return nil
+	}
+	var errs []error
+	if out, err := exec.Command("losetup", "--detach", d.Path).CombinedOutput(); err != nil {
+		errs = append(errs, fmt.Errorf("loopdev: losetup --detach %s: %v: %s", d.Path, err, strings.TrimSpace(string(out))))
+	}
+	if err := os.Remove(d.File); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("loopdev: %w", err))
+	}
+	d.Path = ""
+	return errors.Join(errs...)
+}
+
+// Name is the device's name under /sys/block (loopN).
+func (d *Dev) Name() string { return filepath.Base(d.Path) }
+
+// ForTest creates a loop device for a test and removes it in t.Cleanup
+// (also when the test fails). It skips the test, naming what it skipped,
+// when loop devices are unavailable.
+func ForTest(t testing.TB, size int64, blockSize int) *Dev {
+	t.Helper()
+	if err := Available(); err != nil {
+		t.Skipf("skipping the loop-device part of %s: %v", t.Name(), err)
+	}
+	d, err := Create("", size, blockSize)
+	if err != nil {
+		t.Fatalf("loop device: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := d.Remove(); err != nil {
+			t.Errorf("removing loop device: %v", err)
+		}
+	})
+	return d
+}
+
+// TempFile creates a zero-filled regular file of size bytes for tests
+// that run without root (an O_DIRECT target). It prefers the test's temp
+// dir, which is on a disk file system that takes O_DIRECT; tmpfs does not.
+func TempFile(t testing.TB, size int64) string {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "wbengine-*.img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return f.Name()
+}

@@ -1,0 +1,162 @@
+package ring
+
+import (
+	"errors"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Op is the operation a Request asks for.
+type Op uint8
+
+const (
+	// OpWrite writes Iov at Off (IORING_OP_WRITEV, WRITEV_FIXED or
+	// WRITE_FIXED; pwritev in the pool backend).
+	OpWrite Op = iota + 1
+	// OpRead reads into Iov from Off (READV, READV_FIXED, READ_FIXED).
+	OpRead
+	// OpFlush flushes the device's volatile write cache (IORING_OP_FSYNC
+	// with IORING_FSYNC_DATASYNC; fdatasync in the pool backend). A flush
+	// covers the writes that completed before it was submitted; ordering a
+	// flush after the writes it must cover is the caller's job. Off and Iov
+	// are ignored.
+	OpFlush
+	// OpNop does nothing (IORING_OP_NOP); benchmarks use it to measure the
+	// ring's own cost.
+	OpNop
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpWrite:
+		return "write"
+	case OpRead:
+		return "read"
+	case OpFlush:
+		return "flush"
+	case OpNop:
+		return "nop"
+	}
+	return "op?"
+}
+
+// Request is one I/O handed to a Ring. Submit copies the Request itself;
+// the iovec array and the memory it points to belong to the ring from
+// Submit until the request's Completion is delivered: the caller must keep
+// them alive and unchanged, and the ring may rewrite the iovec array (to
+// resubmit the rest of a short transfer).
+type Request struct {
+	Op Op
+	// Fixed says every iovec lies inside registered buffer BufIndex (see
+	// RegisterBuffers), so the ring may use the *_FIXED opcodes. A ring
+	// that cannot use them ignores it.
+	Fixed    bool
+	BufIndex uint16
+	// RWFlags are per-write RWF_* flags (for example unix.RWF_DSYNC).
+	RWFlags uint32
+	// Off is the byte offset on the target. Off, every iovec length and
+	// every iovec base must be aligned to the target's logical block size.
+	Off int64
+	Iov []unix.Iovec
+	// Tag is the caller's and comes back in the Completion unchanged
+	// (the engine uses the index of its in-flight record).
+	Tag uint64
+}
+
+// Len is the number of bytes the request transfers.
+func (r *Request) Len() int64 {
+	var n int64
+	for i := range r.Iov {
+		n += int64(r.Iov[i].Len)
+	}
+	return n
+}
+
+// Completion is the final result of one Request: short transfers,
+// -EAGAIN and -EINTR were already resubmitted by the ring (the latter two
+// up to Config.MaxRetries times).
+type Completion struct {
+	Tag uint64
+	// N is the number of bytes transferred. N < the request's length
+	// only together with a non-zero Err; the bytes [0, N) were written.
+	N int64
+	// Err is zero on success, else the errno the request failed with.
+	Err syscall.Errno
+}
+
+// Handler receives completions. It is called from one goroutine at a
+// time (never concurrently), never from inside Submit, and must not
+// block or call Submit: it runs on the goroutine that reaps the ring.
+// cs is valid only during the call.
+type Handler func(cs []Completion)
+
+// Ring is the engine's only way to the device.
+type Ring interface {
+	// Submit hands reqs to the ring as one batch (one io_uring_enter
+	// where the backend has one). It blocks while the ring has fewer free
+	// slots than len(reqs) (len(reqs) must be at most Config.Depth). Every
+	// accepted request gets exactly one Completion; on error none of reqs
+	// was accepted. Submit may be called from any goroutine.
+	Submit(reqs []Request) error
+	// RegisterBuffers registers memory for the *_FIXED opcodes
+	// (each buffer at most 1 GiB). It must be called before the first
+	// Submit. Backends without registered buffers return ErrNotSupported.
+	RegisterBuffers(bufs [][]byte) error
+	// Caps reports what the backend probed.
+	Caps() Caps
+	// Close waits for every accepted request to complete (their
+	// completions are delivered), then releases the ring. Submit after
+	// Close returns ErrClosed. Close does not close the target.
+	Close() error
+}
+
+// Caps is what a ring can do, probed once at setup.
+type Caps struct {
+	Backend string // "native", "pwritev", "iceber", or a wrapper's name around it
+	Depth   int    // in-flight cap
+	// Setup describes how the ring was set up (for example the io_uring
+	// setup flags that were accepted), for logs and reports.
+	Setup string
+
+	Writev, WritevFixed, WriteFixed bool
+	Readv, ReadvFixed, ReadFixed    bool
+	Fsync                           bool
+	// RegisteredBuffers is true once RegisterBuffers succeeded.
+	RegisteredBuffers bool
+}
+
+// Config configures a backend.
+type Config struct {
+	// Depth is the most requests in flight at once (default 32). The
+	// native ring sizes its SQ to Depth and its CQ to at least twice that.
+	Depth int
+	// Handler receives completions. Required.
+	Handler Handler
+	// MaxRetries caps resubmissions of a request that completed with
+	// -EAGAIN or -EINTR (default 8). Short transfers are resumed without
+	// a cap as long as they make progress.
+	MaxRetries int
+}
+
+// Errors. Each is wrapped with the operation and the target where one is
+// involved; test with errors.Is.
+var (
+	// ErrClosed: the ring was closed.
+	ErrClosed = errors.New("ring: closed")
+	// ErrNotSupported: the backend, kernel or target cannot do that.
+	ErrNotSupported = errors.New("ring: not supported")
+	// ErrRefused: io_uring setup was refused (EPERM/ENOSYS: seccomp,
+	// kernel.io_uring_disabled); "auto" falls back to the pwritev pool.
+	ErrRefused = errors.New("ring: io_uring refused")
+	// ErrMisaligned: an offset, length or buffer is not aligned to the
+	// target's logical block size.
+	ErrMisaligned = errors.New("ring: misaligned")
+	// ErrTooMany: one Submit call carried more requests than Config.Depth.
+	ErrTooMany = errors.New("ring: batch larger than queue depth")
+	// ErrBadConfig: a Config or option value is out of range.
+	ErrBadConfig = errors.New("ring: bad config")
+	// ErrTarget: the target cannot be used (not a block device or
+	// regular file, too small, unreadable limits).
+	ErrTarget = errors.New("ring: unusable target")
+)
