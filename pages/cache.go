@@ -1,0 +1,421 @@
+package pages
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/cpu"
+
+	"github.com/wbengine/wbengine/internal/invariants"
+)
+
+// Errors returned by the cache; test with errors.Is.
+var (
+	// ErrConfig: a Config value is out of range.
+	ErrConfig = errors.New("pages: bad config")
+	// ErrCacheFull: every slot holds a page that cannot be evicted.
+	ErrCacheFull = errors.New("pages: cache full")
+	// ErrNotUptodate: a partial write or a read needs the page read in
+	// from the device, and no Ops are installed to do it.
+	ErrNotUptodate = errors.New("pages: page not up to date")
+	// ErrOffset: a negative or overflowing offset.
+	ErrOffset = errors.New("pages: bad offset")
+	// ErrClosed: the cache was closed.
+	ErrClosed = errors.New("pages: cache closed")
+)
+
+// Limits on Config.PageSize.
+const (
+	MinPageSize = 512
+	MaxPageSize = 1 << 20
+)
+
+// MaxBufferSize is the largest registered buffer io_uring takes; Buffers
+// splits the arena at multiples of it.
+const MaxBufferSize = 1 << 30
+
+// Config configures a Cache.
+type Config struct {
+	// PageSize in bytes: a power of two, MinPageSize..MaxPageSize.
+	PageSize int
+	// Capacity is the number of pages the cache holds (> 0).
+	Capacity int
+	// HeapArena puts page memory on the Go heap instead of an mmap'd
+	// arena. Only for tests under -race: the race detector does not see
+	// mmap'd memory.
+	HeapArena bool
+}
+
+// Cache is a page cache: pages indexed by page number, each with one
+// atomic flags word, memory in an O_DIRECT-aligned arena, a lock-free
+// intake list of newly dirtied pages, and hooks (Ops) the writeback
+// engine installs. See the package documentation for the concurrency
+// contract.
+type Cache struct {
+	pageSize  int
+	pageShift uint
+	capacity  int
+	arena     *arena
+	pages     []Page // one per slot; Page structs never move
+
+	shards [nShards]shard
+
+	freeMu sync.Mutex
+	free   []uint32 // free slots, popped from the end; guarded by freeMu
+
+	// intake is the head of the lock-free list of pages that went clean
+	// → dirty since the last DetachDirty. See intake.go.
+	intake atomic.Pointer[Page]
+
+	nrDirty     atomic.Int64 // pages with Dirty set
+	nrWriteback atomic.Int64 // pages with Writeback set
+	nrCached    atomic.Int64 // pages in the index
+
+	ops atomic.Pointer[opsBox]
+
+	waits [nWaitBuckets]waitBucket
+
+	closed atomic.Bool
+}
+
+const (
+	shardBits = 6
+	nShards   = 1 << shardBits
+)
+
+// shard is one lock-protected part of the index → page map.
+type shard struct {
+	mu sync.RWMutex // protects m
+	m  map[uint64]*Page
+	_  cpu.CacheLinePad
+}
+
+// New makes a cache. Page memory is reserved up front (Capacity ×
+// PageSize bytes of address space; the kernel backs it as pages are
+// first touched).
+func New(cfg Config) (*Cache, error) {
+	ps := cfg.PageSize
+	if ps < MinPageSize || ps > MaxPageSize || ps&(ps-1) != 0 {
+		return nil, fmt.Errorf("%w: PageSize %d: must be a power of two from %d to %d", ErrConfig, ps, MinPageSize, MaxPageSize)
+	}
+	if cfg.Capacity <= 0 {
+		return nil, fmt.Errorf("%w: Capacity %d: must be positive", ErrConfig, cfg.Capacity)
+	}
+	if cfg.Capacity > (1<<62)/ps || cfg.Capacity > 1<<32-1 {
+		return nil, fmt.Errorf("%w: Capacity %d pages of %d bytes is too large", ErrConfig, cfg.Capacity, ps)
+	}
+	a, err := newArena(cfg.Capacity*ps, cfg.HeapArena)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cache{
+		pageSize:  ps,
+		pageShift: uint(bits.TrailingZeros(uint(ps))),
+		capacity:  cfg.Capacity,
+		arena:     a,
+		pages:     make([]Page, cfg.Capacity),
+		free:      make([]uint32, cfg.Capacity),
+	}
+	for i := range c.pages {
+		p := &c.pages[i]
+		p.slot = uint32(i)
+		p.cache = c
+		p.data = a.mem[i*ps : (i+1)*ps : (i+1)*ps]
+		// Pop from the end gives slot 0 first: pages grabbed in index
+		// order sit next to each other in memory and share iovecs.
+		c.free[cfg.Capacity-1-i] = uint32(i)
+	}
+	for i := range c.shards {
+		c.shards[i].m = make(map[uint64]*Page)
+	}
+	for i := range c.waits {
+		c.waits[i].cond.L = &c.waits[i].mu
+	}
+	return c, nil
+}
+
+// PageSize is the page size in bytes.
+func (c *Cache) PageSize() int { return c.pageSize }
+
+// Capacity is the number of pages the cache can hold.
+func (c *Cache) Capacity() int { return c.capacity }
+
+// NrDirty is the number of dirty pages.
+func (c *Cache) NrDirty() int64 { return c.nrDirty.Load() }
+
+// NrWriteback is the number of pages under writeback.
+func (c *Cache) NrWriteback() int64 { return c.nrWriteback.Load() }
+
+// NrCached is the number of pages in the cache.
+func (c *Cache) NrCached() int64 { return c.nrCached.Load() }
+
+// Close releases the arena. Every page must be unpinned and clean; the
+// engine closes its cache's users first. Using the cache after Close is
+// a bug.
+func (c *Cache) Close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	for i := range c.pages {
+		if n := c.pages[i].pins.Load(); n != 0 {
+			c.closed.Store(false)
+			return fmt.Errorf("pages: close: page %d still has %d pins", c.pages[i].index, n)
+		}
+	}
+	return c.arena.free()
+}
+
+func (c *Cache) shard(index uint64) *shard {
+	return &c.shards[(index*0x9E3779B97F4A7C15)>>(64-shardBits)]
+}
+
+// Lookup returns the cached page at index, pinned, or nil when it is not
+// cached. The caller gives the pin back with Put.
+func (c *Cache) Lookup(index uint64) *Page {
+	sh := c.shard(index)
+	sh.mu.RLock()
+	p := sh.m[index]
+	if p != nil {
+		p.pins.Add(1)
+	}
+	sh.mu.RUnlock()
+	if p != nil && p.flags.Load()&uint32(PageReferenced) == 0 {
+		p.flags.Or(uint32(PageReferenced))
+	}
+	return p
+}
+
+// Grab returns the page at index, creating it if it is not cached,
+// pinned and locked (the kernel's grab_cache_page). A new page is not
+// Uptodate: its memory holds whatever the slot held before. When no slot
+// is free it returns an error wrapping ErrCacheFull.
+func (c *Cache) Grab(index uint64) (*Page, error) {
+	for {
+		if p := c.Lookup(index); p != nil {
+			p.Lock()
+			if p.flags.Load()&uint32(PageDropped) != 0 {
+				// Removed while we waited for the lock: try again.
+				p.Unlock()
+				c.Put(p)
+				continue
+			}
+			return p, nil
+		}
+		p, err := c.insert(index)
+		if err != nil {
+			return nil, err
+		}
+		if p != nil {
+			return p, nil
+		}
+		// Someone else inserted it first: look it up again.
+	}
+}
+
+// insert takes a free slot for index and publishes it, locked and
+// pinned. It returns nil, nil when index appeared meanwhile.
+func (c *Cache) insert(index uint64) (*Page, error) {
+	slot, ok := c.allocSlot()
+	if !ok {
+		return nil, fmt.Errorf("%w: page %d: all %d pages are in use", ErrCacheFull, index, c.capacity)
+	}
+	p := &c.pages[slot]
+	// The slot is ours: nobody holds a pin on a free slot.
+	p.index = index
+	p.next = nil
+	p.pins.Store(1)
+	p.flags.Store(uint32(PageLocked | PageReferenced))
+	sh := c.shard(index)
+	sh.mu.Lock()
+	if sh.m[index] != nil {
+		sh.mu.Unlock()
+		p.pins.Store(0)
+		p.flags.Store(0)
+		c.freeSlot(slot)
+		return nil, nil
+	}
+	sh.m[index] = p
+	sh.mu.Unlock()
+	c.nrCached.Add(1)
+	return p, nil
+}
+
+func (c *Cache) allocSlot() (uint32, bool) {
+	c.freeMu.Lock()
+	n := len(c.free)
+	if n == 0 {
+		c.freeMu.Unlock()
+		return 0, false
+	}
+	s := c.free[n-1]
+	c.free = c.free[:n-1]
+	c.freeMu.Unlock()
+	return s, true
+}
+
+func (c *Cache) freeSlot(s uint32) {
+	c.freeMu.Lock()
+	c.free = append(c.free, s)
+	c.freeMu.Unlock()
+}
+
+// Put gives back a pin from Grab or Lookup (or the dirty pin, which the
+// writeback engine gives back when it retires a page). Data must not be
+// used after it. A page removed from the cache frees its slot when its
+// last pin goes.
+func (c *Cache) Put(p *Page) {
+	n := p.pins.Add(-1)
+	if n > 0 {
+		return
+	}
+	if n < 0 {
+		invariants.Failf("pages: Put of unpinned page %d", p.index)
+	}
+	if p.flags.Load()&uint32(PageDropped) != 0 {
+		p.flags.Store(0)
+		c.freeSlot(p.slot)
+	}
+}
+
+// Pin takes another pin on a page the caller already holds pinned.
+func (c *Cache) Pin(p *Page) {
+	if p.pins.Add(1) <= 1 && invariants.Enabled {
+		invariants.Failf("pages: Pin of unpinned page %d", p.index)
+	}
+}
+
+// SetDirty marks a pinned page dirty and reports whether this call made
+// the clean → dirty transition. Only the winner of that transition takes
+// the dirty pin (held until the writeback engine retires the page) and
+// pushes the page onto the intake list, so a page is on the list at most
+// once. Dirtying a dirty page is one atomic load. SetDirty never sleeps
+// and takes no lock: any goroutine may call it, with or without the page
+// lock. It also sets Uptodate: the caller says the memory now holds the
+// page's contents.
+func (c *Cache) SetDirty(p *Page) bool {
+	for {
+		old := p.flags.Load()
+		if old&uint32(PageDirty) != 0 {
+			return false
+		}
+		if p.flags.CompareAndSwap(old, old|uint32(PageDirty|PageUptodate)) {
+			break
+		}
+	}
+	p.pins.Add(1)
+	c.nrDirty.Add(1)
+	c.pushIntake(p)
+	return true
+}
+
+// CancelDirty clears Dirty on a locked page that will not be written
+// (it is being invalidated) and reports whether it was dirty. The caller
+// — the writeback engine — then gives back the dirty pin.
+func (c *Cache) CancelDirty(p *Page) bool {
+	if invariants.Enabled && p.Flags()&PageLocked == 0 {
+		invariants.Failf("pages: CancelDirty on unlocked page %d", p.index)
+	}
+	return p.ClearDirtyForIO()
+}
+
+// Remove takes a locked page that is neither dirty nor under writeback
+// out of the cache (the kernel's delete_from_page_cache). Its slot is
+// freed when the last pin goes; Grab and Lookup no longer find it, and
+// holders of a pin see PageDropped.
+func (c *Cache) Remove(p *Page) {
+	f := p.Flags()
+	if f&PageLocked == 0 || f&(PageDirty|PageWriteback) != 0 {
+		invariants.Failf("pages: Remove of page %d in state %v", p.index, f)
+	}
+	sh := c.shard(p.index)
+	sh.mu.Lock()
+	if sh.m[p.index] == p {
+		delete(sh.m, p.index)
+		c.nrCached.Add(-1)
+	}
+	sh.mu.Unlock()
+	p.flags.Or(uint32(PageDropped))
+}
+
+// Range calls fn for every cached page with start ≤ index < end (end 0:
+// no limit), pinned, in no particular order; fn must Put it. It stops
+// when fn returns false. Pages added during the walk may be missed.
+func (c *Cache) Range(start, end uint64, fn func(p *Page) bool) {
+	var batch []*Page
+	for i := range c.shards {
+		sh := &c.shards[i]
+		batch = batch[:0]
+		sh.mu.RLock()
+		for idx, p := range sh.m {
+			if idx >= start && (end == 0 || idx < end) {
+				p.pins.Add(1)
+				batch = append(batch, p)
+			}
+		}
+		sh.mu.RUnlock()
+		for j, p := range batch {
+			if !fn(p) {
+				for _, q := range batch[j+1:] {
+					c.Put(q)
+				}
+				return
+			}
+		}
+	}
+}
+
+// Ops are the hooks the writeback engine installs in a cache (the
+// kernel's address_space_operations), so the cache can reach the device
+// without importing the engine.
+type Ops interface {
+	// ReadPage fills a locked, pinned page that is not Uptodate from the
+	// device and sets Uptodate.
+	ReadPage(ctx context.Context, p *Page) error
+	// WritebackForReclaim is called by Grab when no slot is free: it
+	// starts writeback (and a flush) so that clean, evictable pages
+	// appear, and returns when some did or ctx ends. No page lock is held.
+	WritebackForReclaim(ctx context.Context) error
+	// BalanceDirty paces a writer that has just dirtied pages (the
+	// kernel's balance_dirty_pages). It is called with no page lock held.
+	BalanceDirty(ctx context.Context) error
+}
+
+type opsBox struct{ ops Ops }
+
+// SetOps installs the engine's hooks; nil removes them. The engine does
+// this in Open and undoes it in Close.
+func (c *Cache) SetOps(ops Ops) {
+	if ops == nil {
+		c.ops.Store(nil)
+		return
+	}
+	c.ops.Store(&opsBox{ops})
+}
+
+// Ops returns the installed hooks, or nil.
+func (c *Cache) Ops() Ops {
+	if b := c.ops.Load(); b != nil {
+		return b.ops
+	}
+	return nil
+}
+
+// Buffers returns the arena cut at MaxBufferSize, for registering with
+// io_uring. Page p lies wholly inside Buffers()[BufIndex(p)].
+func (c *Cache) Buffers() [][]byte {
+	var bufs [][]byte
+	for off := 0; off < len(c.arena.mem); off += MaxBufferSize {
+		end := min(off+MaxBufferSize, len(c.arena.mem))
+		bufs = append(bufs, c.arena.mem[off:end:end])
+	}
+	return bufs
+}
+
+// BufIndex is the index in Buffers of the buffer holding p's memory.
+func (c *Cache) BufIndex(p *Page) int {
+	return int((uint64(p.slot) << c.pageShift) / MaxBufferSize)
+}

@@ -1,0 +1,205 @@
+package pages
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/cpu"
+
+	"github.com/wbengine/wbengine/internal/invariants"
+)
+
+// Page is one cached page. Its memory (Data) lives in the cache's arena,
+// off the Go heap; a *Page is valid only while the caller holds a pin
+// (from Grab or Lookup, given back with Put).
+//
+// Metadata cost: the Page struct is 64 bytes (flags 4, pins 4, slot 4,
+// padding 4, index 8, intake link 8, data slice header 24, cache pointer
+// 8), plus its entry in the index map (about 40 bytes with the map's own
+// overhead at typical load): about 100 bytes per page, 2.5% of a 4 KiB
+// page.
+type Page struct {
+	flags atomic.Uint32 // Flags; see the bit layout on Flags
+	pins  atomic.Int32  // pins held: callers of Grab/Lookup, the dirty pin, in-flight I/O
+	slot  uint32        // position in the cache's page table and arena; fixed
+	_     uint32
+	// index is the page index in the cache's address space. It is set
+	// when the slot is given a page, before the page is published in the
+	// index map, and changes only when the slot is reused (never while
+	// anyone holds a pin).
+	index uint64
+	// next links the page into the intake list. See intake.go for who
+	// owns it when.
+	next  *Page
+	data  []byte
+	cache *Cache
+}
+
+// Index is the page's index in the cache's address space.
+func (p *Page) Index() uint64 { return p.index }
+
+// Data is the page's memory, PageSize bytes, aligned for O_DIRECT. It is
+// valid only while the caller holds a pin.
+func (p *Page) Data() []byte { return p.data }
+
+// Slot is the page's fixed position in the cache (0 ≤ Slot < Capacity).
+// Side tables indexed by slot (the engine keeps one) must reset their
+// entry when a slot is reused: Index tells which page a slot holds.
+func (p *Page) Slot() int { return int(p.slot) }
+
+// Flags loads the page's flags word.
+func (p *Page) Flags() Flags { return Flags(p.flags.Load()) }
+
+// Pins is the number of pins held (for tests and invariant checks).
+func (p *Page) Pins() int { return int(p.pins.Load()) }
+
+// TryLock takes the page lock if it is free and reports whether it did.
+func (p *Page) TryLock() bool {
+	for {
+		old := p.flags.Load()
+		if old&uint32(PageLocked) != 0 {
+			return false
+		}
+		if p.flags.CompareAndSwap(old, old|uint32(PageLocked)) {
+			return true
+		}
+	}
+}
+
+// Lock takes the page lock, sleeping until it is free. Nobody may hold
+// a page lock while waiting for something that needs it: the writeback
+// pass submits what it has queued before it sleeps here.
+func (p *Page) Lock() {
+	for !p.TryLock() {
+		p.waitClear(PageLocked)
+	}
+}
+
+// Unlock releases the page lock and wakes its waiters. Unlocking a page
+// that is not locked panics.
+func (p *Page) Unlock() {
+	old := Flags(p.flags.And(^uint32(PageLocked | PageWaiters)))
+	if old&PageLocked == 0 {
+		invariants.Failf("pages: unlock of unlocked page %d", p.index)
+	}
+	if old&PageWaiters != 0 {
+		p.wake()
+	}
+}
+
+// ClearDirtyForIO clears Dirty on a locked page about to be written and
+// reports whether it was dirty (the kernel's folio_clear_dirty_for_io).
+// The dirty pin is not dropped: it passes to the write.
+func (p *Page) ClearDirtyForIO() bool {
+	if invariants.Enabled && p.Flags()&PageLocked == 0 {
+		invariants.Failf("pages: ClearDirtyForIO on unlocked page %d", p.index)
+	}
+	old := Flags(p.flags.And(^uint32(PageDirty)))
+	if old&PageDirty != 0 {
+		p.cache.nrDirty.Add(-1)
+		return true
+	}
+	return false
+}
+
+// TestSetWriteback sets Writeback on a locked page and returns whether it
+// was already set (the kernel's TestSetPageWriteback). Setting it twice
+// is a bug: under invariants it panics.
+func (p *Page) TestSetWriteback() bool {
+	old := Flags(p.flags.Or(uint32(PageWriteback)))
+	if invariants.Enabled {
+		if old&PageLocked == 0 {
+			invariants.Failf("pages: writeback set on unlocked page %d", p.index)
+		}
+		if old&PageWriteback != 0 {
+			invariants.Failf("pages: writeback set twice on page %d", p.index)
+		}
+	}
+	if old&PageWriteback == 0 {
+		p.cache.nrWriteback.Add(1)
+	}
+	return old&PageWriteback != 0
+}
+
+// EndWriteback clears Writeback and wakes the page's waiters (the
+// kernel's folio_end_writeback). It needs no page lock and never
+// blocks for long (it takes the wait bucket's mutex only when someone
+// sleeps on the page). Ending writeback that is not set panics: it would
+// mean a completion was delivered twice.
+func (p *Page) EndWriteback() {
+	old := Flags(p.flags.And(^uint32(PageWriteback | PageWaiters)))
+	if old&PageWriteback == 0 {
+		invariants.Failf("pages: EndWriteback on page %d not under writeback (%v)", p.index, old)
+	}
+	p.cache.nrWriteback.Add(-1)
+	if old&PageWaiters != 0 {
+		p.wake()
+	}
+}
+
+// WaitWriteback sleeps until the page is not under writeback. The
+// caller holds a pin; it may hold the page lock (completions do not need
+// it), as WriteAt does to keep pages stable.
+func (p *Page) WaitWriteback() {
+	p.waitClear(PageWriteback)
+}
+
+// SetUptodate marks the page's contents valid. The caller holds the
+// page lock.
+func (p *Page) SetUptodate() { p.flags.Or(uint32(PageUptodate)) }
+
+// SetError marks the page as held in error (the engine does, after
+// repeated write failures); ClearError clears it.
+func (p *Page) SetError()   { p.flags.Or(uint32(PageError)) }
+func (p *Page) ClearError() { p.flags.And(^uint32(PageError)) }
+
+// waitClear sleeps until every bit of mask is clear.
+//
+// Waiting uses a small table of wait buckets per cache (a mutex and a
+// condition variable each, chosen by slot) and the page's Waiters bit,
+// as the kernel hashes folios onto wait queues: no page carries a lock or
+// channel of its own, and a waker touches a bucket only when the Waiters
+// bit says someone sleeps. A sleeper sets Waiters while it holds the
+// bucket's mutex and rechecks the condition before it waits; a waker
+// clears the bits and Waiters in one atomic step and then broadcasts
+// under the same mutex, so a wake-up cannot fall between the check and
+// the wait. Sleepers on other pages of the same bucket wake spuriously,
+// find their page unchanged and set Waiters again.
+func (p *Page) waitClear(mask Flags) {
+	if p.flags.Load()&uint32(mask) == 0 {
+		return
+	}
+	b := p.cache.bucket(p.slot)
+	b.mu.Lock()
+	for {
+		old := p.flags.Load()
+		if old&uint32(mask) == 0 {
+			break
+		}
+		if old&uint32(PageWaiters) == 0 && !p.flags.CompareAndSwap(old, old|uint32(PageWaiters)) {
+			continue
+		}
+		b.cond.Wait()
+	}
+	b.mu.Unlock()
+}
+
+func (p *Page) wake() {
+	b := p.cache.bucket(p.slot)
+	b.mu.Lock()
+	b.cond.Broadcast()
+	b.mu.Unlock()
+}
+
+// waitBucket is one of the cache's hashed wait queues.
+type waitBucket struct {
+	mu   sync.Mutex
+	cond sync.Cond
+	_    cpu.CacheLinePad // keep buckets apart
+}
+
+const nWaitBuckets = 256
+
+func (c *Cache) bucket(slot uint32) *waitBucket {
+	return &c.waits[slot%nWaitBuckets]
+}
