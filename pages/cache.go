@@ -44,6 +44,10 @@ type Config struct {
 	PageSize int
 	// Capacity is the number of pages the cache holds (> 0).
 	Capacity int
+	// BufferSize is where Buffers cuts the arena for io_uring
+	// registration (default and maximum MaxBufferSize; a multiple of
+	// PageSize). Writes never cross a cut. Tests set it small.
+	BufferSize int
 	// HeapArena puts page memory on the Go heap instead of an mmap'd
 	// arena. Only for tests under -race: the race detector does not see
 	// mmap'd memory.
@@ -59,6 +63,7 @@ type Cache struct {
 	pageSize  int
 	pageShift uint
 	capacity  int
+	bufSize   int
 	arena     *arena
 	pages     []Page // one per slot; Page structs never move
 
@@ -108,6 +113,12 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.Capacity > (1<<62)/ps || cfg.Capacity > 1<<32-1 {
 		return nil, fmt.Errorf("%w: Capacity %d pages of %d bytes is too large", ErrConfig, cfg.Capacity, ps)
 	}
+	if cfg.BufferSize == 0 {
+		cfg.BufferSize = MaxBufferSize
+	}
+	if cfg.BufferSize < ps || cfg.BufferSize > MaxBufferSize || cfg.BufferSize%ps != 0 {
+		return nil, fmt.Errorf("%w: BufferSize %d: must be a multiple of PageSize %d, at most %d", ErrConfig, cfg.BufferSize, ps, MaxBufferSize)
+	}
 	a, err := newArena(cfg.Capacity*ps, cfg.HeapArena)
 	if err != nil {
 		return nil, err
@@ -116,6 +127,7 @@ func New(cfg Config) (*Cache, error) {
 		pageSize:  ps,
 		pageShift: uint(bits.TrailingZeros(uint(ps))),
 		capacity:  cfg.Capacity,
+		bufSize:   cfg.BufferSize,
 		arena:     a,
 		pages:     make([]Page, cfg.Capacity),
 		free:      make([]uint32, cfg.Capacity),
@@ -404,12 +416,12 @@ func (c *Cache) Ops() Ops {
 	return nil
 }
 
-// Buffers returns the arena cut at MaxBufferSize, for registering with
-// io_uring. Page p lies wholly inside Buffers()[BufIndex(p)].
+// Buffers returns the arena cut at Config.BufferSize, for registering
+// with io_uring. Page p lies wholly inside Buffers()[BufIndex(p)].
 func (c *Cache) Buffers() [][]byte {
 	var bufs [][]byte
-	for off := 0; off < len(c.arena.mem); off += MaxBufferSize {
-		end := min(off+MaxBufferSize, len(c.arena.mem))
+	for off := 0; off < len(c.arena.mem); off += c.bufSize {
+		end := min(off+c.bufSize, len(c.arena.mem))
 		bufs = append(bufs, c.arena.mem[off:end:end])
 	}
 	return bufs
@@ -417,5 +429,5 @@ func (c *Cache) Buffers() [][]byte {
 
 // BufIndex is the index in Buffers of the buffer holding p's memory.
 func (c *Cache) BufIndex(p *Page) int {
-	return int((uint64(p.slot) << c.pageShift) / MaxBufferSize)
+	return int((uint64(p.slot) << c.pageShift) / uint64(c.bufSize))
 }

@@ -1,0 +1,278 @@
+package engine
+
+import (
+	"context"
+	"hash/crc32"
+	"math/bits"
+	"slices"
+	"syscall"
+
+	"github.com/wbengine/wbengine/internal/invariants"
+	"github.com/wbengine/wbengine/ring"
+)
+
+// handle is the ring's completion handler. It runs on the ring's
+// reaping goroutine (one call at a time), never blocks and never
+// submits: it ends writeback, makes failed pages dirty again, advances
+// the generations and frees the records.
+func (e *Engine) handle(cs []ring.Completion) {
+	advanced := false
+	var flushRes syscall.Errno
+	flushed := false
+	e.complMu.Lock()
+	for i := range cs {
+		c := &cs[i]
+		if c.Tag == flushTag {
+			flushRes, flushed = c.Err, true
+			continue
+		}
+		r := &e.recs[c.Tag]
+		e.endWrite(r, c)
+		if e.gens.complete(r.gen) {
+			advanced = true
+		}
+	}
+	through := e.gens.through
+	e.complMu.Unlock()
+	writes := 0
+	for i := range cs {
+		if cs[i].Tag != flushTag {
+			e.freeRecs <- int32(cs[i].Tag) // never blocks: room for every record
+			writes++
+		}
+	}
+	e.stats.inFlight.Add(-int64(writes))
+	if flushed {
+		e.flushDone <- flushRes // never blocks: one flush at a time
+	}
+	if advanced {
+		e.completed.Store(through)
+		if e.nWaiters.Load() > 0 {
+			e.waitMu.Lock()
+			close(e.waitCh)
+			e.waitCh = make(chan struct{})
+			e.waitMu.Unlock()
+		}
+	}
+}
+
+// endWrite retires one completed write, with complMu held: for every
+// page, first record any error and make a failed page dirty again (the
+// one clean → dirty path, which gives it a new dirty pin and puts it on
+// the intake list), then end writeback. A successful page's pin moves to
+// the unflushed list until a flush covers it (or is dropped now where
+// the target needs no flush); a failed page's pin is dropped.
+func (e *Engine) endWrite(r *record, c *ring.Completion) {
+	okPages := len(r.pages)
+	if c.Err != 0 {
+		okPages = int(c.N / int64(e.ps))
+	}
+	var failed []uint64
+	for i, p := range r.pages {
+		st := &e.slots[p.Slot()]
+		if i < okPages {
+			if invariants.Enabled && !e.noStableCheck && i < len(r.sums) {
+				if sum := crc32.Checksum(p.Data(), crcTable); sum != r.sums[i] {
+					invariants.Failf("engine: page %d changed while its write was in flight", p.Index())
+				}
+			}
+			st.failures.Store(0)
+			if p.Flags().IsError() {
+				p.ClearError()
+				delete(e.inError, p.Index())
+			}
+			continue
+		}
+		held := int(st.failures.Add(1)) >= e.cfg.MaxRetries
+		if held {
+			p.SetError()
+			e.inError[p.Index()] = c.Err
+		}
+		e.fails.add(p.Index(), c.Err, held)
+		failed = append(failed, p.Index())
+		e.cache.SetDirty(p)
+	}
+	for i, p := range r.pages {
+		p.EndWriteback()
+		if i < okPages && e.needFlush {
+			e.unflushed = append(e.unflushed, p)
+		} else {
+			e.cache.Put(p)
+		}
+	}
+	e.stats.writes.Add(1)
+	e.stats.pagesIO.Add(int64(len(r.pages)))
+	if okPages > 0 {
+		e.stats.pagesWritten.Add(int64(okPages))
+		e.stats.bytesWritten.Add(int64(okPages * e.ps))
+	}
+	if len(failed) == 0 {
+		return
+	}
+	e.stats.writeErrors.Add(1)
+	e.stats.retries.Add(int64(len(failed)))
+	if e.cfg.OnError != nil && len(e.onErrors) < 1024 {
+		pe := &PageError{Op: "write", Path: e.cfg.Path, Count: len(failed), Errno: c.Err, Err: c.Err, Class: ErrIO}
+		pe.Pages = failed[:min(len(failed), maxNamedPages)]
+		e.onErrors = append(e.onErrors, pe)
+	}
+}
+
+// genWindow tracks which generations completed. Generations are handed
+// out in order when runs open and complete in any order; through is the
+// highest g with every generation ≤ g complete. At most QueueDepth are
+// outstanding, so a window of 2×QueueDepth flags indexed by g mod size
+// is enough.
+type genWindow struct {
+	done    []bool
+	mask    uint64
+	through uint64
+}
+
+func (w *genWindow) init(depth int) {
+	n := 1 << bits.Len(uint(2*depth))
+	w.done = make([]bool, n)
+	w.mask = uint64(n - 1)
+}
+
+// complete marks g done and reports whether through advanced.
+func (w *genWindow) complete(g uint64) bool {
+	if g <= w.through || w.done[g&w.mask] {
+		invariants.Failf("engine: generation %d completed twice", g)
+	}
+	w.done[g&w.mask] = true
+	adv := false
+	for w.done[(w.through+1)&w.mask] {
+		w.through++
+		w.done[w.through&w.mask] = false
+		adv = true
+	}
+	return adv
+}
+
+// waitGen waits until every write with generation ≤ g has completed.
+func (e *Engine) waitGen(ctx context.Context, g uint64) error {
+	for e.completed.Load() < g {
+		e.nWaiters.Add(1)
+		e.waitMu.Lock()
+		ch := e.waitCh
+		e.waitMu.Unlock()
+		if e.completed.Load() >= g {
+			e.nWaiters.Add(-1)
+			return nil
+		}
+		select {
+		case <-ch:
+			e.nWaiters.Add(-1)
+		case <-ctx.Done():
+			e.nWaiters.Add(-1)
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// failLog remembers recent write failures, so a Sync can tell whether
+// pages in its range failed while it worked (and must be written again).
+// It keeps the last len(ents) failures; a reader that finds its start
+// already overwritten treats the log as "something in range failed".
+type failLog struct {
+	seq  uint64 // failures ever logged
+	ents [4096]failure
+}
+
+type failure struct {
+	index uint64
+	errno syscall.Errno
+	held  bool
+}
+
+func (l *failLog) add(index uint64, errno syscall.Errno, held bool) {
+	l.ents[l.seq%uint64(len(l.ents))] = failure{index, errno, held}
+	l.seq++
+}
+
+func (e *Engine) failSeqNow() uint64 {
+	e.complMu.Lock()
+	defer e.complMu.Unlock()
+	return e.fails.seq
+}
+
+// failuresSince returns an error naming the pages in [start, end) whose
+// writes failed since failure number seq, or nil.
+func (e *Engine) failuresSince(seq, start, end uint64) error {
+	e.complMu.Lock()
+	defer e.complMu.Unlock()
+	l := &e.fails
+	if l.seq == seq {
+		return nil
+	}
+	pe := &PageError{Op: "write", Path: e.cfg.Path, Class: ErrIO}
+	if l.seq-seq > uint64(len(l.ents)) {
+		pe.Err = syscall.EIO
+		pe.Count = int(l.seq - seq)
+		return pe
+	}
+	for s := seq; s < l.seq; s++ {
+		f := l.ents[s%uint64(len(l.ents))]
+		if f.index < start || (end != 0 && f.index >= end) {
+			continue
+		}
+		if pe.Count == 0 {
+			pe.Err, pe.Errno = f.errno, f.errno
+		}
+		if len(pe.Pages) < maxNamedPages {
+			pe.Pages = append(pe.Pages, f.index)
+		}
+		pe.Count++
+	}
+	if pe.Count == 0 {
+		return nil
+	}
+	return pe
+}
+
+// retryNeeded reports whether pages in [start, end) failed since seq
+// without being held in error yet: they are dirty again, and another
+// round of Sync should write them.
+func (e *Engine) retryNeeded(seq, start, end uint64) bool {
+	e.complMu.Lock()
+	defer e.complMu.Unlock()
+	l := &e.fails
+	if l.seq-seq > uint64(len(l.ents)) {
+		return true
+	}
+	for s := seq; s < l.seq; s++ {
+		f := l.ents[s%uint64(len(l.ents))]
+		if !f.held && f.index >= start && (end == 0 || f.index < end) {
+			return true
+		}
+	}
+	return false
+}
+
+// heldInError returns an error naming the pages in [start, end) held in
+// error, or nil.
+func (e *Engine) heldInError(start, end uint64) error {
+	e.complMu.Lock()
+	defer e.complMu.Unlock()
+	var pe *PageError
+	for idx, errno := range e.inError {
+		if idx < start || (end != 0 && idx >= end) {
+			continue
+		}
+		if pe == nil {
+			pe = &PageError{Op: "write", Path: e.cfg.Path, Errno: errno, Err: errno, Held: true, Class: ErrIO}
+		}
+		pe.Pages = append(pe.Pages, idx)
+		pe.Count++
+	}
+	if pe == nil {
+		return nil
+	}
+	slices.Sort(pe.Pages)
+	if len(pe.Pages) > maxNamedPages {
+		pe.Pages = pe.Pages[:maxNamedPages]
+	}
+	return pe
+}

@@ -1,0 +1,210 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/wbengine/wbengine/mapper"
+	"github.com/wbengine/wbengine/ring"
+)
+
+// Errors. Test with errors.Is; each is wrapped with the operation and
+// the target.
+var (
+	// ErrClosed: the engine was closed.
+	ErrClosed = errors.New("engine: closed")
+	// ErrConfig: a Config value is out of range or inconsistent with the
+	// target or cache; the message names the value.
+	ErrConfig = errors.New("engine: bad config")
+	// ErrIO: a write failed. Pages held in error (after MaxRetries
+	// consecutive failures) make every Sync covering them fail with an
+	// error matching ErrIO until they are written or invalidated.
+	ErrIO = errors.New("engine: I/O error")
+	// ErrFlush: the device cache flush failed; the pages it would have
+	// made durable are dirty again. It also matches ErrIO.
+	ErrFlush = errors.New("engine: device flush failed")
+	// ErrHole: a dirty page maps to a hole and the mapper cannot
+	// allocate. The page stays dirty. Same value as mapper.ErrHole.
+	ErrHole = mapper.ErrHole
+	// ErrOutOfRange: the mapper put a page past the end of the target.
+	// The page stays dirty.
+	ErrOutOfRange = errors.New("engine: mapped past the end of the target")
+	// ErrBusy: a pass is already running (returned only where a caller
+	// asked not to wait).
+	ErrBusy = errors.New("engine: writeback pass already running")
+)
+
+// Config configures an engine. A zero field means its default.
+type Config struct {
+	// Path of the target: a block device (opened O_DIRECT|O_EXCL) or a
+	// regular file (O_DIRECT).
+	Path string
+	// QueueDepth is the most writes in flight (default 32, at most 4096).
+	QueueDepth int
+	// MaxIOBytes caps one write (default min(1 MiB, the device's
+	// max_sectors_kb)); rounded down to whole pages.
+	MaxIOBytes int
+	// MaxRetries is how many consecutive failed writes put a page in
+	// error (default 3).
+	MaxRetries int
+	// Mapper maps page indexes to device blocks (blocks are page-sized).
+	// nil writes each page on its own at block = index.
+	Mapper mapper.Mapper
+	// Ring is the backend: "auto" (default: native io_uring, falling back
+	// to the pwritev pool where io_uring is refused, and saying so once),
+	// "native", "pwritev" or "iceber" (only in builds with -tags iceber).
+	Ring string
+	// OpenRing, if set, opens the ring instead of ring.Open(target, Ring,
+	// cfg): tests and wbbench use it to wrap a backend (fault injection,
+	// simulated power loss) or to substitute one.
+	OpenRing func(t *ring.Target, cfg ring.Config) (ring.Ring, error)
+	// OnError receives every write or flush error, also those a retry
+	// later fixed. It is called outside the completion path, from the
+	// goroutine of a WritePages or Sync call, and must not call back into
+	// the engine.
+	OnError func(error)
+	// Logf receives one-off notices (a fallback taken, registration
+	// refused). Default: discard.
+	Logf func(format string, args ...any)
+	// CloseTimeout bounds how long Close waits for the device (default
+	// 30 s).
+	CloseTimeout time.Duration
+	// RegisterBuffers registers the cache's arena with io_uring and uses
+	// the *_FIXED opcodes (default on where the backend can; set
+	// NoRegisterBuffers to turn it off).
+	NoRegisterBuffers bool
+	// FlushAlways flushes on Sync even where the target says it has no
+	// volatile write cache (write through). Tests over simulated power
+	// loss set it; so may the paranoid.
+	FlushAlways bool
+}
+
+const (
+	defaultQueueDepth   = 32
+	maxQueueDepth       = 4096
+	defaultMaxIOBytes   = 1 << 20
+	defaultMaxRetries   = 3
+	defaultCloseTimeout = 30 * time.Second
+	maxIovecs           = 1024 // IOV_MAX: iovecs in one write
+)
+
+// resolve validates cfg against the target and the page size and fills
+// in the defaults.
+func (cfg Config) resolve(t *ring.Target, pageSize int) (Config, error) {
+	bad := func(format string, args ...any) (Config, error) {
+		return cfg, fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)
+	}
+	switch {
+	case cfg.QueueDepth < 0:
+		return bad("QueueDepth %d: must not be negative", cfg.QueueDepth)
+	case cfg.QueueDepth > maxQueueDepth:
+		return bad("QueueDepth %d: at most %d", cfg.QueueDepth, maxQueueDepth)
+	case cfg.MaxIOBytes < 0:
+		return bad("MaxIOBytes %d: must not be negative", cfg.MaxIOBytes)
+	case cfg.MaxRetries < 0:
+		return bad("MaxRetries %d: must not be negative", cfg.MaxRetries)
+	case cfg.CloseTimeout < 0:
+		return bad("CloseTimeout %v: must not be negative", cfg.CloseTimeout)
+	}
+	if cfg.QueueDepth == 0 {
+		cfg.QueueDepth = defaultQueueDepth
+	}
+	if cfg.MaxRetries == 0 {
+		cfg.MaxRetries = defaultMaxRetries
+	}
+	if cfg.CloseTimeout == 0 {
+		cfg.CloseTimeout = defaultCloseTimeout
+	}
+	if cfg.Ring == "" {
+		cfg.Ring = "auto"
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.MaxIOBytes == 0 {
+		cfg.MaxIOBytes = defaultMaxIOBytes
+		if t.MaxSectorsKB > 0 && t.MaxSectorsKB*1024 < cfg.MaxIOBytes {
+			cfg.MaxIOBytes = t.MaxSectorsKB * 1024
+		}
+		if cfg.MaxIOBytes < pageSize {
+			cfg.MaxIOBytes = pageSize
+		}
+	}
+	if cfg.MaxIOBytes < pageSize {
+		return bad("MaxIOBytes %d: smaller than the page size %d", cfg.MaxIOBytes, pageSize)
+	}
+	cfg.MaxIOBytes -= cfg.MaxIOBytes % pageSize
+	if lbs := t.LogicalBlockSize; lbs > 0 && pageSize%lbs != 0 {
+		return bad("page size %d is not a multiple of %s's logical block size %d", pageSize, t.Path, lbs)
+	}
+	if t.Size < int64(pageSize) {
+		return bad("%s holds %d bytes, less than one page of %d", t.Path, t.Size, pageSize)
+	}
+	if b, ok := cfg.Mapper.(mapper.Bounded); ok {
+		blocks := uint64(t.Size) / uint64(pageSize)
+		if mb := b.MaxBlock(); mb > blocks {
+			return bad("the mapper reaches block %d, past the end of %s (%d blocks of %d bytes)", mb-1, t.Path, blocks, pageSize)
+		}
+	}
+	return cfg, nil
+}
+
+// PageError reports pages whose writes failed. It matches ErrIO (and
+// ErrFlush for a failed flush) and the errno with errors.Is.
+type PageError struct {
+	Op    string // "write", "flush", "map"
+	Path  string
+	Pages []uint64 // the pages (the first 16 of them; Count has all)
+	Count int
+	Errno syscall.Errno // 0 when Err says more
+	Err   error         // the cause: a ring errno, ErrHole, ErrOutOfRange…
+	Held  bool          // held in error after MaxRetries failures
+	Class error         // ErrIO or ErrFlush
+}
+
+const maxNamedPages = 16
+
+func (e *PageError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "engine: %s %s: ", e.Op, e.Path)
+	switch {
+	case e.Count == 1:
+		fmt.Fprintf(&b, "page %d", e.Pages[0])
+	case e.Count > 0:
+		b.WriteString("pages ")
+		for i, p := range e.Pages {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprint(&b, p)
+		}
+		if e.Count > len(e.Pages) {
+			fmt.Fprintf(&b, ", … (%d pages)", e.Count)
+		} else {
+			fmt.Fprintf(&b, " (%d pages)", e.Count)
+		}
+	default:
+		b.WriteString("device")
+	}
+	if e.Held {
+		b.WriteString(" held in error")
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Err.Error())
+	return b.String()
+}
+
+// Unwrap lets errors.Is see the class (ErrIO, ErrFlush) and the cause.
+func (e *PageError) Unwrap() []error {
+	errs := []error{e.Err}
+	if e.Class != nil {
+		errs = append(errs, e.Class)
+		if e.Class == ErrFlush {
+			errs = append(errs, ErrIO)
+		}
+	}
+	return errs
+}

@@ -1,0 +1,408 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wbengine/wbengine/mapper"
+	"github.com/wbengine/wbengine/pages"
+	"github.com/wbengine/wbengine/ring"
+)
+
+// Engine writes back one cache's dirty pages to one target.
+type Engine struct {
+	cache  *pages.Cache
+	target *ring.Target
+	ring   ring.Ring
+	cfg    Config
+	mapper mapper.Mapper
+	alloc  mapper.Allocator // cfg.Mapper's, if it allocates
+
+	ps        int
+	maxPages  int    // pages in one write: MaxIOBytes / page size
+	nblocks   uint64 // the target's size in page-sized blocks
+	fixed     bool   // the arena is registered: writes use *_FIXED
+	needFlush bool   // Sync flushes the device
+
+	// pass is the pass lock (the kernel's I_SYNC): one writeback pass —
+	// and one Invalidate — per cache at a time. Holding it means owning
+	// everything in passState.
+	pass chan struct{}
+	passState
+
+	// recs are the in-flight records, QueueDepth of them, allocated at
+	// Open. freeRecs holds the indexes of the free ones: the pass takes
+	// one to open a run, the completion handler gives it back. A record
+	// belongs to the pass from the moment it is taken until it is handed
+	// to the ring by Submit, then to the ring until its completion, then
+	// to the handler until it is back in freeRecs.
+	recs     []record
+	freeRecs chan int32
+
+	// complMu protects the completion side: what the handler changes and
+	// the pass or Sync read — the generation window, per-slot failure
+	// counts, the pages held in error, the failure log and the pages
+	// written since the last flush. The handler takes it once per batch
+	// of completions.
+	complMu   sync.Mutex
+	gens      genWindow
+	slots     []slotState // by page slot
+	inError   map[uint64]syscall.Errno
+	fails     failLog
+	unflushed []*pages.Page // written since the last flush; each holds its write's pin
+	onErrors  []error       // for Config.OnError, delivered outside the handler
+
+	// Generations: every write gets the next number when its run is
+	// opened. completed is "every write with generation ≤ completed has
+	// completed" (completions arrive out of order; the window tracks the
+	// gaps). Waiting for a generation needs no lock or channel per page:
+	// a waiter registers in nWaiters, takes the current waitCh and
+	// rechecks completed; the handler, after it advances completed,
+	// closes waitCh and makes a new one only when nWaiters > 0. The
+	// waiter's increment and the handler's store are sequentially
+	// consistent atomics, so one of them always sees the other.
+	completed atomic.Uint64
+	lastGen   atomic.Uint64 // the highest generation handed out
+	nWaiters  atomic.Int32
+	waitMu    sync.Mutex // protects waitCh
+	waitCh    chan struct{}
+
+	flushMu   sync.Mutex          // one device flush at a time
+	flushDone chan syscall.Errno // the flush's completion
+
+	stats counters
+
+	closeMu sync.Mutex // serialises Close
+	closed  atomic.Bool
+
+	// noStableCheck turns off the invariants check that a page's
+	// contents do not change while it is in flight, for tests that write
+	// Data directly under writeback (which is legal).
+	noStableCheck bool
+}
+
+// passState is owned by the holder of the pass lock.
+type passState struct {
+	set      *dirtySet
+	drainBuf []*pages.Page
+	// cyclicIndex is where the next RangeCyclic pass starts (the
+	// kernel's mapping->writeback_index).
+	cyclicIndex uint64
+	nextGen     uint64
+	cur         int32   // the open run's record, or -1
+	queue       []int32 // sealed runs not yet submitted
+	reqs        []ring.Request
+	ext         mapper.Extent // the extent the walk mapped last
+	extOK       bool
+}
+
+// slotState is the engine's per-page state, indexed by page slot.
+type slotState struct {
+	gen uint64 // generation of the page's write in flight; set under the page lock with Writeback, by the pass
+	// failures counts consecutive failed writes; the handler changes it
+	// (under complMu), the pass reads it: a page that failed is written
+	// on its own next time, so one bad block does not hold its
+	// neighbours in error.
+	failures atomic.Uint32
+}
+
+// record is one write: a run of pages contiguous by index and block.
+type record struct {
+	gen   uint64
+	off   int64
+	bytes int64
+	buf   int // registered buffer index, -1 when not fixed
+	pages []*pages.Page
+	iov   []unix.Iovec
+	sums  []uint32 // invariants: page checksums when queued
+}
+
+const flushTag = 1 << 63
+
+// Open opens the target cfg.Path for writing back c's dirty pages and
+// installs the engine's hooks (pages.Ops) in c. One engine per cache.
+func Open(c *pages.Cache, cfg Config) (*Engine, error) {
+	if c == nil {
+		return nil, fmt.Errorf("%w: nil cache", ErrConfig)
+	}
+	if cfg.Path == "" {
+		return nil, fmt.Errorf("%w: no Path (a block device or file to write to)", ErrConfig)
+	}
+	if c.Ops() != nil {
+		return nil, fmt.Errorf("%w: the cache already has an engine", ErrConfig)
+	}
+	t, err := ring.OpenTarget(cfg.Path, ring.TargetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("engine: open: %w", err)
+	}
+	cfg, err = cfg.resolve(t, c.PageSize())
+	if err != nil {
+		t.Close()
+		return nil, err
+	}
+	ps := c.PageSize()
+	e := &Engine{
+		cache:     c,
+		target:    t,
+		cfg:       cfg,
+		mapper:    cfg.Mapper,
+		ps:        ps,
+		maxPages:  cfg.MaxIOBytes / ps,
+		nblocks:   uint64(t.Size) / uint64(ps),
+		needFlush: t.NeedsFlush() || cfg.FlushAlways,
+		pass:      make(chan struct{}, 1),
+		recs:      make([]record, cfg.QueueDepth),
+		freeRecs:  make(chan int32, cfg.QueueDepth),
+		slots:     make([]slotState, c.Capacity()),
+		inError:   make(map[uint64]syscall.Errno),
+		waitCh:    make(chan struct{}),
+		flushDone: make(chan syscall.Errno, 1),
+	}
+	e.alloc, _ = cfg.Mapper.(mapper.Allocator)
+	e.set = newDirtySet()
+	e.cur = -1
+	e.queue = make([]int32, 0, cfg.QueueDepth)
+	e.reqs = make([]ring.Request, 0, cfg.QueueDepth)
+	e.gens.init(cfg.QueueDepth)
+	iovs := min(e.maxPages, maxIovecs)
+	for i := range e.recs {
+		r := &e.recs[i]
+		r.pages = make([]*pages.Page, 0, e.maxPages)
+		r.iov = make([]unix.Iovec, 0, iovs)
+		r.sums = make([]uint32, 0, e.maxPages)
+		e.freeRecs <- int32(i)
+	}
+	rcfg := ring.Config{Depth: cfg.QueueDepth, Handler: e.handle, Logf: cfg.Logf}
+	if cfg.OpenRing != nil {
+		e.ring, err = cfg.OpenRing(t, rcfg)
+	} else {
+		e.ring, err = ring.Open(t, cfg.Ring, rcfg)
+	}
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("engine: open %s: %w", cfg.Path, err)
+	}
+	if !cfg.NoRegisterBuffers {
+		caps := e.ring.Caps()
+		if caps.WritevFixed || caps.WriteFixed {
+			if err := e.ring.RegisterBuffers(c.Buffers()); err != nil {
+				cfg.Logf("engine: %s: registered buffers unavailable, using plain writes: %v", cfg.Path, err)
+			} else {
+				e.fixed = true
+			}
+		}
+	}
+	c.SetOps(e)
+	return e, nil
+}
+
+// Target describes the device or file the engine writes to.
+func (e *Engine) Target() *ring.Target { return e.target }
+
+// Config is the engine's configuration with the defaults filled in.
+func (e *Engine) Config() Config { return e.cfg }
+
+// RingCaps is what the ring backend can do.
+func (e *Engine) RingCaps() ring.Caps { return e.ring.Caps() }
+
+// Close syncs every dirty page, stops the ring and closes the target,
+// and removes the engine's hooks from the cache. It is idempotent;
+// afterwards every call returns ErrClosed. If the device stops
+// completing I/O, Close gives up after Config.CloseTimeout and returns an
+// error, leaving mapped the memory that in-flight I/O still uses.
+func (e *Engine) Close() error {
+	e.closeMu.Lock()
+	defer e.closeMu.Unlock()
+	if e.closed.Load() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.CloseTimeout)
+	defer cancel()
+	syncErr := e.SyncRange(ctx, 0, 0)
+	e.closed.Store(true)
+	// Wait for the pass lock so no pass is running, and keep it.
+	select {
+	case e.pass <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("engine: close %s: a writeback pass did not finish within %v", e.cfg.Path, e.cfg.CloseTimeout)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.ring.Close() }()
+	var ringErr error
+	select {
+	case ringErr = <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("engine: close %s: the device did not complete in-flight I/O within %v; its memory stays mapped", e.cfg.Path, e.cfg.CloseTimeout)
+	}
+	e.cache.SetOps(nil)
+	// Pages written since the last flush hold pins; a clean close
+	// flushed them, a failed one leaves them dirty for no one: give the
+	// pins back so the cache can be closed.
+	e.complMu.Lock()
+	for _, p := range e.unflushed {
+		e.cache.Put(p)
+	}
+	e.unflushed = nil
+	e.complMu.Unlock()
+	tErr := e.target.Close()
+	return errors.Join(syncErr, ringErr, tErr)
+}
+
+// acquirePass takes the pass lock; wait says whether to wait for it.
+func (e *Engine) acquirePass(ctx context.Context, wait bool) (bool, error) {
+	select {
+	case e.pass <- struct{}{}:
+		return true, nil
+	default:
+	}
+	if !wait {
+		return false, nil
+	}
+	select {
+	case e.pass <- struct{}{}:
+		return true, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+func (e *Engine) releasePass() { <-e.pass }
+
+// ReadPage reads a page in from the target (pages.Ops). Pages over a
+// hole read as zeros.
+func (e *Engine) ReadPage(ctx context.Context, p *pages.Page) error {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	idx := p.Index()
+	block := idx
+	if e.mapper != nil {
+		ext, err := e.mapper.Map(idx)
+		if errors.Is(err, mapper.ErrHole) {
+			clear(p.Data())
+			p.SetUptodate()
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("engine: read %s: map page %d: %w", e.cfg.Path, idx, err)
+		}
+		block = ext.BlockOf(idx)
+	}
+	if block >= e.nblocks {
+		return fmt.Errorf("%w: read %s: page %d at block %d", ErrOutOfRange, e.cfg.Path, idx, block)
+	}
+	off := int64(block) * int64(e.ps)
+	data := p.Data()
+	for done := 0; done < len(data); {
+		n, err := unix.Pread(e.target.Fd(), data[done:], off+int64(done))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return &PageError{Op: "read", Path: e.cfg.Path, Pages: []uint64{idx}, Count: 1, Err: err, Class: ErrIO}
+		}
+		if n == 0 {
+			return &PageError{Op: "read", Path: e.cfg.Path, Pages: []uint64{idx}, Count: 1, Err: syscall.EIO, Class: ErrIO}
+		}
+		done += n
+	}
+	p.SetUptodate()
+	return nil
+}
+
+// WritebackForReclaim makes room in a full cache (pages.Ops): it writes
+// back and flushes so clean, evictable pages appear.
+func (e *Engine) WritebackForReclaim(ctx context.Context) error {
+	return e.Sync(ctx)
+}
+
+// BalanceDirty paces a writer (pages.Ops). Without a dirty limit
+// configured it returns at once.
+func (e *Engine) BalanceDirty(ctx context.Context) error { return nil }
+
+// counters are the engine's statistics, updated atomically.
+type counters struct {
+	pagesWritten atomic.Int64
+	bytesWritten atomic.Int64
+	writes       atomic.Int64
+	pagesIO      atomic.Int64
+	inFlight     atomic.Int64
+	writeErrors  atomic.Int64
+	retries      atomic.Int64
+	pagesSkipped atomic.Int64
+	passes       atomic.Int64
+	syncs        atomic.Int64
+	flushes      atomic.Int64
+	flushErrors  atomic.Int64
+}
+
+// Stats is a snapshot of the engine's counters.
+type Stats struct {
+	PagesWritten  int64   // pages whose write completed successfully
+	BytesWritten  int64   // their bytes
+	Writes        int64   // writes completed (WriteErrors of them failed in part or whole)
+	PagesPerWrite float64 // pages carried per completed write
+	InFlight      int64   // writes submitted and not completed
+	Dirty         int64   // dirty pages in the cache
+	Writeback     int64   // pages under writeback
+	WriteErrors   int64   // writes that failed (each failed page counted once per failure)
+	Retries       int64   // pages made dirty again after a failed write
+	PagesInError  int64   // pages held in error now
+	PagesSkipped  int64   // pages SyncNone passes skipped (under writeback)
+	Passes        int64   // WritePages passes run
+	Syncs         int64   // Sync/SyncRange calls completed
+	Flushes       int64   // device flushes that succeeded
+	FlushErrors   int64   // device flushes that failed
+	Backend       string  // the ring backend
+}
+
+// Stats returns a snapshot of the counters.
+func (e *Engine) Stats() Stats {
+	s := Stats{
+		PagesWritten: e.stats.pagesWritten.Load(),
+		BytesWritten: e.stats.bytesWritten.Load(),
+		Writes:       e.stats.writes.Load(),
+		InFlight:     e.stats.inFlight.Load(),
+		Dirty:        e.cache.NrDirty(),
+		Writeback:    e.cache.NrWriteback(),
+		WriteErrors:  e.stats.writeErrors.Load(),
+		Retries:      e.stats.retries.Load(),
+		PagesSkipped: e.stats.pagesSkipped.Load(),
+		Passes:       e.stats.passes.Load(),
+		Syncs:        e.stats.syncs.Load(),
+		Flushes:      e.stats.flushes.Load(),
+		FlushErrors:  e.stats.flushErrors.Load(),
+		Backend:      e.ring.Caps().Backend,
+	}
+	if s.Writes > 0 {
+		s.PagesPerWrite = float64(e.stats.pagesIO.Load()) / float64(s.Writes)
+	}
+	e.complMu.Lock()
+	s.PagesInError = int64(len(e.inError))
+	e.complMu.Unlock()
+	return s
+}
+
+// deliverErrors hands collected errors to Config.OnError, outside the
+// completion path.
+func (e *Engine) deliverErrors() {
+	if e.cfg.OnError == nil {
+		return
+	}
+	e.complMu.Lock()
+	errs := e.onErrors
+	e.onErrors = nil
+	e.complMu.Unlock()
+	for _, err := range errs {
+		e.cfg.OnError(err)
+	}
+}
+
+var _ pages.Ops = (*Engine)(nil)
+
