@@ -73,7 +73,7 @@ type Engine struct {
 	waitMu    sync.Mutex // protects waitCh
 	waitCh    chan struct{}
 
-	flushMu   sync.Mutex          // one device flush at a time
+	flushMu   sync.Mutex         // one device flush at a time
 	flushDone chan syscall.Errno // the flush's completion
 
 	stats counters
@@ -405,4 +405,3 @@ func (e *Engine) deliverErrors() {
 }
 
 var _ pages.Ops = (*Engine)(nil)
-
