@@ -1,0 +1,248 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/mapper"
+	"github.com/wbengine/wbengine/pages"
+	"github.com/wbengine/wbengine/ring"
+)
+
+func heapCache(t testing.TB, ps, n int) *pages.Cache {
+	t.Helper()
+	c, err := pages.New(pages.Config{PageSize: ps, Capacity: n, HeapArena: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// fakeOpen returns a Config.OpenRing that builds a fake ring and hands
+// it to *out.
+func fakeOpen(out **fakeRing, ps int) func(*ring.Target, ring.Config) (ring.Ring, error) {
+	return func(t *ring.Target, rc ring.Config) (ring.Ring, error) {
+		*out = newFakeRing(t.Size, ps, rc)
+		return *out, nil
+	}
+}
+
+// TestOpenBadInput: each bad value is refused with an error that names
+// it, and nothing is written to the target.
+func TestOpenBadInput(t *testing.T) {
+	const ps = 4096
+	file := loopdev.TempFile(t, 64*ps)
+	immutable := loopdev.TempFile(t, 64*ps)
+	roOK := false
+	if out, err := exec.Command("chattr", "+i", immutable).CombinedOutput(); err == nil {
+		roOK = true
+		t.Cleanup(func() { exec.Command("chattr", "-i", immutable).Run() })
+	} else {
+		t.Logf("skipping the read-only target case: chattr +i: %v %s", err, out)
+	}
+	cases := []struct {
+		name  string
+		cache *pages.Cache
+		cfg   Config
+		want  error
+		names string // the error must mention this
+	}{
+		{"nil cache", nil, Config{Path: file}, ErrConfig, "nil cache"},
+		{"no path", heapCache(t, ps, 8), Config{}, ErrConfig, "Path"},
+		{"negative qd", heapCache(t, ps, 8), Config{Path: file, QueueDepth: -1}, ErrConfig, "QueueDepth -1"},
+		{"huge qd", heapCache(t, ps, 8), Config{Path: file, QueueDepth: 100000}, ErrConfig, "QueueDepth 100000"},
+		{"negative maxio", heapCache(t, ps, 8), Config{Path: file, MaxIOBytes: -4096}, ErrConfig, "MaxIOBytes -4096"},
+		{"maxio below page", heapCache(t, ps, 8), Config{Path: file, MaxIOBytes: 100}, ErrConfig, "MaxIOBytes 100"},
+		{"negative retries", heapCache(t, ps, 8), Config{Path: file, MaxRetries: -2}, ErrConfig, "MaxRetries -2"},
+		{"negative close timeout", heapCache(t, ps, 8), Config{Path: file, CloseTimeout: -time.Second}, ErrConfig, "CloseTimeout -1s"},
+		{"mapper past the end", heapCache(t, ps, 8), Config{Path: file, Mapper: mapper.Linear(10, 60)}, ErrConfig, "block 69"},
+		{"missing", heapCache(t, ps, 8), Config{Path: file + ".nope"}, os.ErrNotExist, ".nope"},
+		{"directory", heapCache(t, ps, 8), Config{Path: t.TempDir()}, ring.ErrTarget, "directory"},
+		{"char device", heapCache(t, ps, 8), Config{Path: "/dev/null"}, ring.ErrTarget, "/dev/null"},
+		{"unknown ring", heapCache(t, ps, 8), Config{Path: file, Ring: "quantum"}, ring.ErrBadConfig, "quantum"},
+	}
+	if roOK {
+		cases = append(cases, struct {
+			name  string
+			cache *pages.Cache
+			cfg   Config
+			want  error
+			names string
+		}{"read-only target", heapCache(t, ps, 8), Config{Path: immutable}, os.ErrPermission, immutable})
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := Open(tc.cache, tc.cfg)
+			if err == nil {
+				e.Close()
+				t.Fatalf("Open(%+v) succeeded", tc.cfg)
+			}
+			if !errors.Is(err, tc.want) {
+				t.Errorf("error %q does not match %v", err, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.names) {
+				t.Errorf("error %q does not name %q", err, tc.names)
+			}
+			if tc.cache != nil && tc.cache.Ops() != nil {
+				t.Error("a failed Open left its hooks in the cache")
+			}
+		})
+	}
+	data, _ := os.ReadFile(file)
+	if !bytes.Equal(data, make([]byte, len(data))) {
+		t.Fatal("a refused Open wrote to the target")
+	}
+
+	t.Run("page size not a multiple of the logical block size", func(t *testing.T) {
+		d := loopdev.ForTest(t, 1<<20, 4096)
+		c := heapCache(t, 2048, 8)
+		_, err := Open(c, Config{Path: d.Path})
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "2048") || !strings.Contains(err.Error(), "4096") {
+			t.Fatalf("Open with 2 KiB pages on a 4 KiB-sector device = %v", err)
+		}
+	})
+	t.Run("second engine on one cache", func(t *testing.T) {
+		c := heapCache(t, ps, 8)
+		var fr *fakeRing
+		e, err := Open(c, Config{Path: file, OpenRing: fakeOpen(&fr, ps)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		if _, err := Open(c, Config{Path: file, OpenRing: fakeOpen(&fr, ps)}); !errors.Is(err, ErrConfig) {
+			t.Fatalf("second Open on one cache = %v, want ErrConfig", err)
+		}
+	})
+}
+
+func TestDefaults(t *testing.T) {
+	const ps = 4096
+	c := heapCache(t, ps, 8)
+	var fr *fakeRing
+	e, err := Open(c, Config{Path: loopdev.TempFile(t, 64*ps), OpenRing: fakeOpen(&fr, ps)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	cfg := e.Config()
+	if cfg.QueueDepth != 32 || cfg.MaxIOBytes != 1<<20 || cfg.MaxRetries != 3 || cfg.CloseTimeout != 30*time.Second || cfg.Ring != "auto" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestCloseIdempotent(t *testing.T) {
+	const ps = 4096
+	c := heapCache(t, ps, 8)
+	var fr *fakeRing
+	path := loopdev.TempFile(t, 64*ps)
+	e, err := Open(c, Config{Path: path, OpenRing: fakeOpen(&fr, ps), FlushAlways: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WriteAt(bytes.Repeat([]byte{7}, 3*ps), 0)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(fr.img[:3*ps], bytes.Repeat([]byte{7}, 3*ps)) {
+		t.Fatal("Close did not write the dirty pages")
+	}
+	if err := e.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	ctx := context.Background()
+	for name, err := range map[string]error{
+		"Sync":       e.Sync(ctx),
+		"WritePages": e.WritePages(ctx, &WritebackControl{}),
+		"Invalidate": e.Invalidate(ctx, 0, 0),
+	} {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("%s after Close = %v, want ErrClosed", name, err)
+		}
+	}
+	if c.Ops() != nil {
+		t.Error("Close left the engine's hooks in the cache")
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("closing the cache after the engine: %v", err)
+	}
+}
+
+// TestCloseTimeout: a device that stops completing makes Close give up
+// after CloseTimeout with an error.
+func TestCloseTimeout(t *testing.T) {
+	const ps = 4096
+	c := heapCache(t, ps, 8)
+	var fr *fakeRing
+	e, err := Open(c, Config{Path: loopdev.TempFile(t, 64*ps), OpenRing: fakeOpen(&fr, ps), CloseTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr.setHold(true)
+	c.WriteAt(make([]byte, ps), 0)
+	if err := e.WritePages(context.Background(), &WritebackControl{}); err != nil {
+		t.Fatal(err)
+	}
+	err = e.Close()
+	if err == nil || !strings.Contains(err.Error(), "100ms") {
+		t.Fatalf("Close with a stuck device = %v, want a timeout error", err)
+	}
+	fr.setHold(false) // let the fake drain so its goroutine ends
+	fr.Close()
+}
+
+// TestContextCancel: a pass cancelled while it waits submits what it
+// queued and leaves the rest dirty; nothing is left half-done.
+func TestContextCancel(t *testing.T) {
+	const ps = 4096
+	c := heapCache(t, ps, 64)
+	var fr *fakeRing
+	e, err := Open(c, Config{Path: loopdev.TempFile(t, 64*ps), QueueDepth: 2, OpenRing: fakeOpen(&fr, ps), FlushAlways: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	fr.setHold(true)
+	for i := 0; i < 10; i++ {
+		c.WriteAt(bytes.Repeat([]byte{byte(i + 1)}, ps), int64(2*i*ps)) // 10 separate pages
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.WritePages(ctx, &WritebackControl{SyncMode: SyncAll}) }()
+	// Both records are in flight; the pass waits for one to free.
+	deadline := time.Now().Add(10 * time.Second)
+	for e.stats.inFlight.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("pass never filled the queue")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled WritePages = %v", err)
+	}
+	if got := c.NrWriteback(); got != 2 {
+		t.Fatalf("pages under writeback after cancel = %d, want the 2 submitted", got)
+	}
+	if got := c.NrDirty(); got != 8 {
+		t.Fatalf("dirty pages after cancel = %d, want 8", got)
+	}
+	fr.setHold(false)
+	if err := e.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if c.NrWriteback() != 0 || c.NrDirty() != 0 {
+		t.Fatalf("after Sync: writeback %d dirty %d", c.NrWriteback(), c.NrDirty())
+	}
+	for i := 0; i < 10; i++ {
+		if fr.img[2*i*ps] != byte(i+1) {
+			t.Fatalf("page %d not on the device", 2*i)
+		}
+	}
+}
