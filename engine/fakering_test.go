@@ -32,6 +32,8 @@ type fakeRing struct {
 	flushFails int // flushes still to fail with flushErr
 	shortNext  int // the next write completes with only this many bytes and EIO (0: off)
 
+	subs []sub // every write submitted, in order
+
 	fixedOK bool     // accept RegisterBuffers
 	bufs    [][]byte // registered buffers
 
@@ -39,6 +41,14 @@ type fakeRing struct {
 	writes int
 	iovs   int
 	done   chan struct{}
+}
+
+// sub is a write as submitted.
+type sub struct {
+	off, len int64
+	iovs     int
+	fixed    bool
+	buf      int
 }
 
 type fault struct {
@@ -91,6 +101,7 @@ func (f *fakeRing) Submit(reqs []ring.Request) error {
 		f.pending = append(f.pending, r)
 		switch r.Op {
 		case ring.OpWrite:
+			f.subs = append(f.subs, sub{off: r.Off, len: r.Len(), iovs: len(r.Iov), fixed: r.Fixed, buf: int(r.BufIndex)})
 			f.writes++
 			f.iovs += len(r.Iov)
 			b := r.Off / int64(f.bs)
