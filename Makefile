@@ -28,6 +28,7 @@ stress: ## long randomized stress runs
 
 fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test -run '^$$' -fuzz '^FuzzExtentMap$$' -fuzztime $(FUZZTIME) ./mapper/
+	$(GO) test -run '^$$' -fuzz '^FuzzBatcher$$' -fuzztime $(FUZZTIME) ./engine/
 
 lint: ## staticcheck
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
