@@ -137,6 +137,9 @@ type Config struct {
 	// -EAGAIN or -EINTR (default 8). Short transfers are resumed without
 	// a cap as long as they make progress.
 	MaxRetries int
+	// Logf, if set, receives one line when Open "auto" falls back from
+	// io_uring to another backend, saying why. Nil: say nothing.
+	Logf func(format string, args ...any)
 }
 
 // Errors. Each is wrapped with the operation and the target where one is

@@ -1,0 +1,73 @@
+// Package ring owns the engine's way to the device: opening a target
+// (OpenTarget: a block device opened O_DIRECT|O_EXCL or a regular file
+// opened O_DIRECT, with its size and limits read once) and the rings
+// that carry reads, writes, flushes and NOPs to it, behind one small
+// interface (Ring). Nothing else in the module makes an io_uring call;
+// the io_uring binary interface and the package's unsafe code live in
+// uring_linux.go alone.
+//
+// # Backends
+//
+// Open picks one by name from a registry that each backend file fills
+// in its init function:
+//
+//   - "native" (native_linux.go): io_uring on golang.org/x/sys/unix.
+//     One owner goroutine per ring, locked to its OS thread, is the only
+//     one to touch the ring, so the ring is set up with SINGLE_ISSUER |
+//     DEFER_TASKRUN | COOP_TASKRUN (flags the kernel refuses with EINVAL
+//     are dropped one by one and named in Caps().Setup). user_data is a
+//     slot index; steady-state I/O allocates nothing.
+//   - "pwritev": a pool of goroutines calling pwritev/preadv/fdatasync;
+//     the fallback where io_uring is refused, and a baseline.
+//   - "iceber": github.com/iceber/iouring-go, compiled only with
+//     -tags iceber (and -ldflags=-checklinkname=0), for differential
+//     tests and benchmarks.
+//
+// "auto" (the default) is native, or pwritev when io_uring setup is
+// refused (EPERM, EACCES, ENOSYS: seccomp, kernel.io_uring_disabled);
+// the reason goes to Config.Logf once and into Caps().Setup.
+//
+// # Concurrency contract
+//
+// Submit, RegisterBuffers, Caps and Close may be called from any
+// goroutine. Submit hands a batch over in one step: it copies each
+// Request into a free slot of a table of Config.Depth slots, blocking
+// (not spinning) while fewer than len(reqs) slots are free, queues the
+// slots for the owner and wakes it, all under one lock acquisition and
+// at most one eventfd write.
+//
+// Ownership of a request passes with its slot:
+//
+//   - The Request value is copied at Submit; the caller may reuse it.
+//   - The iovec array (Request.Iov's backing array) and the memory it
+//     points to belong to the ring from Submit until the request's
+//     Completion is delivered. The caller must keep both alive and not
+//     change them; the ring may rewrite the iovecs (a short transfer is
+//     resumed by advancing them in place), so a caller that resubmits a
+//     failed request must rebuild its iovecs.
+//   - A slot is free again only after the Handler returned from the
+//     call that delivered its Completion.
+//
+// The Handler is called only by the goroutine that reaps the ring (the
+// native ring's owner), one call per reap with every completion of that
+// reap, never concurrently and never from inside Submit. Its slice is
+// reused: it is valid only during the call. The Handler must not block,
+// and must not call Submit or Close (both may wait for the Handler's
+// goroutine).
+//
+// Close stops accepting work (Submit returns ErrClosed, also to Submits
+// blocked on free slots), waits until every accepted request completed
+// and its Completion was delivered, then releases the ring. It does not
+// close the Target: close that after its rings.
+//
+// # Results
+//
+// A Completion is final. The ring resubmits the rest of a short
+// transfer for as long as each attempt makes progress (one that makes
+// none completes with EIO for a write, ENODATA for a read at end of
+// file), and resubmits -EAGAIN and -EINTR results up to
+// Config.MaxRetries times; any other error completes the request with
+// that errno and the bytes transferred so far. Writes and flushes are
+// separate requests: a flush covers the writes that completed before it
+// was submitted, and ordering is the caller's job.
+package ring

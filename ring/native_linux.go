@@ -1,0 +1,693 @@
+package ring
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func init() { backends["native"] = openNative }
+
+// testSetupHook, when set, runs on the owner thread before each
+// io_uring_setup attempt: a non-nil error is taken as what that attempt
+// failed with (tests return unix.EPERM to play a seccomp filter). Set it
+// only from tests, never concurrently with Open.
+var testSetupHook func() error
+
+// efdTag is the user_data of the read armed on the wake-up eventfd; slot
+// indexes are below Depth.
+const efdTag = ^uint64(0)
+
+// slot is one accepted request while the ring owns it. A slot is free
+// (on nativeRing.free), or pending (filled by Submit, on
+// nativeRing.pending), or the owner's (queued, in the kernel, or being
+// completed). Who may touch it follows from where it is: mu guards the
+// free and pending lists, and a slot's fields pass with it.
+type slot struct {
+	req     Request // a copy; req.Iov still points at the caller's array
+	total   int64   // req.Len()
+	done    int64   // bytes transferred so far
+	first   int     // index of the first iovec with bytes left
+	retries int     // -EAGAIN/-EINTR resubmissions so far
+	err     syscall.Errno
+}
+
+// complete takes one CQE result for s and reports whether the request is
+// finished (its Completion is s.completion()) or must be submitted again
+// (a short transfer that made progress, or -EAGAIN/-EINTR under the
+// retry cap). A short transfer advances s.req.Iov in place.
+func (s *slot) complete(res int32, maxRetries int) bool {
+	if res < 0 {
+		errno := syscall.Errno(-res)
+		if (errno == syscall.EAGAIN || errno == syscall.EINTR) && s.retries < maxRetries {
+			s.retries++
+			return false
+		}
+		s.err = errno
+		return true
+	}
+	if s.req.Op != OpWrite && s.req.Op != OpRead {
+		return true // NOP, FLUSH: nothing to count
+	}
+	n := int64(res)
+	if left := s.total - s.done; n > left {
+		n = left // the kernel never reports more than it was asked for
+	}
+	s.done += n
+	if s.done == s.total {
+		return true
+	}
+	if n == 0 {
+		// No progress: a write the device will not take, or a read at
+		// end of file. Resubmitting would loop.
+		if s.req.Op == OpWrite {
+			s.err = syscall.EIO
+		} else {
+			s.err = syscall.ENODATA
+		}
+		return true
+	}
+	s.first = advanceIov(s.req.Iov, s.first, n)
+	return false
+}
+
+func (s *slot) completion() Completion {
+	return Completion{Tag: s.req.Tag, N: s.done, Err: s.err}
+}
+
+// ctlReq is work that must run on the owner thread (with SINGLE_ISSUER
+// only the ring's own task may register resources).
+type ctlReq struct {
+	fn   func() error
+	err  error
+	done chan struct{}
+}
+
+// nativeRing is the io_uring backend: one owner goroutine, locked to its
+// OS thread, is the only one to touch the ring; submitters hand it slot
+// indexes through pending and wake it through an eventfd.
+type nativeRing struct {
+	t   *Target
+	fd  int // t's fd
+	cfg Config
+
+	// Set by the owner during setup, before Open returns; owner-only
+	// afterwards.
+	u      *uring
+	efd    int    // wake-up eventfd
+	efdBuf []byte // mmap'd; the armed eventfd read lands here
+	slots  []slot
+	probed [probeOpsMax]bool
+
+	// Owner-only.
+	queue    []uint32     // slots to turn into SQEs: new work and resubmissions
+	cs       []Completion // the Handler's slice, reused
+	finished []uint32     // slots of cs, freed after the Handler returns
+	inflight int          // slot SQEs the kernel holds
+	efdArmed bool         // the eventfd read is in the kernel
+	nbufs    int          // registered buffers
+
+	// mu guards the hand-off between submitters and the owner: the free
+	// and pending lists, ctl, closing, waiters, want and caps. Submit
+	// takes it once per batch; the owner once per round that has news
+	// (to collect pending work) and once per reap (to free slots).
+	mu      sync.Mutex
+	space   sync.Cond // L = &mu; broadcast when slots are freed or the ring closes
+	free    []uint32  // free slot indexes (a stack; capacity Depth)
+	pending []uint32  // accepted slots the owner has not collected yet (capacity Depth)
+	ctl     *ctlReq
+	closing bool
+	waiters int // Submits blocked on space
+	want    int // the most slots a blocked Submit needs
+	caps    Caps
+
+	// Wake-up protocol (Dekker style; Go's atomics are sequentially
+	// consistent). Whoever gives the owner something to do (Submit,
+	// Close, a control request) does so under mu, then adds to news,
+	// then loads sleeping and, if it wins the CAS true→false, writes the
+	// eventfd. The owner stores sleeping=true, then loads news, and
+	// blocks only if it is zero. Either the owner sees the news or the
+	// giver sees the sleeper, so no wake-up is lost, and at most one
+	// eventfd write is made per sleep. The owner zeroes news under mu
+	// when it collects the work. Every eventfd write happens under mu,
+	// so once the owner has seen closing under mu nobody writes to the
+	// eventfd again and teardown may close it.
+	news     atomic.Int32
+	sleeping atomic.Bool
+
+	regMu    sync.Mutex    // serializes RegisterBuffers
+	exited   chan struct{} // closed when the owner has released the ring
+	closeErr error         // teardown's error; read after exited
+}
+
+func openNative(t *Target, cfg Config) (Ring, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	d := cfg.Depth
+	r := &nativeRing{
+		t:        t,
+		fd:       t.fd,
+		cfg:      cfg,
+		efd:      -1,
+		slots:    make([]slot, d),
+		queue:    make([]uint32, 0, d),
+		cs:       make([]Completion, 0, d),
+		finished: make([]uint32, 0, d),
+		free:     make([]uint32, d),
+		pending:  make([]uint32, 0, d),
+		exited:   make(chan struct{}),
+	}
+	r.space.L = &r.mu
+	for i := range r.free {
+		r.free[i] = uint32(d - 1 - i) // pop order 0, 1, 2, …
+	}
+	ready := make(chan error, 1)
+	go r.run(ready)
+	if err := <-ready; err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// run is the owner goroutine.
+func (r *nativeRing) run(ready chan<- error) {
+	// Never unlocked: when run returns, the runtime retires this thread,
+	// and with it the io_uring task context SINGLE_ISSUER tied to it.
+	runtime.LockOSThread()
+	if err := r.setup(); err != nil {
+		r.release()
+		ready <- err
+		return
+	}
+	ready <- nil
+	r.loop()
+	r.closeErr = r.teardown()
+	close(r.exited)
+}
+
+// setup creates the ring on the owner thread, dropping setup flags one
+// by one while the kernel answers EINVAL; probes opcodes; arms nothing
+// yet (the loop arms the eventfd read first thing).
+func (r *nativeRing) setup() error {
+	sq := roundPow2(uint32(r.cfg.Depth) + 1) // +1: the eventfd read
+	cq := 2 * sq                             // ≥ 2 × in flight: the CQ cannot overflow
+	flags := uint32(0)
+	for _, f := range setupFlagNames {
+		flags |= f.flag
+	}
+	var refused []string
+	for i := 0; ; {
+		var u *uring
+		var call string
+		var err error
+		if hook := testSetupHook; hook != nil {
+			err, call = hook(), "io_uring_setup"
+		}
+		if err == nil {
+			u, call, err = newURing(sq, cq, flags)
+		}
+		if err == nil {
+			r.u = u
+			break
+		}
+		var errno unix.Errno
+		if call != "io_uring_setup" || !errors.As(err, &errno) {
+			return fmt.Errorf("ring: %s: %s: %w", r.t.Path, call, err)
+		}
+		switch errno {
+		case unix.EPERM, unix.EACCES, unix.ENOSYS:
+			return fmt.Errorf("ring: %s: io_uring_setup: %w (%w: seccomp, kernel.io_uring_disabled or no io_uring in this kernel)", r.t.Path, errno, ErrRefused)
+		case unix.EINVAL:
+			for i < len(setupFlagNames) && flags&setupFlagNames[i].flag == 0 {
+				i++
+			}
+			if i == len(setupFlagNames) {
+				return fmt.Errorf("ring: %s: io_uring_setup with no optional flags: %w", r.t.Path, errno)
+			}
+			flags &^= setupFlagNames[i].flag
+			refused = append(refused, setupFlagNames[i].name)
+		default:
+			return fmt.Errorf("ring: %s: io_uring_setup: %w", r.t.Path, errno)
+		}
+	}
+
+	var err error
+	if r.probed, err = r.u.probe(); err != nil {
+		return fmt.Errorf("ring: %s: IORING_REGISTER_PROBE: %w", r.t.Path, err)
+	}
+	if r.efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC); err != nil {
+		r.efd = -1
+		return fmt.Errorf("ring: %s: eventfd: %w", r.t.Path, err)
+	}
+	if r.efdBuf, err = mapScratch(unix.Getpagesize()); err != nil {
+		return fmt.Errorf("ring: %s: mmap: %w", r.t.Path, err)
+	}
+
+	var accepted []string
+	for _, f := range setupFlagNames {
+		if flags&f.flag != 0 {
+			accepted = append(accepted, f.name)
+		}
+	}
+	desc := fmt.Sprintf("io_uring sq=%d cq=%d flags=%s", r.u.sqN, r.u.cqN, strings.Join(accepted, "|"))
+	if len(refused) > 0 {
+		desc += " (kernel refused " + strings.Join(refused, ", ") + ")"
+	}
+	r.caps = Caps{
+		Backend:     "native",
+		Depth:       r.cfg.Depth,
+		Setup:       desc,
+		Writev:      r.probed[opWritev],
+		WritevFixed: r.probed[opWritevFixed],
+		WriteFixed:  r.probed[opWriteFixed],
+		Readv:       r.probed[opReadv],
+		ReadvFixed:  r.probed[opReadvFixed],
+		ReadFixed:   r.probed[opReadFixed],
+		Fsync:       r.probed[opFsync],
+	}
+	return nil
+}
+
+// loop is the owner's work: collect pending slots, turn them into SQEs,
+// one io_uring_enter per round (submit, and wait for one completion when
+// there is nothing else to do), reap in bulk. It returns once the ring
+// is closing and every accepted request has completed.
+func (r *nativeRing) loop() {
+	closing := false
+	for {
+		if r.news.Load() != 0 {
+			r.mu.Lock()
+			r.news.Store(0)
+			r.queue = append(r.queue, r.pending...)
+			r.pending = r.pending[:0]
+			ctl := r.ctl
+			r.ctl = nil
+			closing = r.closing
+			r.mu.Unlock()
+			if ctl != nil {
+				ctl.err = ctl.fn()
+				close(ctl.done)
+			}
+		}
+		if closing && len(r.queue) == 0 && r.inflight == 0 {
+			return
+		}
+
+		r.fill(closing)
+		toSubmit := r.u.flush()
+		var wait uint32
+		if len(r.queue) == 0 && r.u.cqReady() == 0 {
+			// Nothing to do but wait: for a completion, or for the
+			// eventfd read that news will complete (see sleeping).
+			// The eventfd read is armed unless closing, and closing
+			// with nothing in flight returned above, so the wait ends.
+			r.sleeping.Store(true)
+			if r.news.Load() == 0 {
+				wait = 1
+			} else {
+				r.sleeping.Store(false)
+			}
+		}
+		_, errno := r.u.enter(toSubmit, wait)
+		if wait != 0 {
+			r.sleeping.Store(false)
+		}
+		switch errno {
+		case 0:
+		case unix.EINTR:
+			// Retried by the next round without limit: what the kernel
+			// consumed moved the SQ head, the rest is resubmitted.
+		case unix.EAGAIN, unix.EBUSY:
+			// Out of request memory, or CQ overflow that cannot be
+			// flushed (not with CQ ≥ 2 × in flight): reap, then retry;
+			// with nothing to reap, wait for a completion or back off
+			// rather than spin.
+			if r.reap() == 0 {
+				r.backoff()
+			}
+			continue
+		default:
+			// EFAULT, EINVAL, EBADF, EEXIST (wrong thread): the ring's
+			// memory or thread discipline is broken. There is no way to
+			// tell which SQEs the kernel holds, so nothing can be
+			// completed safely.
+			panic(fmt.Sprintf("ring: %s: io_uring_enter: %v (a bug in package ring)", r.t.Path, errno))
+		}
+		r.reap()
+	}
+}
+
+// backoff waits after EAGAIN/EBUSY from io_uring_enter with nothing
+// reaped: for a completion when something is in flight, else briefly.
+func (r *nativeRing) backoff() {
+	if r.inflight > 0 {
+		r.u.enter(0, 1)
+		return
+	}
+	time.Sleep(time.Millisecond)
+}
+
+// maxSQEsPerEnter caps the SQEs one io_uring_enter carries. Batches
+// (at most Depth requests each) queued behind each other go in rounds
+// of this size, so a deep ring delivers completions and frees slots
+// while the rest is still queued: blocked submitters refill the ring
+// before it runs dry instead of after. A Submit of up to this many
+// requests is always one enter.
+const maxSQEsPerEnter = 128
+
+// fill arms the eventfd read if it is not armed (and the ring is not
+// closing), then turns queued slots into SQEs while the SQ has room (at
+// most maxSQEsPerEnter); the rest stays queued for the next round.
+func (r *nativeRing) fill(closing bool) {
+	if !r.efdArmed && !closing && r.u.sqFree() > 0 {
+		e := r.u.nextSQE()
+		prepRead(e, r.efd, r.efdBuf[:8])
+		e.userData = efdTag
+		r.efdArmed = true
+	}
+	n := min(len(r.queue), int(r.u.sqFree()), maxSQEsPerEnter)
+	if n == 0 {
+		return
+	}
+	for _, idx := range r.queue[:n] {
+		r.prep(idx)
+	}
+	r.inflight += n
+	r.queue = r.queue[:copy(r.queue, r.queue[n:])]
+}
+
+// prep fills the next SQE for slot idx, from where the request stands
+// (a resubmission starts at the first byte not yet transferred).
+func (r *nativeRing) prep(idx uint32) {
+	s := &r.slots[idx]
+	e := r.u.nextSQE()
+	switch s.req.Op {
+	case OpWrite, OpRead:
+		iov := s.req.Iov[s.first:]
+		op := r.rwOp(s.req.Op == OpWrite, s.req.Fixed, len(iov))
+		prepRW(e, op, r.fd, iov, s.req.Off+s.done, s.req.RWFlags, s.req.BufIndex)
+	case OpFlush:
+		prepFsync(e, r.fd)
+	default:
+		// OpNop: a zeroed SQE is IORING_OP_NOP.
+	}
+	e.userData = uint64(idx)
+}
+
+// rwOp picks the opcode: the *_FIXED ones only when the caller asked,
+// buffers are registered and the kernel has the opcode.
+func (r *nativeRing) rwOp(write, fixed bool, niov int) uint8 {
+	if fixed && r.nbufs > 0 {
+		switch {
+		case write && niov == 1 && r.probed[opWriteFixed]:
+			return opWriteFixed
+		case !write && niov == 1 && r.probed[opReadFixed]:
+			return opReadFixed
+		case write && niov > 1 && r.probed[opWritevFixed]:
+			return opWritevFixed
+		case !write && niov > 1 && r.probed[opReadvFixed]:
+			return opReadvFixed
+		}
+	}
+	if write {
+		return opWritev
+	}
+	return opReadv
+}
+
+// reap handles every posted CQE: the eventfd read is marked for
+// re-arming, a finished request joins cs, a short or retried one goes
+// back on the queue. It then calls the Handler once with cs and frees
+// those slots. It returns how many CQEs it saw.
+func (r *nativeRing) reap() int {
+	head, tail := r.u.cqPending()
+	for i := head; i != tail; i++ {
+		ud, res := r.u.cqeAt(i)
+		if ud == efdTag {
+			if res < 0 && res != -int32(unix.EINTR) && res != -int32(unix.EAGAIN) && res != -int32(unix.ECANCELED) {
+				// Re-arming a read that fails at once would spin.
+				panic(fmt.Sprintf("ring: %s: eventfd read: %v (a bug in package ring)", r.t.Path, unix.Errno(-res)))
+			}
+			r.efdArmed = false
+			continue
+		}
+		r.inflight--
+		s := &r.slots[ud]
+		if !s.complete(res, r.cfg.MaxRetries) {
+			r.queue = append(r.queue, uint32(ud))
+			continue
+		}
+		r.cs = append(r.cs, s.completion())
+		r.finished = append(r.finished, uint32(ud))
+	}
+	r.u.cqAdvance(tail)
+	if len(r.cs) > 0 {
+		r.deliver()
+	}
+	return int(tail - head)
+}
+
+// deliver calls the Handler with cs, then frees the slots: a slot is
+// free again only after its completion was delivered, so Close, which
+// waits for in-flight work, also waits for delivery.
+//
+// Blocked submitters are woken in batches, as the block layer's tag
+// allocator (sbitmap's wake_batch) does: once enough slots are free for
+// the largest waiter and either a quarter of the ring is free or the
+// owner has nothing left in flight or queued (so no later completion
+// would wake them). Each wake-up costs the waker a futex call and the
+// woken thread tens of microseconds on a VM; batching keeps that off the
+// per-batch path while the owner still has work queued.
+func (r *nativeRing) deliver() {
+	r.cfg.Handler(r.cs)
+	for _, idx := range r.finished {
+		r.slots[idx] = slot{} // drop the references to the caller's memory
+	}
+	r.mu.Lock()
+	r.free = append(r.free, r.finished...)
+	if r.waiters > 0 && len(r.free) >= r.want &&
+		(4*len(r.free) >= r.cfg.Depth || r.inflight == 0 && len(r.queue) == 0) {
+		r.space.Broadcast()
+		r.want = 0 // waiters that still lack slots raise it again
+	}
+	r.mu.Unlock()
+	r.cs = r.cs[:0]
+	r.finished = r.finished[:0]
+}
+
+// wake tells the owner there is news, writing the eventfd if it sleeps.
+// Called with mu held, after the news was recorded (see sleeping).
+func (r *nativeRing) wake() {
+	r.news.Add(1)
+	if r.sleeping.Load() && r.sleeping.CompareAndSwap(true, false) {
+		r.signal()
+	}
+}
+
+// signal writes the wake-up eventfd.
+func (r *nativeRing) signal() {
+	if errno := eventfdSignal(r.efd); errno != 0 {
+		panic(fmt.Sprintf("ring: %s: eventfd write: %v", r.t.Path, errno))
+	}
+}
+
+// Submit implements Ring.
+func (r *nativeRing) Submit(reqs []Request) error {
+	n := len(reqs)
+	if n > r.cfg.Depth {
+		return fmt.Errorf("%w: %d requests, depth %d", ErrTooMany, n, r.cfg.Depth)
+	}
+	for i := range reqs {
+		if err := checkOp(&reqs[i]); err != nil {
+			return err
+		}
+	}
+	r.mu.Lock()
+	for !r.closing && len(r.free) < n {
+		r.waiters++
+		r.want = max(r.want, n)
+		r.space.Wait()
+		r.waiters--
+		if r.waiters == 0 {
+			r.want = 0
+		}
+	}
+	if r.closing {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	if n == 0 {
+		r.mu.Unlock()
+		return nil
+	}
+	for i := range reqs {
+		idx := r.free[len(r.free)-1]
+		r.free = r.free[:len(r.free)-1]
+		s := &r.slots[idx]
+		s.req = reqs[i]
+		s.total = reqs[i].Len()
+		r.pending = append(r.pending, idx)
+	}
+	r.wake()
+	r.mu.Unlock()
+	return nil
+}
+
+// checkOp rejects what no backend can do: an unknown op, or more
+// iovecs than one vectored I/O takes (IOV_MAX).
+func checkOp(req *Request) error {
+	switch req.Op {
+	case OpWrite, OpRead:
+		if len(req.Iov) > iovMax {
+			return fmt.Errorf("%w: %s with %d iovecs (at most %d)", ErrBadConfig, req.Op, len(req.Iov), iovMax)
+		}
+	case OpFlush, OpNop:
+	default:
+		return fmt.Errorf("%w: unknown op %d", ErrBadConfig, req.Op)
+	}
+	return nil
+}
+
+// RegisterBuffers implements Ring: IORING_REGISTER_BUFFERS, run on the
+// owner thread.
+func (r *nativeRing) RegisterBuffers(bufs [][]byte) error {
+	if len(bufs) == 0 || len(bufs) > maxRegBuffers {
+		return fmt.Errorf("%w: %d buffers (1 to %d)", ErrBadConfig, len(bufs), maxRegBuffers)
+	}
+	var total int64
+	for i, b := range bufs {
+		if len(b) == 0 || len(b) > maxRegBufBytes {
+			return fmt.Errorf("%w: buffer %d is %d bytes (1 byte to 1 GiB)", ErrBadConfig, i, len(b))
+		}
+		total += int64(len(b))
+	}
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	err := r.onOwner(func() error {
+		if r.nbufs > 0 {
+			return fmt.Errorf("%w: buffers are already registered", ErrBadConfig)
+		}
+		if err := r.u.registerBuffers(bufs); err != nil {
+			return err
+		}
+		r.nbufs = len(bufs)
+		r.mu.Lock()
+		r.caps.RegisteredBuffers = true
+		r.mu.Unlock()
+		return nil
+	})
+	var errno unix.Errno
+	switch {
+	case err == nil || !errors.As(err, &errno):
+		return err
+	case errno == unix.ENOMEM:
+		return fmt.Errorf("ring: %s: register %d buffers (%d bytes): %w: %w: pinning them would pass RLIMIT_MEMLOCK (raise ulimit -l, or run with CAP_IPC_LOCK)", r.t.Path, len(bufs), total, errno, ErrNotSupported)
+	default:
+		return fmt.Errorf("ring: %s: register %d buffers (%d bytes): %w (%w)", r.t.Path, len(bufs), total, errno, ErrNotSupported)
+	}
+}
+
+// onOwner runs fn on the owner thread and returns its error.
+func (r *nativeRing) onOwner(fn func() error) error {
+	c := &ctlReq{fn: fn, done: make(chan struct{})}
+	r.mu.Lock()
+	if r.closing {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	r.ctl = c
+	r.wake()
+	r.mu.Unlock()
+	<-c.done
+	return c.err
+}
+
+// Caps implements Ring.
+func (r *nativeRing) Caps() Caps {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.caps
+}
+
+// Close implements Ring. It must not be called from the Handler (it
+// waits for the goroutine that runs the Handler).
+func (r *nativeRing) Close() error {
+	r.mu.Lock()
+	if !r.closing {
+		r.closing = true
+		r.space.Broadcast()
+		r.wake()
+	}
+	r.mu.Unlock()
+	<-r.exited
+	return r.closeErr
+}
+
+// teardown runs on the owner once everything accepted has completed:
+// it collects the eventfd read (so the kernel can no longer write into
+// efdBuf), then releases everything.
+func (r *nativeRing) teardown() error {
+	if r.efdArmed {
+		if errno := eventfdSignal(r.efd); errno != 0 {
+			return r.release()
+		}
+		for r.efdArmed {
+			if _, errno := r.u.enter(0, 1); errno != 0 && errno != unix.EINTR && errno != unix.EAGAIN && errno != unix.EBUSY {
+				break // closing the ring cancels the read
+			}
+			r.reap()
+		}
+	}
+	return r.release()
+}
+
+// release unregisters buffers, unmaps and closes the ring, and closes
+// the eventfd. It tolerates a partial setup.
+func (r *nativeRing) release() error {
+	var errs []error
+	if r.u != nil {
+		if r.nbufs > 0 {
+			if err := r.u.unregisterBuffers(); err != nil {
+				errs = append(errs, fmt.Errorf("unregister buffers: %w", err))
+			}
+			r.nbufs = 0
+		}
+		if err := r.u.close(); err != nil {
+			errs = append(errs, fmt.Errorf("close ring: %w", err))
+		}
+	}
+	if r.efd >= 0 {
+		if err := unix.Close(r.efd); err != nil {
+			errs = append(errs, fmt.Errorf("close eventfd: %w", err))
+		}
+		r.efd = -1
+	}
+	if r.efdBuf != nil {
+		if err := unmapScratch(r.efdBuf); err != nil {
+			errs = append(errs, fmt.Errorf("munmap: %w", err))
+		}
+		r.efdBuf = nil
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("ring: %s: close: %w", r.t.Path, errors.Join(errs...))
+	}
+	return nil
+}
+
+// roundPow2 rounds n up to a power of two.
+func roundPow2(n uint32) uint32 {
+	p := uint32(1)
+	for p < n {
+		p <<= 1
+	}
+	return p
+}
