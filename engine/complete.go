@@ -26,6 +26,10 @@ func (e *Engine) handle(cs []ring.Completion) {
 			flushRes, flushed = c.Err, true
 			continue
 		}
+		if c.Tag&readTag != 0 {
+			e.endRead(c)
+			continue
+		}
 		r := &e.recs[c.Tag]
 		e.endWrite(r, c)
 		if e.gens.complete(r.gen) {
@@ -36,7 +40,7 @@ func (e *Engine) handle(cs []ring.Completion) {
 	e.complMu.Unlock()
 	writes := 0
 	for i := range cs {
-		if cs[i].Tag != flushTag {
+		if cs[i].Tag&(flushTag|readTag) == 0 {
 			e.freeRecs <- int32(cs[i].Tag) // never blocks: room for every record
 			writes++
 		}

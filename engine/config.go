@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"syscall"
 	"time"
@@ -66,20 +67,42 @@ type Config struct {
 	// goroutine of a WritePages or Sync call, and must not call back into
 	// the engine.
 	OnError func(error)
-	// Logf receives one-off notices (a fallback taken, registration
-	// refused). Default: discard.
-	Logf func(format string, args ...any)
+	// Logger receives notices (a fallback taken, registration refused,
+	// pages held in error, background writeback failures). Default:
+	// discard.
+	Logger *slog.Logger
 	// CloseTimeout bounds how long Close waits for the device (default
 	// 30 s).
 	CloseTimeout time.Duration
-	// RegisterBuffers registers the cache's arena with io_uring and uses
-	// the *_FIXED opcodes (default on where the backend can; set
-	// NoRegisterBuffers to turn it off).
+	// NoRegisterBuffers turns off registering the cache's arena with
+	// io_uring (by default the engine registers it where the backend can,
+	// and uses the *_FIXED opcodes).
 	NoRegisterBuffers bool
 	// FlushAlways flushes on Sync even where the target says it has no
 	// volatile write cache (write through). Tests over simulated power
 	// loss set it; so may the paranoid.
 	FlushAlways bool
+
+	// Background writeback and dirty throttling, configured like the
+	// kernel's vm.dirty_* settings; all off by default. Thresholds count
+	// dirty pages plus pages under writeback; a Bytes value wins over
+	// its Ratio (a percentage of the cache's capacity).
+	//
+	// Above the background threshold (dirty_background_bytes/_ratio) a
+	// flusher goroutine writes pages in 4 MiB chunks, cyclically.
+	DirtyBackgroundBytes int64
+	DirtyBackgroundRatio int
+	// At the hard threshold (dirty_bytes/_ratio) writers wait; from the
+	// midpoint between the two thresholds they are paced. With only a
+	// hard threshold, the background one is half of it.
+	DirtyBytes int64
+	DirtyRatio int
+	// DirtyExpire: the flusher writes pages dirty for longer than this
+	// (dirty_expire_centisecs) each WritebackInterval.
+	DirtyExpire time.Duration
+	// WritebackInterval is how often the flusher wakes
+	// (dirty_writeback_centisecs; default 5 s when the flusher runs).
+	WritebackInterval time.Duration
 }
 
 const (
@@ -108,6 +131,18 @@ func (cfg Config) resolve(t *ring.Target, pageSize int) (Config, error) {
 		return bad("MaxRetries %d: must not be negative", cfg.MaxRetries)
 	case cfg.CloseTimeout < 0:
 		return bad("CloseTimeout %v: must not be negative", cfg.CloseTimeout)
+	case cfg.DirtyBackgroundBytes < 0:
+		return bad("DirtyBackgroundBytes %d: must not be negative", cfg.DirtyBackgroundBytes)
+	case cfg.DirtyBytes < 0:
+		return bad("DirtyBytes %d: must not be negative", cfg.DirtyBytes)
+	case cfg.DirtyBackgroundRatio < 0 || cfg.DirtyBackgroundRatio > 100:
+		return bad("DirtyBackgroundRatio %d: must be 0..100", cfg.DirtyBackgroundRatio)
+	case cfg.DirtyRatio < 0 || cfg.DirtyRatio > 100:
+		return bad("DirtyRatio %d: must be 0..100", cfg.DirtyRatio)
+	case cfg.DirtyExpire < 0:
+		return bad("DirtyExpire %v: must not be negative", cfg.DirtyExpire)
+	case cfg.WritebackInterval < 0:
+		return bad("WritebackInterval %v: must not be negative", cfg.WritebackInterval)
 	}
 	if cfg.QueueDepth == 0 {
 		cfg.QueueDepth = defaultQueueDepth
@@ -121,8 +156,8 @@ func (cfg Config) resolve(t *ring.Target, pageSize int) (Config, error) {
 	if cfg.Ring == "" {
 		cfg.Ring = "auto"
 	}
-	if cfg.Logf == nil {
-		cfg.Logf = func(string, ...any) {}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.MaxIOBytes == 0 {
 		cfg.MaxIOBytes = defaultMaxIOBytes

@@ -3,10 +3,12 @@ package engine
 import (
 	"context"
 	"errors"
+	"expvar"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -45,6 +47,11 @@ type Engine struct {
 	recs     []record
 	freeRecs chan int32
 
+	// reads are the read records, and freeReads the free ones; a
+	// reader owns the records it took until their completions arrive.
+	reads     []readRecord
+	freeReads chan int32
+
 	// complMu protects the completion side: what the handler changes and
 	// the pass or Sync read — the generation window, per-slot failure
 	// counts, the pages held in error, the failure log and the pages
@@ -78,6 +85,9 @@ type Engine struct {
 
 	stats counters
 
+	bgState   // background writeback and throttling (background.go)
+	syncState // group commit (sync.go)
+
 	closeMu sync.Mutex // serialises Close
 	closed  atomic.Bool
 
@@ -105,6 +115,9 @@ type passState struct {
 // slotState is the engine's per-page state, indexed by page slot.
 type slotState struct {
 	gen uint64 // generation of the page's write in flight; set under the page lock with Writeback, by the pass
+	// dirtiedAt is when the pass first took the page into the dirty set
+	// (UnixNano), for expiry; pass-owned.
+	dirtiedAt int64
 	// failures counts consecutive failed writes; the handler changes it
 	// (under complMu), the pass reads it: a page that failed is written
 	// on its own next time, so one bad block does not hold its
@@ -170,6 +183,7 @@ func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 	e.queue = make([]int32, 0, cfg.QueueDepth)
 	e.reqs = make([]ring.Request, 0, cfg.QueueDepth)
 	e.gens.init(cfg.QueueDepth)
+	e.initReads()
 	iovs := min(e.maxPages, maxIovecs)
 	for i := range e.recs {
 		r := &e.recs[i]
@@ -178,7 +192,9 @@ func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 		r.sums = make([]uint32, 0, e.maxPages)
 		e.freeRecs <- int32(i)
 	}
-	rcfg := ring.Config{Depth: cfg.QueueDepth, Handler: e.handle, Logf: cfg.Logf}
+	rcfg := ring.Config{Depth: cfg.QueueDepth, Handler: e.handle, Logf: func(format string, args ...any) {
+		cfg.Logger.Info(fmt.Sprintf(format, args...), "target", cfg.Path)
+	}}
 	if cfg.OpenRing != nil {
 		e.ring, err = cfg.OpenRing(t, rcfg)
 	} else {
@@ -192,11 +208,21 @@ func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 		caps := e.ring.Caps()
 		if caps.WritevFixed || caps.WriteFixed {
 			if err := e.ring.RegisterBuffers(c.Buffers()); err != nil {
-				cfg.Logf("engine: %s: registered buffers unavailable, using plain writes: %v", cfg.Path, err)
+				cfg.Logger.Info("registered buffers unavailable; using plain writes", "target", cfg.Path, "err", err)
 			} else {
 				e.fixed = true
 			}
 		}
+	}
+	e.resolveThresholds()
+	e.bgKick = make(chan struct{}, 1)
+	e.bgStop = make(chan struct{})
+	e.syncKick = make(chan struct{}, 1)
+	e.bgWG.Add(1)
+	go e.syncRunner()
+	if e.backgroundOn() {
+		e.bgWG.Add(1)
+		go e.flusher()
 	}
 	c.SetOps(e)
 	return e, nil
@@ -226,6 +252,14 @@ func (e *Engine) Close() error {
 	defer cancel()
 	syncErr := e.SyncRange(ctx, 0, 0)
 	e.closed.Store(true)
+	close(e.bgStop)
+	stopped := make(chan struct{})
+	go func() { e.bgWG.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		return fmt.Errorf("engine: close %s: the device did not complete in-flight I/O within %v; its memory stays mapped", e.cfg.Path, e.cfg.CloseTimeout)
+	}
 	// Wait for the pass lock so no pass is running, and keep it.
 	select {
 	case e.pass <- struct{}{}:
@@ -274,111 +308,92 @@ func (e *Engine) acquirePass(ctx context.Context, wait bool) (bool, error) {
 
 func (e *Engine) releasePass() { <-e.pass }
 
-// ReadPage reads a page in from the target (pages.Ops). Pages over a
-// hole read as zeros.
-func (e *Engine) ReadPage(ctx context.Context, p *pages.Page) error {
-	if e.closed.Load() {
-		return ErrClosed
-	}
-	idx := p.Index()
-	block := idx
-	if e.mapper != nil {
-		ext, err := e.mapper.Map(idx)
-		if errors.Is(err, mapper.ErrHole) {
-			clear(p.Data())
-			p.SetUptodate()
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("engine: read %s: map page %d: %w", e.cfg.Path, idx, err)
-		}
-		block = ext.BlockOf(idx)
-	}
-	if block >= e.nblocks {
-		return fmt.Errorf("%w: read %s: page %d at block %d", ErrOutOfRange, e.cfg.Path, idx, block)
-	}
-	off := int64(block) * int64(e.ps)
-	data := p.Data()
-	for done := 0; done < len(data); {
-		n, err := unix.Pread(e.target.Fd(), data[done:], off+int64(done))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return &PageError{Op: "read", Path: e.cfg.Path, Pages: []uint64{idx}, Count: 1, Err: err, Class: ErrIO}
-		}
-		if n == 0 {
-			return &PageError{Op: "read", Path: e.cfg.Path, Pages: []uint64{idx}, Count: 1, Err: syscall.EIO, Class: ErrIO}
-		}
-		done += n
-	}
-	p.SetUptodate()
-	return nil
-}
-
 // WritebackForReclaim makes room in a full cache (pages.Ops): it writes
 // back and flushes so clean, evictable pages appear.
 func (e *Engine) WritebackForReclaim(ctx context.Context) error {
 	return e.Sync(ctx)
 }
 
-// BalanceDirty paces a writer (pages.Ops). Without a dirty limit
-// configured it returns at once.
-func (e *Engine) BalanceDirty(ctx context.Context) error { return nil }
-
 // counters are the engine's statistics, updated atomically.
 type counters struct {
-	pagesWritten atomic.Int64
-	bytesWritten atomic.Int64
-	writes       atomic.Int64
-	pagesIO      atomic.Int64
-	inFlight     atomic.Int64
-	writeErrors  atomic.Int64
-	retries      atomic.Int64
-	pagesSkipped atomic.Int64
-	passes       atomic.Int64
-	syncs        atomic.Int64
-	flushes      atomic.Int64
-	flushErrors  atomic.Int64
+	pagesWritten   atomic.Int64
+	bytesWritten   atomic.Int64
+	writes         atomic.Int64
+	pagesIO        atomic.Int64
+	inFlight       atomic.Int64
+	writeErrors    atomic.Int64
+	retries        atomic.Int64
+	readMisses     atomic.Int64
+	pagesSkipped   atomic.Int64
+	passes         atomic.Int64
+	syncs          atomic.Int64
+	syncsJoined    atomic.Int64
+	syncRounds     atomic.Int64
+	bgPasses       atomic.Int64
+	expiredWritten atomic.Int64
+	throttled      atomic.Int64 // nanoseconds
+	throttleWaits  atomic.Int64
+	flushes        atomic.Int64
+	flushErrors    atomic.Int64
 }
 
 // Stats is a snapshot of the engine's counters.
 type Stats struct {
-	PagesWritten  int64   // pages whose write completed successfully
-	BytesWritten  int64   // their bytes
-	Writes        int64   // writes completed (WriteErrors of them failed in part or whole)
-	PagesPerWrite float64 // pages carried per completed write
-	InFlight      int64   // writes submitted and not completed
-	Dirty         int64   // dirty pages in the cache
-	Writeback     int64   // pages under writeback
-	WriteErrors   int64   // writes that failed (each failed page counted once per failure)
-	Retries       int64   // pages made dirty again after a failed write
-	PagesInError  int64   // pages held in error now
-	PagesSkipped  int64   // pages SyncNone passes skipped (under writeback)
-	Passes        int64   // WritePages passes run
-	Syncs         int64   // Sync/SyncRange calls completed
-	Flushes       int64   // device flushes that succeeded
-	FlushErrors   int64   // device flushes that failed
-	Backend       string  // the ring backend
+	PagesWritten  int64         `json:"pages_written"`   // pages whose write completed successfully
+	BytesWritten  int64         `json:"bytes_written"`   // their bytes
+	Writes        int64         `json:"writes"`          // writes completed (WriteErrors of them failed in part or whole)
+	PagesPerWrite float64       `json:"pages_per_write"` // pages carried per completed write
+	InFlight      int64         `json:"in_flight"`       // writes submitted and not completed
+	Cached        int64         `json:"cached"`          // pages in the cache
+	Dirty         int64         `json:"dirty"`           // dirty pages in the cache
+	Writeback     int64         `json:"writeback"`       // pages under writeback
+	WriteErrors   int64         `json:"write_errors"`    // writes that failed in part or whole
+	Retries       int64         `json:"retries"`         // pages made dirty again after a failed write
+	PagesInError  int64         `json:"pages_in_error"`  // pages held in error now
+	PagesSkipped  int64         `json:"pages_skipped"`   // pages SyncNone passes skipped (under writeback)
+	Passes        int64         `json:"passes"`          // writeback passes run
+	Syncs         int64         `json:"syncs"`           // Sync/SyncRange calls
+	SyncRounds    int64         `json:"sync_rounds"`     // group-commit rounds run for them
+	SyncsJoined   int64         `json:"syncs_joined"`    // calls that joined a round another call started
+	Flushes       int64         `json:"flushes"`         // device flushes that succeeded
+	FlushErrors   int64         `json:"flush_errors"`    // device flushes that failed
+	ReadMisses    int64         `json:"read_misses"`     // pages read in from the device
+	Evictions     int64         `json:"evictions"`       // clean pages evicted to make room
+	Reclaims      int64         `json:"reclaims"`        // writebacks the cache asked for to make room
+	BgPasses      int64         `json:"bg_passes"`       // background writeback passes (over the threshold)
+	Expired       int64         `json:"expired"`         // pages written because they were dirty too long
+	Throttled     time.Duration `json:"throttled_ns"`    // time writers slept in BalanceDirty
+	ThrottleWaits int64         `json:"throttle_waits"`  // sleeps in BalanceDirty
+	Backend       string        `json:"backend"`         // the ring backend
 }
 
 // Stats returns a snapshot of the counters.
 func (e *Engine) Stats() Stats {
 	s := Stats{
-		PagesWritten: e.stats.pagesWritten.Load(),
-		BytesWritten: e.stats.bytesWritten.Load(),
-		Writes:       e.stats.writes.Load(),
-		InFlight:     e.stats.inFlight.Load(),
-		Dirty:        e.cache.NrDirty(),
-		Writeback:    e.cache.NrWriteback(),
-		WriteErrors:  e.stats.writeErrors.Load(),
-		Retries:      e.stats.retries.Load(),
-		PagesSkipped: e.stats.pagesSkipped.Load(),
-		Passes:       e.stats.passes.Load(),
-		Syncs:        e.stats.syncs.Load(),
-		Flushes:      e.stats.flushes.Load(),
-		FlushErrors:  e.stats.flushErrors.Load(),
-		Backend:      e.ring.Caps().Backend,
+		PagesWritten:  e.stats.pagesWritten.Load(),
+		BytesWritten:  e.stats.bytesWritten.Load(),
+		Writes:        e.stats.writes.Load(),
+		InFlight:      e.stats.inFlight.Load(),
+		Cached:        e.cache.NrCached(),
+		Dirty:         e.cache.NrDirty(),
+		Writeback:     e.cache.NrWriteback(),
+		WriteErrors:   e.stats.writeErrors.Load(),
+		Retries:       e.stats.retries.Load(),
+		PagesSkipped:  e.stats.pagesSkipped.Load(),
+		Passes:        e.stats.passes.Load(),
+		Syncs:         e.stats.syncs.Load(),
+		SyncRounds:    e.stats.syncRounds.Load(),
+		SyncsJoined:   e.stats.syncsJoined.Load(),
+		Flushes:       e.stats.flushes.Load(),
+		FlushErrors:   e.stats.flushErrors.Load(),
+		ReadMisses:    e.stats.readMisses.Load(),
+		Evictions:     e.cache.Evictions(),
+		Reclaims:      e.cache.Reclaims(),
+		BgPasses:      e.stats.bgPasses.Load(),
+		Expired:       e.stats.expiredWritten.Load(),
+		Throttled:     time.Duration(e.stats.throttled.Load()),
+		ThrottleWaits: e.stats.throttleWaits.Load(),
+		Backend:       e.ring.Caps().Backend,
 	}
 	if s.Writes > 0 {
 		s.PagesPerWrite = float64(e.stats.pagesIO.Load()) / float64(s.Writes)
@@ -387,6 +402,13 @@ func (e *Engine) Stats() Stats {
 	s.PagesInError = int64(len(e.inError))
 	e.complMu.Unlock()
 	return s
+}
+
+// Publish makes the engine's Stats visible through expvar under name
+// (served at /debug/vars by net/http's default mux). Publishing a name
+// twice panics, as expvar does.
+func (e *Engine) Publish(name string) {
+	expvar.Publish(name, expvar.Func(func() any { return e.Stats() }))
 }
 
 // deliverErrors hands collected errors to Config.OnError, outside the

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/wbengine/wbengine/ring"
@@ -32,7 +33,8 @@ type fakeRing struct {
 	flushFails int // flushes still to fail with flushErr
 	shortNext  int // the next write completes with only this many bytes and EIO (0: off)
 
-	subs []sub // every write submitted, in order
+	subs  []sub         // every write submitted, in order
+	delay time.Duration // per request, when not holding (a slow device)
 
 	fixedOK bool     // accept RegisterBuffers
 	bufs    [][]byte // registered buffers
@@ -137,7 +139,15 @@ func (f *fakeRing) loop() {
 		if f.hold && !f.closed {
 			continue
 		}
-		cs := f.completeLocked(len(f.pending))
+		n := len(f.pending)
+		if f.delay > 0 {
+			// A slow device: one write per delay.
+			n = 1
+			f.mu.Unlock()
+			time.Sleep(f.delay)
+			f.mu.Lock()
+		}
+		cs := f.completeLocked(n)
 		f.mu.Unlock()
 		f.h(cs)
 		f.mu.Lock()

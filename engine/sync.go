@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"sync"
 	"syscall"
 
+	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/pages"
 	"github.com/wbengine/wbengine/ring"
 )
@@ -24,6 +27,13 @@ func (e *Engine) Sync(ctx context.Context) error { return e.SyncRange(ctx, 0, 0)
 // fail with an error naming them (errors.Is(err, ErrIO)) until they are
 // written or invalidated. A failed flush makes every page written since
 // the last good flush dirty again and fails with ErrFlush.
+//
+// Concurrent syncs share work (group commit): a SyncRange that arrives
+// while another one runs joins the next round, which starts when the
+// running one ends and covers the ranges of all who joined; so N
+// concurrent syncs cost about two passes and two flushes, not N. A
+// cancelled ctx makes SyncRange return early; the round it joined still
+// runs for the others.
 func (e *Engine) SyncRange(ctx context.Context, start, end uint64) error {
 	if e.closed.Load() {
 		return ErrClosed
@@ -31,11 +41,76 @@ func (e *Engine) SyncRange(ctx context.Context, start, end uint64) error {
 	if end != 0 && end < start {
 		return fmt.Errorf("%w: SyncRange [%d, %d): end before start", ErrConfig, start, end)
 	}
-	defer e.deliverErrors()
-	var otherErr error // the first error that is not a write failure
+	e.stats.syncs.Add(1)
+	e.syncMu.Lock()
+	b := e.nextSync
+	if b == nil {
+		b = &syncBatch{start: start, end: end, done: make(chan struct{})}
+		e.nextSync = b
+	} else {
+		b.start = min(b.start, start)
+		if b.end != 0 && (end == 0 || end > b.end) {
+			b.end = end
+		}
+		e.stats.syncsJoined.Add(1)
+	}
+	e.syncMu.Unlock()
+	select {
+	case e.syncKick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	e.deliverErrors()
+	return errors.Join(e.heldInError(start, end), inRange(b.otherErr, start, end), b.flushErr)
+}
+
+// syncBatch is one round of group commit.
+type syncBatch struct {
+	start, end uint64 // the union of the joined ranges
+	done       chan struct{}
+	otherErr   error // errors that are not write failures (holes, ranges, ctx)
+	flushErr   error
+}
+
+// syncState is the group-commit machinery.
+type syncState struct {
+	syncMu   sync.Mutex // protects nextSync
+	nextSync *syncBatch // the round Syncs join now; nil when none waits
+	syncKick chan struct{}
+}
+
+// syncRunner runs group-commit rounds one after another until Close.
+func (e *Engine) syncRunner() {
+	defer e.bgWG.Done()
+	for {
+		select {
+		case <-e.bgStop:
+			// Close ran its own final round first; nothing can join now.
+			return
+		case <-e.syncKick:
+		}
+		e.syncMu.Lock()
+		b := e.nextSync
+		e.nextSync = nil
+		e.syncMu.Unlock()
+		if b == nil {
+			continue
+		}
+		b.otherErr, b.flushErr = e.syncRound(context.Background(), b.start, b.end)
+		e.stats.syncRounds.Add(1)
+		close(b.done)
+	}
+}
+
+// syncRound is one round of SyncRange's work.
+func (e *Engine) syncRound(ctx context.Context, start, end uint64) (otherErr, flushErr error) {
 	for round := 0; ; round++ {
 		if _, err := e.acquirePass(ctx, true); err != nil {
-			return err
+			return err, nil
 		}
 		seq := e.failSeqNow()
 		wbc := WritebackControl{SyncMode: SyncAll, RangeStart: start, RangeEnd: end}
@@ -43,21 +118,35 @@ func (e *Engine) SyncRange(ctx context.Context, start, end uint64) error {
 		last := e.nextGen
 		e.releasePass()
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return ctx.Err(), nil
 		}
 		if err != nil && !errors.Is(err, ErrIO) && otherErr == nil {
 			otherErr = err
 		}
 		if err := e.waitGen(ctx, last); err != nil {
-			return err
+			return err, nil
 		}
 		if !e.retryNeeded(seq, start, end) || round >= e.cfg.MaxRetries {
 			break
 		}
 	}
-	flushErr := e.flush(ctx)
-	e.stats.syncs.Add(1)
-	return errors.Join(e.heldInError(start, end), otherErr, flushErr)
+	return otherErr, e.flush(ctx)
+}
+
+// inRange keeps err if it concerns [start, end): a PageError naming no
+// page in the range is dropped (it belongs to another member of the
+// round).
+func inRange(err error, start, end uint64) error {
+	var pe *PageError
+	if err == nil || !errors.As(err, &pe) || len(pe.Pages) == 0 {
+		return err
+	}
+	for _, p := range pe.Pages {
+		if p >= start && (end == 0 || p < end) {
+			return err
+		}
+	}
+	return nil
 }
 
 // flush flushes the device's write cache, covering every write that
@@ -168,5 +257,55 @@ func (e *Engine) Invalidate(ctx context.Context, start, end uint64) error {
 	})
 	// Pages dropped while on the intake list or in the set are retired
 	// by the next pass that meets them.
+	return nil
+}
+
+// Discard invalidates the pages in [start, end) (end 0 = to the end of
+// the target) and tells the device their blocks no longer hold data:
+// BLKDISCARD on a block device, hole punching in a file. Through a
+// mapper it discards the blocks the range maps to (holes are skipped).
+// Where the target cannot discard, the pages are still invalidated and
+// the error wraps ring.ErrNotSupported.
+func (e *Engine) Discard(ctx context.Context, start, end uint64) error {
+	if err := e.Invalidate(ctx, start, end); err != nil {
+		return err
+	}
+	switch {
+	case e.mapper == nil && (end == 0 || end > e.nblocks):
+		end = e.nblocks
+	case end == 0:
+		end = math.MaxUint64 // until the mapper reports a hole to the end
+	}
+	discard := func(block, n uint64) error {
+		if block >= e.nblocks {
+			return nil
+		}
+		n = min(n, e.nblocks-block)
+		return e.target.Discard(int64(block)*int64(e.ps), int64(n)*int64(e.ps))
+	}
+	if e.mapper == nil {
+		if start >= end {
+			return nil
+		}
+		return discard(start, end-start)
+	}
+	for idx := start; idx < end; {
+		ext, err := e.mapper.Map(idx)
+		if errors.Is(err, mapper.ErrHole) {
+			if ext.Len == 0 {
+				return nil // a hole to the end
+			}
+			idx = ext.End()
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("engine: discard %s: map page %d: %w", e.cfg.Path, idx, err)
+		}
+		n := min(ext.End(), end) - idx
+		if err := discard(ext.BlockOf(idx), n); err != nil {
+			return err
+		}
+		idx += n
+	}
 	return nil
 }

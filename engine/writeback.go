@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -84,8 +85,19 @@ func (e *Engine) WritePages(ctx context.Context, wbc *WritebackControl) error {
 	return err
 }
 
+// passOpts are the engine's own pass options, beyond WritebackControl.
+type passOpts struct {
+	// olderThan (UnixNano), if set, takes only pages that entered the
+	// dirty set before it (expired pages).
+	olderThan int64
+}
+
 // writePagesLocked is WritePages with the pass lock held.
 func (e *Engine) writePagesLocked(ctx context.Context, wbc *WritebackControl) error {
+	return e.writePagesOpt(ctx, wbc, passOpts{})
+}
+
+func (e *Engine) writePagesOpt(ctx context.Context, wbc *WritebackControl, opt passOpts) error {
 	e.stats.passes.Add(1)
 	e.drain()
 	start, end := wbc.RangeStart, wbc.RangeEnd
@@ -115,6 +127,10 @@ func (e *Engine) writePagesLocked(ctx context.Context, wbc *WritebackControl) er
 			break
 		}
 		idx := p.Index()
+		if opt.olderThan != 0 && e.slots[p.Slot()].dirtiedAt > opt.olderThan {
+			pos = idx + 1
+			continue
+		}
 		if !sync && wbc.NrToWrite > 0 && budget <= 0 {
 			stopped = true
 			break
@@ -315,9 +331,12 @@ func (e *Engine) runFor(ctx context.Context, idx, block uint64, p *pages.Page, a
 }
 
 // adjacent reports whether p's memory follows the run's last iovec.
-func adjacent(r *record, p *pages.Page) bool {
-	last := &r.iov[len(r.iov)-1]
-	return uintptr(unsafe.Pointer(last.Base))+uintptr(last.Len) == uintptr(unsafe.Pointer(&p.Data()[0]))
+func adjacent(r *record, p *pages.Page) bool { return adjacentIov(r.iov, p.Data()) }
+
+// adjacentIov reports whether d starts where the last iovec ends.
+func adjacentIov(iov []unix.Iovec, d []byte) bool {
+	last := &iov[len(iov)-1]
+	return uintptr(unsafe.Pointer(last.Base))+uintptr(last.Len) == uintptr(unsafe.Pointer(&d[0]))
 }
 
 // appendPage adds p to run r; pages adjacent in memory share an iovec.
@@ -427,8 +446,13 @@ func (e *Engine) seal0() {
 // drain moves the cache's intake list into the ordered dirty set.
 func (e *Engine) drain() {
 	e.drainBuf = e.cache.DetachDirty(e.drainBuf[:0])
+	if len(e.drainBuf) == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
 	for _, p := range e.drainBuf {
 		e.set.insert(p)
+		e.slots[p.Slot()].dirtiedAt = now
 	}
 	clear(e.drainBuf)
 }

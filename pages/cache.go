@@ -79,6 +79,9 @@ type Cache struct {
 	nrDirty     atomic.Int64 // pages with Dirty set
 	nrWriteback atomic.Int64 // pages with Writeback set
 	nrCached    atomic.Int64 // pages in the index
+	evictions   atomic.Int64 // pages evicted to make room
+	reclaims    atomic.Int64 // writeback-for-reclaim rounds Grab asked for
+	clock       atomic.Uint64 // the CLOCK hand (a slot number, mod Capacity)
 
 	ops atomic.Pointer[opsBox]
 
@@ -165,6 +168,13 @@ func (c *Cache) NrWriteback() int64 { return c.nrWriteback.Load() }
 // NrCached is the number of pages in the cache.
 func (c *Cache) NrCached() int64 { return c.nrCached.Load() }
 
+// Evictions is the number of pages evicted to make room so far.
+func (c *Cache) Evictions() int64 { return c.evictions.Load() }
+
+// Reclaims is the number of times Grab asked the Ops to write back for
+// reclaim.
+func (c *Cache) Reclaims() int64 { return c.reclaims.Load() }
+
 // Close releases the arena. Every page must be unpinned and clean; the
 // engine closes its cache's users first. Using the cache after Close is
 // a bug.
@@ -203,10 +213,26 @@ func (c *Cache) Lookup(index uint64) *Page {
 
 // Grab returns the page at index, creating it if it is not cached,
 // pinned and locked (the kernel's grab_cache_page). A new page is not
-// Uptodate: its memory holds whatever the slot held before. When no slot
-// is free it returns an error wrapping ErrCacheFull.
+// Uptodate: its memory holds whatever the slot held before. When the
+// cache is full it evicts a clean page (see GrabContext).
 func (c *Cache) Grab(index uint64) (*Page, error) {
-	for {
+	return c.GrabContext(context.Background(), index)
+}
+
+// GrabContext is Grab with a context for making room. When no slot is
+// free, it evicts a clean, unpinned, unlocked page not under writeback,
+// chosen by a CLOCK (second chance: a page looked up since the hand last
+// passed is spared once). When there is none, it asks the installed Ops
+// to write back for reclaim, holding no page lock, and tries again; it
+// fails with ErrCacheFull when that frees nothing (every page pinned) or
+// ctx ends. Callers must not hold a page lock while they grab a page
+// that may need room: the writeback that makes room may need that lock.
+func (c *Cache) GrabContext(ctx context.Context, index uint64) (*Page, error) {
+	return c.grab(ctx, index, true)
+}
+
+func (c *Cache) grab(ctx context.Context, index uint64, reclaim bool) (*Page, error) {
+	for attempt := 0; ; {
 		if p := c.Lookup(index); p != nil {
 			p.Lock()
 			if p.flags.Load()&uint32(PageDropped) != 0 {
@@ -218,22 +244,37 @@ func (c *Cache) Grab(index uint64) (*Page, error) {
 			return p, nil
 		}
 		p, err := c.insert(index)
-		if err != nil {
+		if err == nil {
+			if p != nil {
+				return p, nil
+			}
+			continue // someone else inserted it first: look it up again
+		}
+		ops := c.Ops()
+		if !reclaim || ops == nil || attempt >= maxReclaims {
 			return nil, err
 		}
-		if p != nil {
-			return p, nil
+		attempt++
+		c.reclaims.Add(1)
+		if rerr := ops.WritebackForReclaim(ctx); rerr != nil {
+			return nil, fmt.Errorf("%w (writeback for reclaim: %w)", err, rerr)
 		}
-		// Someone else inserted it first: look it up again.
 	}
 }
 
-// insert takes a free slot for index and publishes it, locked and
-// pinned. It returns nil, nil when index appeared meanwhile.
+// maxReclaims bounds the writeback rounds one Grab asks for before it
+// gives up with ErrCacheFull: after that many, what blocks eviction is
+// pins, not dirty data.
+const maxReclaims = 4
+
+// insert takes a free (or evicted) slot for index and publishes it,
+// locked and pinned. It returns nil, nil when index appeared meanwhile.
 func (c *Cache) insert(index uint64) (*Page, error) {
 	slot, ok := c.allocSlot()
 	if !ok {
-		return nil, fmt.Errorf("%w: page %d: all %d pages are in use", ErrCacheFull, index, c.capacity)
+		if slot, ok = c.evict(); !ok {
+			return nil, fmt.Errorf("%w: page %d: none of the %d pages can be evicted (dirty, in flight, locked or pinned)", ErrCacheFull, index, c.capacity)
+		}
 	}
 	p := &c.pages[slot]
 	// The slot is ours: nobody holds a pin on a free slot.
@@ -254,6 +295,48 @@ func (c *Cache) insert(index uint64) (*Page, error) {
 	sh.mu.Unlock()
 	c.nrCached.Add(1)
 	return p, nil
+}
+
+// evict takes the slot of a clean, unpinned, unlocked page not under
+// writeback, found by the CLOCK hand, out of the index. Pages with
+// Referenced set lose it and are passed over once. Only pages with no
+// pins qualify: the writeback engine holds a pin on every dirty page,
+// every page in flight and every page whose write no flush has covered
+// yet, so none of those can go.
+func (c *Cache) evict() (uint32, bool) {
+	const busy = uint32(PageLocked | PageDirty | PageWriteback | PageDropped)
+	n := uint64(c.capacity)
+	for scanned := uint64(0); scanned < 2*n+1; scanned++ {
+		slot := uint32(c.clock.Add(1) % n)
+		p := &c.pages[slot]
+		f := p.flags.Load()
+		if p.pins.Load() != 0 || f&busy != 0 {
+			continue
+		}
+		if f&uint32(PageReferenced) != 0 {
+			p.flags.And(^uint32(PageReferenced))
+			continue
+		}
+		sh := c.shard(p.index)
+		sh.mu.Lock()
+		// Under the shard's write lock nobody can pin the page (Lookup
+		// pins under the read lock), so pins and flags are stable unless
+		// a pin holder we cannot see exists — there is none: pins is 0.
+		if sh.m[p.index] != p || p.pins.Load() != 0 || p.flags.Load()&busy != 0 {
+			sh.mu.Unlock()
+			continue
+		}
+		if invariants.Enabled && p.flags.Load()&uint32(PageError) != 0 {
+			invariants.Failf("pages: evicting page %d held in error", p.index)
+		}
+		delete(sh.m, p.index)
+		p.flags.Store(uint32(PageLocked)) // ours until insert republishes it
+		sh.mu.Unlock()
+		c.nrCached.Add(-1)
+		c.evictions.Add(1)
+		return slot, true
+	}
+	return 0, false
 }
 
 func (c *Cache) allocSlot() (uint32, bool) {
@@ -384,16 +467,20 @@ func (c *Cache) Range(start, end uint64, fn func(p *Page) bool) {
 // kernel's address_space_operations), so the cache can reach the device
 // without importing the engine.
 type Ops interface {
-	// ReadPage fills a locked, pinned page that is not Uptodate from the
-	// device and sets Uptodate.
-	ReadPage(ctx context.Context, p *Page) error
-	// WritebackForReclaim is called by Grab when no slot is free: it
-	// starts writeback (and a flush) so that clean, evictable pages
-	// appear, and returns when some did or ctx ends. No page lock is held.
+	// ReadPages fills locked, pinned pages that are not Uptodate from the
+	// device, in as few reads as it can (pages come in ascending index
+	// order), and sets Uptodate on each page it filled. On error, pages
+	// it did not fill stay not Uptodate.
+	ReadPages(ctx context.Context, ps []*Page) error
+	// WritebackForReclaim is called by Grab when no slot is free and no
+	// page can be evicted: it writes back and flushes so that clean,
+	// evictable pages appear, and returns when some may have or ctx
+	// ends. The caller holds no page lock.
 	WritebackForReclaim(ctx context.Context) error
-	// BalanceDirty paces a writer that has just dirtied pages (the
-	// kernel's balance_dirty_pages). It is called with no page lock held.
-	BalanceDirty(ctx context.Context) error
+	// BalanceDirty paces a writer that has just dirtied nrDirtied pages
+	// (the kernel's balance_dirty_pages). It is called with no page lock
+	// held and may sleep.
+	BalanceDirty(ctx context.Context, nrDirtied int) error
 }
 
 type opsBox struct{ ops Ops }

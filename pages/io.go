@@ -2,6 +2,7 @@ package pages
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -17,88 +18,124 @@ func (c *Cache) WriteAt(b []byte, off int64) (int, error) {
 	return c.WriteAtContext(context.Background(), b, off)
 }
 
-// WriteAtContext is WriteAt with a context for reading pages in and for
-// dirty throttling.
+// WriteAtContext is WriteAt with a context for reading pages in, making
+// room and dirty throttling.
 func (c *Cache) WriteAtContext(ctx context.Context, b []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(b)) < off {
 		return 0, fmt.Errorf("%w: write of %d bytes at %d", ErrOffset, len(b), off)
 	}
 	ps := int64(c.pageSize)
-	done := 0
+	done, dirtied := 0, 0
+	var err error
 	for done < len(b) {
 		pos := off + int64(done)
 		idx, in := uint64(pos>>c.pageShift), int(pos&(ps-1))
 		n := min(c.pageSize-in, len(b)-done)
-		p, err := c.Grab(idx)
-		if err != nil {
-			return done, err
+		var p *Page
+		if p, err = c.GrabContext(ctx, idx); err != nil {
+			break
 		}
 		if n < c.pageSize && !p.Flags().IsUptodate() {
-			if err := c.readIn(ctx, p, "partial write"); err != nil {
+			if err = c.readIn(ctx, []*Page{p}, "partial write"); err != nil {
 				p.Unlock()
 				c.Put(p)
-				return done, err
+				break
 			}
 		}
 		p.WaitWriteback()
 		copy(p.data[in:in+n], b[done:done+n])
-		c.SetDirty(p)
+		if c.SetDirty(p) {
+			dirtied++
+		}
 		p.Unlock()
 		c.Put(p)
 		done += n
 	}
-	if ops := c.Ops(); ops != nil {
-		if err := ops.BalanceDirty(ctx); err != nil {
-			return done, err
+	if ops := c.Ops(); ops != nil && dirtied > 0 {
+		if berr := ops.BalanceDirty(ctx, dirtied); berr != nil && err == nil {
+			err = berr
 		}
 	}
-	return done, nil
+	return done, err
 }
 
+// maxReadBatch is the most pages ReadAt locks and reads in at once.
+const maxReadBatch = 256
+
 // ReadAt copies from the cache at byte offset off into b (io.ReaderAt),
-// holding each page's lock while it copies, and reading pages that are not cached or not Uptodate in through the
-// installed Ops (without Ops such a page fails with ErrNotUptodate).
+// holding each page's lock while it copies. Pages that are not cached or
+// not Uptodate are read in through the installed Ops, consecutive ones
+// together so the engine can merge them into few reads (without Ops such
+// a page fails with ErrNotUptodate).
 func (c *Cache) ReadAt(b []byte, off int64) (int, error) {
 	return c.ReadAtContext(context.Background(), b, off)
 }
 
-// ReadAtContext is ReadAt with a context for reading pages in.
+// ReadAtContext is ReadAt with a context for reading pages in and making
+// room.
 func (c *Cache) ReadAtContext(ctx context.Context, b []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(b)) < off {
 		return 0, fmt.Errorf("%w: read of %d bytes at %d", ErrOffset, len(b), off)
 	}
-	ps := int64(c.pageSize)
+	var batch, need [maxReadBatch]*Page
 	done := 0
 	for done < len(b) {
-		pos := off + int64(done)
-		idx, in := uint64(pos>>c.pageShift), int(pos&(ps-1))
-		n := min(c.pageSize-in, len(b)-done)
-		p, err := c.Grab(idx)
+		// Lock the next pages in ascending index order (so two readers
+		// cannot deadlock). Only the first grab of a batch may ask for
+		// writeback to make room: the others would wait for it while
+		// holding page locks it may need.
+		first := uint64((off + int64(done)) >> c.pageShift)
+		last := uint64((off + int64(len(b)) - 1) >> c.pageShift)
+		nb, nn := 0, 0
+		for idx := first; idx <= last && nb < maxReadBatch; idx++ {
+			p, err := c.grab(ctx, idx, nb == 0)
+			if err != nil {
+				if nb > 0 && errors.Is(err, ErrCacheFull) {
+					break // read what we have, then make room
+				}
+				return done, err
+			}
+			batch[nb] = p
+			nb++
+			if !p.Flags().IsUptodate() {
+				need[nn] = p
+				nn++
+			}
+		}
+		var err error
+		if nn > 0 {
+			err = c.readIn(ctx, need[:nn], "read")
+		}
+		for _, p := range batch[:nb] {
+			if err == nil {
+				pos := off + int64(done)
+				in := int(pos & int64(c.pageSize-1))
+				n := min(c.pageSize-in, len(b)-done)
+				copy(b[done:done+n], p.data[in:in+n])
+				done += n
+			}
+			p.Unlock()
+			c.Put(p)
+		}
 		if err != nil {
 			return done, err
 		}
-		if !p.Flags().IsUptodate() {
-			if err := c.readIn(ctx, p, "read"); err != nil {
-				p.Unlock()
-				c.Put(p)
-				return done, err
-			}
-		}
-		copy(b[done:done+n], p.data[in:in+n])
-		p.Unlock()
-		c.Put(p)
-		done += n
 	}
 	return done, nil
 }
 
-func (c *Cache) readIn(ctx context.Context, p *Page, why string) error {
+func (c *Cache) readIn(ctx context.Context, ps []*Page, why string) error {
 	ops := c.Ops()
 	if ops == nil {
-		return fmt.Errorf("%w: %s of page %d needs it read in from the device, and no Ops are installed (open an engine on the cache)", ErrNotUptodate, why, p.index)
+		return fmt.Errorf("%w: %s of page %d needs it read in from the device, and no Ops are installed (open an engine on the cache)", ErrNotUptodate, why, ps[0].index)
 	}
-	if err := ops.ReadPage(ctx, p); err != nil {
-		return fmt.Errorf("pages: read in page %d: %w", p.index, err)
+	if err := ops.ReadPages(ctx, ps); err != nil {
+		return fmt.Errorf("pages: read in pages %d-%d: %w", ps[0].index, ps[len(ps)-1].index, err)
+	}
+	for _, p := range ps {
+		if !p.Flags().IsUptodate() {
+			return fmt.Errorf("%w: the engine did not read in page %d", ErrNotUptodate, p.index)
+		}
 	}
 	return nil
 }

@@ -354,23 +354,40 @@ func TestWriteAtAcrossPages(t *testing.T) {
 type fakeOps struct {
 	fill              byte
 	reads, balance    atomic.Int64
+	readPages         atomic.Int64
+	dirtied           atomic.Int64
+	reclaims          atomic.Int64
+	reclaim           func()
 	readErr, balanceE error
 }
 
-func (o *fakeOps) ReadPage(ctx context.Context, p *Page) error {
+func (o *fakeOps) ReadPages(ctx context.Context, ps []*Page) error {
 	o.reads.Add(1)
+	o.readPages.Add(int64(len(ps)))
 	if o.readErr != nil {
 		return o.readErr
 	}
-	for i := range p.Data() {
-		p.Data()[i] = o.fill
+	for _, p := range ps {
+		if !p.Flags().IsLocked() {
+			panic("ReadPages of an unlocked page")
+		}
+		for i := range p.Data() {
+			p.Data()[i] = o.fill
+		}
+		p.SetUptodate()
 	}
-	p.SetUptodate()
 	return nil
 }
-func (o *fakeOps) WritebackForReclaim(ctx context.Context) error { return nil }
-func (o *fakeOps) BalanceDirty(ctx context.Context) error {
+func (o *fakeOps) WritebackForReclaim(ctx context.Context) error {
+	o.reclaims.Add(1)
+	if o.reclaim != nil {
+		o.reclaim()
+	}
+	return nil
+}
+func (o *fakeOps) BalanceDirty(ctx context.Context, n int) error {
 	o.balance.Add(1)
+	o.dirtied.Add(int64(n))
 	return o.balanceE
 }
 
@@ -529,4 +546,146 @@ func TestRangeAndBuffers(t *testing.T) {
 		t.Fatal("BufIndex != 0")
 	}
 	c.Put(p)
+}
+
+// TestEvict: a full cache evicts only clean, unpinned, unlocked pages
+// not under writeback, sparing recently used ones once.
+func TestEvict(t *testing.T) {
+	const ps = 512
+	c := newTestCache(t, ps, 4)
+	full := bytes.Repeat([]byte{1}, ps)
+	// 0: clean, unpinned. 1: dirty. 2: pinned. 3: under writeback.
+	for i := int64(0); i < 4; i++ {
+		c.WriteAt(full, i*ps)
+	}
+	for _, p := range c.DetachDirty(nil) {
+		if p.Index() == 1 {
+			continue // stays dirty, with its dirty pin
+		}
+		p.Lock()
+		p.ClearDirtyForIO()
+		if p.Index() == 3 {
+			p.TestSetWriteback() // the dirty pin now belongs to the write
+			p.Unlock()
+			continue
+		}
+		p.Unlock()
+		c.Put(p)
+	}
+	pinned := c.Lookup(2)
+	p, err := c.Grab(10)
+	if err != nil {
+		t.Fatalf("Grab with one evictable page: %v", err)
+	}
+	if c.Lookup(0) != nil {
+		t.Fatal("page 0 was not the one evicted")
+	}
+	for _, i := range []uint64{1, 2, 3} {
+		q := c.Lookup(i)
+		if q == nil {
+			t.Fatalf("page %d (dirty, pinned or in flight) was evicted", i)
+		}
+		c.Put(q)
+	}
+	p.Unlock()
+	c.Put(p)
+	if c.Evictions() != 1 {
+		t.Fatalf("Evictions = %d, want 1", c.Evictions())
+	}
+	// Page 10 is now clean and unpinned but not Uptodate: evictable.
+	// With nothing else evictable and no Ops, a Grab fails.
+	q, err := c.Grab(11)
+	if err != nil {
+		t.Fatalf("Grab: %v", err)
+	}
+	q.Unlock()
+	c.Put(q)
+	if c.Lookup(10) != nil {
+		t.Fatal("page 10 not evicted")
+	}
+	c.Put(pinned)
+	// Page 2 unpinned now: evictable; 11 was just used (Referenced) so
+	// the CLOCK passes it once and takes 2.
+	r, err := c.Grab(12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Unlock()
+	c.Put(r)
+	if q := c.Lookup(11); q == nil {
+		t.Fatal("the recently used page 11 was evicted before page 2")
+	} else {
+		c.Put(q)
+	}
+	if q := c.Lookup(2); q != nil {
+		t.Fatal("page 2 not evicted")
+	}
+}
+
+// TestEvictReclaim: with every page dirty, Grab asks the Ops to write
+// back for reclaim and then evicts.
+func TestEvictReclaim(t *testing.T) {
+	const ps = 512
+	c := newTestCache(t, ps, 4)
+	ops := &fakeOps{}
+	ops.reclaim = func() { // "write back" everything: clean and retire
+		for _, p := range c.DetachDirty(nil) {
+			p.Lock()
+			p.ClearDirtyForIO()
+			p.Unlock()
+			c.Put(p)
+		}
+	}
+	c.SetOps(ops)
+	full := bytes.Repeat([]byte{1}, ps)
+	for i := int64(0); i < 4; i++ {
+		c.WriteAt(full, i*ps)
+	}
+	if _, err := c.WriteAt(full, 4*ps); err != nil {
+		t.Fatalf("WriteAt into a full, all-dirty cache: %v", err)
+	}
+	if ops.reclaims.Load() != 1 || c.Evictions() != 1 {
+		t.Fatalf("reclaims %d evictions %d, want 1 and 1", ops.reclaims.Load(), c.Evictions())
+	}
+	// Everything pinned: reclaim frees nothing, Grab gives up.
+	var held []*Page
+	for i := uint64(0); i < 4; i++ {
+		p, err := c.Grab(100 + i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Unlock()
+		held = append(held, p)
+	}
+	if _, err := c.Grab(200); !errors.Is(err, ErrCacheFull) {
+		t.Fatalf("Grab with every page pinned = %v, want ErrCacheFull", err)
+	}
+	for _, p := range held {
+		c.Put(p)
+	}
+}
+
+// TestReadAtBatches: consecutive pages that are not cached are read in
+// with one ReadPages call.
+func TestReadAtBatches(t *testing.T) {
+	const ps = 512
+	c := newTestCache(t, ps, 64)
+	ops := &fakeOps{fill: 'r'}
+	c.SetOps(ops)
+	c.WriteAt(bytes.Repeat([]byte{'w'}, ps), 5*ps) // page 5 cached
+	buf := make([]byte, 10*ps)
+	if n, err := c.ReadAt(buf, 0); n != len(buf) || err != nil {
+		t.Fatalf("ReadAt = %d, %v", n, err)
+	}
+	if ops.reads.Load() != 1 || ops.readPages.Load() != 9 {
+		t.Fatalf("ReadPages calls %d pages %d, want 1 call for 9 pages", ops.reads.Load(), ops.readPages.Load())
+	}
+	want := bytes.Repeat([]byte{'r'}, 10*ps)
+	copy(want[5*ps:], bytes.Repeat([]byte{'w'}, ps))
+	if !bytes.Equal(buf, want) {
+		t.Fatal("ReadAt content differs")
+	}
+	if got := ops.dirtied.Load(); got != 1 {
+		t.Fatalf("BalanceDirty told of %d dirtied pages, want 1", got)
+	}
 }

@@ -1,0 +1,180 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wbengine/wbengine/mapper"
+	"github.com/wbengine/wbengine/pages"
+	"github.com/wbengine/wbengine/ring"
+)
+
+// readTag marks a read record's tag (the low bits are its index).
+const readTag = 1 << 62
+
+// readRecord is one vectored read: a run of pages contiguous by index
+// and block. A reader takes it from freeReads, submits it, and waits on
+// done; the completion handler fills res and signals done.
+type readRecord struct {
+	off   int64
+	pages []*pages.Page
+	iov   []unix.Iovec
+	res   ring.Completion
+	done  chan struct{} // capacity 1
+}
+
+func (e *Engine) initReads() {
+	e.reads = make([]readRecord, e.cfg.QueueDepth)
+	e.freeReads = make(chan int32, e.cfg.QueueDepth)
+	for i := range e.reads {
+		r := &e.reads[i]
+		r.pages = make([]*pages.Page, 0, e.maxPages)
+		r.iov = make([]unix.Iovec, 0, min(e.maxPages, maxIovecs))
+		r.done = make(chan struct{}, 1)
+		e.freeReads <- int32(i)
+	}
+}
+
+// ReadPages reads locked, pinned pages that are not Uptodate in from the
+// target through the ring (pages.Ops): pages contiguous by index and by
+// block become one vectored read, merged as writes are (pages adjacent
+// in memory share an iovec); pages over a hole read as zeros. Each page
+// read in is marked Uptodate.
+func (e *Engine) ReadPages(ctx context.Context, ps []*pages.Page) error {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	e.stats.readMisses.Add(int64(len(ps)))
+	var (
+		taken   []int32
+		cur     = int32(-1)
+		lastIdx uint64
+		lastBlk uint64
+		first   error
+		ext     mapper.Extent
+		extOK   bool
+	)
+	submit := func() {
+		if len(taken) == 0 {
+			return
+		}
+		reqs := make([]ring.Request, len(taken))
+		for i, ri := range taken {
+			r := &e.reads[ri]
+			reqs[i] = ring.Request{Op: ring.OpRead, Off: r.off, Iov: r.iov, Tag: readTag | uint64(ri)}
+		}
+		if err := e.ring.Submit(reqs); err != nil {
+			for _, ri := range taken {
+				e.reads[ri].res = ring.Completion{Err: syscall.EIO}
+				e.reads[ri].done <- struct{}{}
+			}
+			if first == nil {
+				first = fmt.Errorf("engine: read %s: %w", e.cfg.Path, err)
+			}
+		}
+		for _, ri := range taken {
+			r := &e.reads[ri]
+			<-r.done
+			if r.res.Err == 0 {
+				for _, p := range r.pages {
+					p.SetUptodate()
+				}
+			} else if first == nil {
+				idxs := make([]uint64, 0, min(len(r.pages), maxNamedPages))
+				for _, p := range r.pages[:min(len(r.pages), maxNamedPages)] {
+					idxs = append(idxs, p.Index())
+				}
+				first = &PageError{Op: "read", Path: e.cfg.Path, Pages: idxs, Count: len(r.pages), Errno: r.res.Err, Err: r.res.Err, Class: ErrIO}
+			}
+			clear(r.pages)
+			e.freeReads <- ri
+		}
+		taken = taken[:0]
+		cur = -1
+	}
+	for _, p := range ps {
+		idx := p.Index()
+		block := idx
+		if e.mapper != nil {
+			if !extOK || !ext.Contains(idx) {
+				var err error
+				ext, err = e.mapper.Map(idx)
+				if errors.Is(err, mapper.ErrHole) {
+					extOK = false
+					clear(p.Data())
+					p.SetUptodate()
+					continue
+				}
+				if err != nil {
+					extOK = false
+					if first == nil {
+						first = fmt.Errorf("engine: read %s: map page %d: %w", e.cfg.Path, idx, err)
+					}
+					continue
+				}
+				extOK = true
+			}
+			block = ext.BlockOf(idx)
+		}
+		if block >= e.nblocks {
+			if first == nil {
+				first = fmt.Errorf("%w: read %s: page %d at block %d", ErrOutOfRange, e.cfg.Path, idx, block)
+			}
+			continue
+		}
+		d := p.Data()
+		if cur >= 0 {
+			r := &e.reads[cur]
+			if !(idx == lastIdx+1 && block == lastBlk+1 && len(r.pages) < e.maxPages &&
+				(len(r.iov) < cap(r.iov) || adjacentIov(r.iov, d))) {
+				cur = -1
+			}
+		}
+		if cur < 0 {
+			if len(taken) == e.cfg.QueueDepth {
+				submit()
+			}
+			var ri int32
+			select {
+			case ri = <-e.freeReads:
+			default:
+				// Submit (and so give back) what we hold before waiting,
+				// so readers never hold records while they wait for more.
+				submit()
+				select {
+				case ri = <-e.freeReads:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			taken = append(taken, ri)
+			cur = ri
+			r := &e.reads[ri]
+			r.off = int64(block) * int64(e.ps)
+			r.pages = r.pages[:0]
+			r.iov = r.iov[:0]
+		}
+		r := &e.reads[cur]
+		if len(r.iov) > 0 && adjacentIov(r.iov, d) {
+			r.iov[len(r.iov)-1].Len += uint64(len(d))
+		} else {
+			r.iov = append(r.iov, unix.Iovec{Base: &d[0], Len: uint64(len(d))})
+		}
+		r.pages = append(r.pages, p)
+		lastIdx, lastBlk = idx, block
+	}
+	submit()
+	return first
+}
+
+// endRead is the handler's part of a read: hand the result to the
+// waiting reader.
+func (e *Engine) endRead(c *ring.Completion) {
+	r := &e.reads[c.Tag&^readTag]
+	r.res = *c
+	r.done <- struct{}{} // never blocks: one completion per submission
+}
