@@ -76,11 +76,11 @@ type Cache struct {
 	// → dirty since the last DetachDirty. See intake.go.
 	intake atomic.Pointer[Page]
 
-	nrDirty     atomic.Int64 // pages with Dirty set
-	nrWriteback atomic.Int64 // pages with Writeback set
-	nrCached    atomic.Int64 // pages in the index
-	evictions   atomic.Int64 // pages evicted to make room
-	reclaims    atomic.Int64 // writeback-for-reclaim rounds Grab asked for
+	nrDirty     atomic.Int64  // pages with Dirty set
+	nrWriteback atomic.Int64  // pages with Writeback set
+	nrCached    atomic.Int64  // pages in the index
+	evictions   atomic.Int64  // pages evicted to make room
+	reclaims    atomic.Int64  // writeback-for-reclaim rounds Grab asked for
 	clock       atomic.Uint64 // the CLOCK hand (a slot number, mod Capacity)
 
 	ops atomic.Pointer[opsBox]
