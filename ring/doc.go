@@ -30,11 +30,12 @@
 // # Concurrency contract
 //
 // Submit, RegisterBuffers, Caps and Close may be called from any
-// goroutine. Submit hands a batch over in one step: it copies each
-// Request into a free slot of a table of Config.Depth slots, blocking
-// (not spinning) while fewer than len(reqs) slots are free, queues the
-// slots for the owner and wakes it, all under one lock acquisition and
-// at most one eventfd write.
+// goroutine. Submit hands a batch over in one step: it reserves
+// len(reqs) free slots of a table of Config.Depth slots, blocking (not
+// spinning) while too few are free, copies each Request into its slot,
+// then queues the slots for the owner and wakes it: two short lock
+// acquisitions and at most one eventfd write per batch, nothing per
+// request. Blocked submitters are woken in batches, as slots free up.
 //
 // Ownership of a request passes with its slot:
 //

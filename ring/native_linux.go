@@ -26,10 +26,11 @@ var testSetupHook func() error
 const efdTag = ^uint64(0)
 
 // slot is one accepted request while the ring owns it. A slot is free
-// (on nativeRing.free), or pending (filled by Submit, on
-// nativeRing.pending), or the owner's (queued, in the kernel, or being
-// completed). Who may touch it follows from where it is: mu guards the
-// free and pending lists, and a slot's fields pass with it.
+// (on nativeRing.free), or reserved by one Submit (taken off free, being
+// filled outside the lock), or pending (on nativeRing.pending), or the
+// owner's (queued, in the kernel, or being completed). Who may touch it
+// follows from where it is: mu guards the free and pending lists, and a
+// slot's fields pass with it.
 type slot struct {
 	req     Request // a copy; req.Iov still points at the caller's array
 	total   int64   // req.Len()
@@ -37,6 +38,7 @@ type slot struct {
 	first   int     // index of the first iovec with bytes left
 	retries int     // -EAGAIN/-EINTR resubmissions so far
 	err     syscall.Errno
+	next    uint32 // the next slot of a Submit's reservation
 }
 
 // complete takes one CQE result for s and reports whether the request is
@@ -105,6 +107,7 @@ type nativeRing struct {
 	efdBuf []byte // mmap'd; the armed eventfd read lands here
 	slots  []slot
 	probed [probeOpsMax]bool
+	tid    int // the owner thread (tests signal it to provoke EINTR)
 
 	// Owner-only.
 	queue    []uint32     // slots to turn into SQEs: new work and resubmissions
@@ -116,7 +119,8 @@ type nativeRing struct {
 
 	// mu guards the hand-off between submitters and the owner: the free
 	// and pending lists, ctl, closing, waiters, want and caps. Submit
-	// takes it once per batch; the owner once per round that has news
+	// takes it twice per batch, briefly (to reserve slots, then to
+	// publish them once filled); the owner once per round that has news
 	// (to collect pending work) and once per reap (to free slots).
 	mu      sync.Mutex
 	space   sync.Cond // L = &mu; broadcast when slots are freed or the ring closes
@@ -200,6 +204,7 @@ func (r *nativeRing) run(ready chan<- error) {
 func (r *nativeRing) setup() error {
 	sq := roundPow2(uint32(r.cfg.Depth) + 1) // +1: the eventfd read
 	cq := 2 * sq                             // ≥ 2 × in flight: the CQ cannot overflow
+	r.tid = unix.Gettid()
 	flags := uint32(0)
 	for _, f := range setupFlagNames {
 		flags |= f.flag
@@ -470,7 +475,7 @@ func (r *nativeRing) reap() int {
 func (r *nativeRing) deliver() {
 	r.cfg.Handler(r.cs)
 	for _, idx := range r.finished {
-		r.slots[idx] = slot{} // drop the references to the caller's memory
+		r.slots[idx].req.Iov = nil // drop the reference to the caller's memory
 	}
 	r.mu.Lock()
 	r.free = append(r.free, r.finished...)
@@ -529,12 +534,39 @@ func (r *nativeRing) Submit(reqs []Request) error {
 		r.mu.Unlock()
 		return nil
 	}
+	// Reserve n slots, chained through slot.next in request order, and
+	// fill them outside the lock: the owner, a locked thread, must not
+	// park on mu (parking and waking it costs futex calls) while a
+	// batch is copied.
+	first := r.free[len(r.free)-1]
+	last := first
+	for i := 1; i < n; i++ {
+		idx := r.free[len(r.free)-1-i]
+		r.slots[last].next = idx
+		last = idx
+	}
+	r.free = r.free[:len(r.free)-n]
+	r.mu.Unlock()
+
+	idx := first
 	for i := range reqs {
-		idx := r.free[len(r.free)-1]
-		r.free = r.free[:len(r.free)-1]
 		s := &r.slots[idx]
-		s.req = reqs[i]
-		s.total = reqs[i].Len()
+		next := s.next
+		*s = slot{req: reqs[i], total: reqs[i].Len(), next: next}
+		idx = next
+	}
+
+	r.mu.Lock()
+	if r.closing {
+		// Closed meanwhile: the owner may be gone. Nothing was accepted.
+		for i, idx := 0, first; i < n; i, idx = i+1, r.slots[idx].next {
+			r.slots[idx].req.Iov = nil
+			r.free = append(r.free, idx)
+		}
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	for i, idx := 0, first; i < n; i, idx = i+1, r.slots[idx].next {
 		r.pending = append(r.pending, idx)
 	}
 	r.wake()

@@ -89,6 +89,53 @@ func TestNativeIdleWakeup(t *testing.T) {
 	}
 }
 
+// Signals interrupt the owner's io_uring_enter (EINTR), which it
+// retries without limit; the ring keeps working.
+func TestNativeEnterEINTR(t *testing.T) {
+	tkNoLeaks(t)
+	rr, sink := tkNative(t, tkFileTarget(t, 1<<20), 4)
+	r := rr.(*nativeRing)
+	for i := 0; i < 50; i++ {
+		// SIGURG: the Go runtime's preemption signal, harmless to send.
+		if err := unix.Tgkill(unix.Getpid(), r.tid, unix.SIGURG); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 9 {
+			time.Sleep(time.Millisecond)
+			if err := r.Submit([]Request{{Op: OpNop, Tag: uint64(i)}}); err != nil {
+				t.Fatal(err)
+			}
+			if c := sink.take(t, 1)[0]; c.Tag != uint64(i) {
+				t.Fatalf("completion %+v", c)
+			}
+		}
+	}
+}
+
+// A batch larger than one io_uring_enter carries (maxSQEsPerEnter) is
+// queued and submitted in rounds.
+func TestNativeDeepBatch(t *testing.T) {
+	tkNoLeaks(t)
+	const depth = 3*maxSQEsPerEnter + 5
+	r, sink := tkNative(t, tkFileTarget(t, 1<<20), depth)
+	reqs := make([]Request, depth)
+	for round := 0; round < 3; round++ {
+		for i := range reqs {
+			reqs[i] = Request{Op: OpNop, Tag: uint64(i)}
+		}
+		if err := r.Submit(reqs); err != nil {
+			t.Fatal(err)
+		}
+		seen := make([]bool, depth)
+		for _, c := range sink.take(t, depth) {
+			if seen[c.Tag] {
+				t.Fatalf("tag %d twice", c.Tag)
+			}
+			seen[c.Tag] = true
+		}
+	}
+}
+
 // Many submitters at once, with a depth that makes them wait for slots:
 // every request completes exactly once.
 func TestNativeConcurrentSubmitters(t *testing.T) {
@@ -251,6 +298,68 @@ func TestNativeCloseWaitsForInflight(t *testing.T) {
 	}
 	if err := r.RegisterBuffers([][]byte{mem}); !errors.Is(err, ErrClosed) {
 		t.Errorf("RegisterBuffers after Close = %v, want ErrClosed", err)
+	}
+}
+
+// Close racing busy submitters: every Submit returns nil or ErrClosed,
+// and exactly the requests of the Submits that returned nil are
+// delivered, once each, before Close returns.
+func TestNativeCloseRace(t *testing.T) {
+	tkNoLeaks(t)
+	tg := tkFileTarget(t, 1<<20)
+	for iter := 0; iter < 20; iter++ {
+		var delivered atomic.Int64
+		var dup atomic.Int64
+		seen := make([]atomic.Bool, 1<<16)
+		r, err := Open(tg, "native", Config{Depth: 8, Handler: func(cs []Completion) {
+			for _, c := range cs {
+				if seen[c.Tag].Swap(true) {
+					dup.Add(1)
+				}
+			}
+			delivered.Add(int64(len(cs)))
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var accepted atomic.Int64
+		var wg sync.WaitGroup
+		for g := 0; g < 3; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				reqs := make([]Request, 1+g*3)
+				for k := 0; ; k++ {
+					for j := range reqs {
+						reqs[j] = Request{Op: OpNop, Tag: uint64(g<<14 | (k*len(reqs)+j)&(1<<14-1))}
+					}
+					err := r.Submit(reqs)
+					if errors.Is(err, ErrClosed) {
+						return
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					accepted.Add(int64(len(reqs)))
+					if k*len(reqs) > 1<<13 {
+						return
+					}
+				}
+			}()
+		}
+		time.Sleep(time.Duration(iter%5) * 100 * time.Microsecond)
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		atClose := delivered.Load()
+		wg.Wait()
+		if got, want := delivered.Load(), accepted.Load(); got != want || atClose != want {
+			t.Fatalf("iteration %d: %d accepted, %d delivered by Close, %d in all", iter, want, atClose, got)
+		}
+		if dup.Load() != 0 {
+			t.Fatalf("iteration %d: %d completions delivered twice", iter, dup.Load())
+		}
 	}
 }
 
