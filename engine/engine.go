@@ -95,6 +95,9 @@ type Engine struct {
 	// contents do not change while it is in flight, for tests that write
 	// Data directly under writeback (which is legal).
 	noStableCheck bool
+	// testFlushFirst breaks Sync on purpose, flushing before the writes
+	// it should cover, so crash tests can show they catch it.
+	testFlushFirst bool
 }
 
 // passState is owned by the holder of the pass lock.

@@ -108,6 +108,11 @@ func (e *Engine) syncRunner() {
 
 // syncRound is one round of SyncRange's work.
 func (e *Engine) syncRound(ctx context.Context, start, end uint64) (otherErr, flushErr error) {
+	if e.testFlushFirst {
+		// Broken on purpose (tests only): the flush goes out before the
+		// writes it should cover.
+		flushErr = e.flush(ctx)
+	}
 	for round := 0; ; round++ {
 		if _, err := e.acquirePass(ctx, true); err != nil {
 			return err, nil
@@ -129,6 +134,9 @@ func (e *Engine) syncRound(ctx context.Context, start, end uint64) (otherErr, fl
 		if !e.retryNeeded(seq, start, end) || round >= e.cfg.MaxRetries {
 			break
 		}
+	}
+	if e.testFlushFirst {
+		return otherErr, flushErr
 	}
 	return otherErr, e.flush(ctx)
 }

@@ -9,14 +9,14 @@ import "strings"
 //
 // Bit layout:
 //
-//	 31            8   7   6   5   4   3   2   1   0
-//	+---------------+---+---+---+---+---+---+---+---+
-//	|   reserved    |Ref|Drp|Wtr|Err|Upt|Wb |Dty|Lck|
-//	+---------------+---+---+---+---+---+---+---+---+
+//	 31          9   8   7   6   5   4   3   2   1   0
+//	+-------------+---+---+---+---+---+---+---+---+---+
+//	|  reserved   |Hof|Ref|Drp|Wtr|Err|Upt|Wb |Dty|Lck|
+//	+-------------+---+---+---+---+---+---+---+---+---+
 //
 //	Lck PageLocked      Upt PageUptodate   Drp PageDropped
 //	Dty PageDirty       Err PageError      Ref PageReferenced
-//	Wb  PageWriteback   Wtr PageWaiters
+//	Wb  PageWriteback   Wtr PageWaiters    Hof PageHandoff
 //
 // Who may change which bit:
 //
@@ -36,6 +36,9 @@ import "strings"
 //   - Dropped: set when the page leaves the index (Remove) while pinned;
 //     its slot is reused when the last pin goes.
 //   - Referenced: set on lookup, cleared by the eviction clock.
+//   - Handoff: set by the one sleeper in Lock that has waited longest
+//     (it lost the race for the lock twice); while it is set, only that
+//     sleeper may take the lock, and it clears the bit as it does.
 type Flags uint32
 
 const (
@@ -47,6 +50,7 @@ const (
 	PageWaiters                      // a goroutine sleeps on this page's wait bucket
 	PageDropped                      // removed from the cache while pinned
 	PageReferenced                   // used since the eviction clock last passed
+	PageHandoff                      // a sleeper claimed the next turn of the page lock
 )
 
 // IsLocked reports whether the page lock is held.
@@ -67,7 +71,7 @@ func (f Flags) IsError() bool { return f&PageError != 0 }
 // IsDropped reports whether the page has left the cache.
 func (f Flags) IsDropped() bool { return f&PageDropped != 0 }
 
-var flagNames = [...]string{"locked", "dirty", "writeback", "uptodate", "error", "waiters", "dropped", "referenced"}
+var flagNames = [...]string{"locked", "dirty", "writeback", "uptodate", "error", "waiters", "dropped", "referenced", "handoff"}
 
 func (f Flags) String() string {
 	if f == 0 {

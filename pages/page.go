@@ -54,10 +54,11 @@ func (p *Page) Flags() Flags { return Flags(p.flags.Load()) }
 func (p *Page) Pins() int { return int(p.pins.Load()) }
 
 // TryLock takes the page lock if it is free and reports whether it did.
+// It fails while a sleeper waits for the lock to be handed to it.
 func (p *Page) TryLock() bool {
 	for {
 		old := p.flags.Load()
-		if old&uint32(PageLocked) != 0 {
+		if old&uint32(PageLocked|PageHandoff) != 0 {
 			return false
 		}
 		if p.flags.CompareAndSwap(old, old|uint32(PageLocked)) {
@@ -69,10 +70,45 @@ func (p *Page) TryLock() bool {
 // Lock takes the page lock, sleeping until it is free. Nobody may hold
 // a page lock while waiting for something that needs it: the writeback
 // pass submits what it has queued before it sleeps here.
+//
+// The lock is fair enough that nobody starves: a sleeper that has lost
+// the race for the freed lock twice claims the next turn by setting
+// Handoff (one sleeper at a time can); from then on TryLock and other
+// sleepers leave the lock to it (as sync.Mutex does in starvation mode,
+// and the kernel's folio lock with its handoff).
 func (p *Page) Lock() {
-	for !p.TryLock() {
-		p.waitClear(PageLocked)
+	if p.TryLock() {
+		return
 	}
+	heir := false
+	for lost := 0; ; {
+		old := p.flags.Load()
+		if old&uint32(PageLocked) == 0 && (heir || old&uint32(PageHandoff) == 0) {
+			if p.flags.CompareAndSwap(old, (old|uint32(PageLocked))&^uint32(b2u(heir)*PageHandoff)) {
+				return
+			}
+			continue
+		}
+		if !heir && lost >= 2 && old&uint32(PageHandoff) == 0 {
+			if p.flags.CompareAndSwap(old, old|uint32(PageHandoff)) {
+				heir = true
+			}
+			continue
+		}
+		if heir {
+			p.waitClear(PageLocked)
+		} else {
+			p.waitClear(PageLocked | PageHandoff)
+		}
+		lost++
+	}
+}
+
+func b2u(b bool) Flags {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Unlock releases the page lock and wakes its waiters. Unlocking a page
