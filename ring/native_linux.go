@@ -505,6 +505,11 @@ func (r *nativeRing) signal() {
 	}
 }
 
+// copyUnderLock is the largest batch Submit copies into its slots while
+// holding mu; larger batches reserve slots, copy outside the lock, and
+// take mu again to publish them.
+const copyUnderLock = 4
+
 // Submit implements Ring.
 func (r *nativeRing) Submit(reqs []Request) error {
 	n := len(reqs)
@@ -531,6 +536,17 @@ func (r *nativeRing) Submit(reqs []Request) error {
 		return ErrClosed
 	}
 	if n == 0 {
+		r.mu.Unlock()
+		return nil
+	}
+	if n <= copyUnderLock {
+		for i := range reqs {
+			idx := r.free[len(r.free)-1]
+			r.free = r.free[:len(r.free)-1]
+			r.slots[idx] = slot{req: reqs[i], total: reqs[i].Len()}
+			r.pending = append(r.pending, idx)
+		}
+		r.wake()
 		r.mu.Unlock()
 		return nil
 	}
