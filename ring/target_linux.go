@@ -31,11 +31,13 @@ var sysfsRoot = "/sys"
 // fails with EBUSY while the device is mounted or held exclusively) or a
 // regular file (O_RDWR|O_DIRECT) and reads its size and limits once:
 // for a block device, BLKGETSIZE64 and /sys/block/<disk>/queue/ (a
-// partition's parent disk's queue); for a file, st_size and the
-// STATX_DIOALIGN offset alignment (512 where the kernel does not report
-// it). Anything else, an empty target, or a size that is not a multiple
-// of the logical block size is an error wrapping ErrTarget; a failed
-// open wraps the errno.
+// partition's parent disk's queue, and Dev names that disk); for a
+// file, st_size and the STATX_DIOALIGN offset alignment (or its memory
+// alignment if that is larger, as CheckRequest holds addresses to the
+// same LogicalBlockSize; 512 where the kernel does not report it).
+// Anything else, an empty target, or a size that is not a multiple of
+// the logical block size is an error wrapping ErrTarget; a failed open
+// wraps the errno.
 func OpenTarget(path string, opt TargetOptions) (*Target, error) {
 	var st unix.Stat_t
 	if err := retryEINTR(func() error { return unix.Stat(path, &st) }); err != nil {
