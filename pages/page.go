@@ -96,9 +96,9 @@ func (p *Page) Lock() {
 			continue
 		}
 		if heir {
-			p.waitClear(PageLocked)
+			p.waitOnce(PageLocked)
 		} else {
-			p.waitClear(PageLocked | PageHandoff)
+			p.waitOnce(PageLocked | PageHandoff)
 		}
 		lost++
 	}
@@ -216,6 +216,29 @@ func (p *Page) waitClear(mask Flags) {
 			continue
 		}
 		b.cond.Wait()
+	}
+	b.mu.Unlock()
+}
+
+// waitOnce sleeps until the next wake-up of the page's waiters, unless
+// every bit of mask is already clear. Lock counts its wake-ups with it:
+// each one is a race for the lock it may have lost.
+func (p *Page) waitOnce(mask Flags) {
+	if p.flags.Load()&uint32(mask) == 0 {
+		return
+	}
+	b := p.cache.bucket(p.slot)
+	b.mu.Lock()
+	for {
+		old := p.flags.Load()
+		if old&uint32(mask) == 0 {
+			break
+		}
+		if old&uint32(PageWaiters) == 0 && !p.flags.CompareAndSwap(old, old|uint32(PageWaiters)) {
+			continue
+		}
+		b.cond.Wait()
+		break
 	}
 	b.mu.Unlock()
 }

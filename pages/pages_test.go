@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -688,4 +689,44 @@ func TestReadAtBatches(t *testing.T) {
 	if got := ops.dirtied.Load(); got != 1 {
 		t.Fatalf("BalanceDirty told of %d dirtied pages, want 1", got)
 	}
+}
+
+// TestLockHandoff: a goroutine that keeps taking and releasing a page
+// lock cannot starve another that waits for it: the waiter claims the
+// next turn. (Without the handoff the waiter would only get the lock
+// once the other goroutine stopped after its last round.)
+func TestLockHandoff(t *testing.T) {
+	c := newTestCache(t, 512, 4)
+	p, _ := c.Grab(0)
+	p.Unlock()
+	// The other goroutine holds the lock for a while each round and
+	// takes it again the moment it lets go, faster than a woken waiter
+	// can run: without the handoff it wins every race.
+	const rounds = 2000
+	var hog atomic.Int64
+	var stop atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < rounds && !stop.Load(); i++ {
+			p.Lock()
+			hog.Add(1)
+			for t0 := time.Now(); time.Since(t0) < 50*time.Microsecond; {
+			}
+			p.Unlock()
+		}
+	}()
+	for hog.Load() < 10 {
+		runtime.Gosched()
+	}
+	p.Lock()
+	at := hog.Load()
+	p.Unlock()
+	stop.Store(true)
+	<-done
+	if at >= rounds {
+		t.Fatalf("the waiter got the lock only after the other goroutine's %d rounds ended", rounds)
+	}
+	t.Logf("waiter got the lock after %d rounds of the other goroutine", at)
+	c.Put(p)
 }
