@@ -52,10 +52,7 @@ func (e *Engine) handle(cs []ring.Completion) {
 	if advanced {
 		e.completed.Store(through)
 		if e.nWaiters.Load() > 0 {
-			e.waitMu.Lock()
-			close(e.waitCh)
-			e.waitCh = make(chan struct{})
-			e.waitMu.Unlock()
+			e.wakeWaiters()
 		}
 	}
 }
@@ -65,7 +62,9 @@ func (e *Engine) handle(cs []ring.Completion) {
 // one clean → dirty path, which gives it a new dirty pin and puts it on
 // the intake list), then end writeback. A successful page's pin moves to
 // the unflushed list until a flush covers it (or is dropped now where
-// the target needs no flush); a failed page's pin is dropped.
+// the target needs no flush, or the page is on the list already from an
+// earlier write: one entry and one pin per page, so the list never holds
+// more than the cache); a failed page's pin is dropped.
 func (e *Engine) endWrite(r *record, c *ring.Completion) {
 	okPages := len(r.pages)
 	if c.Err != 0 {
@@ -98,10 +97,12 @@ func (e *Engine) endWrite(r *record, c *ring.Completion) {
 	}
 	for i, p := range r.pages {
 		p.EndWriteback()
-		if i < okPages && e.needFlush {
+		st := &e.slots[p.Slot()]
+		if i < okPages && e.needFlush && !st.unflushed {
+			st.unflushed = true
 			e.unflushed = append(e.unflushed, p)
 		} else {
-			e.cache.Put(p)
+			e.cache.Put(p) // no flush needed, already listed, or failed
 		}
 	}
 	e.stats.writes.Add(1)
@@ -155,25 +156,49 @@ func (w *genWindow) complete(g uint64) bool {
 }
 
 // waitGen waits until every write with generation ≤ g has completed.
+// Waiting costs no lock or channel per page (see Engine.completed):
+// without a cancellable ctx it sleeps on waitCond and allocates nothing;
+// with one it takes the current waitCh, which the handler closes.
 func (e *Engine) waitGen(ctx context.Context, g uint64) error {
+	if e.completed.Load() >= g {
+		return nil
+	}
+	done := ctx.Done()
+	e.waitMu.Lock()
+	defer e.waitMu.Unlock()
+	e.nWaiters.Add(1)
+	defer e.nWaiters.Add(-1)
 	for e.completed.Load() < g {
-		e.nWaiters.Add(1)
-		e.waitMu.Lock()
+		if done == nil {
+			e.waitCond.Wait()
+			continue
+		}
+		e.chWaiters++
 		ch := e.waitCh
 		e.waitMu.Unlock()
-		if e.completed.Load() >= g {
-			e.nWaiters.Add(-1)
-			return nil
-		}
 		select {
 		case <-ch:
-			e.nWaiters.Add(-1)
-		case <-ctx.Done():
-			e.nWaiters.Add(-1)
-			return ctx.Err()
+		case <-done:
+		}
+		e.waitMu.Lock()
+		e.chWaiters--
+		if err := ctx.Err(); err != nil && e.completed.Load() < g {
+			return err
 		}
 	}
 	return nil
+}
+
+// wakeWaiters wakes every waitGen sleeper; the handler calls it after
+// it advanced completed, only when someone waits.
+func (e *Engine) wakeWaiters() {
+	e.waitMu.Lock()
+	if e.chWaiters > 0 {
+		close(e.waitCh)
+		e.waitCh = make(chan struct{})
+	}
+	e.waitCond.Broadcast()
+	e.waitMu.Unlock()
 }
 
 // failLog remembers recent write failures, so a Sync can tell whether

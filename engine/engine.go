@@ -63,22 +63,29 @@ type Engine struct {
 	inError   map[uint64]syscall.Errno
 	fails     failLog
 	unflushed []*pages.Page // written since the last flush; each holds its write's pin
+	// spareUnflushed is the list a finished flush gave back, reused as
+	// the next unflushed list.
+	spareUnflushed []*pages.Page
 	onErrors  []error       // for Config.OnError, delivered outside the handler
 
 	// Generations: every write gets the next number when its run is
 	// opened. completed is "every write with generation ≤ completed has
 	// completed" (completions arrive out of order; the window tracks the
 	// gaps). Waiting for a generation needs no lock or channel per page:
-	// a waiter registers in nWaiters, takes the current waitCh and
-	// rechecks completed; the handler, after it advances completed,
-	// closes waitCh and makes a new one only when nWaiters > 0. The
-	// waiter's increment and the handler's store are sequentially
-	// consistent atomics, so one of them always sees the other.
+	// a waiter registers in nWaiters, then rechecks completed, and sleeps
+	// on waitCond (or, when it must also watch a context, on the current
+	// waitCh); the handler, after it advances completed, wakes them only
+	// when nWaiters > 0: it broadcasts waitCond and closes waitCh
+	// (making a new one) if a channel waiter exists. The waiter's
+	// increment and the handler's store are sequentially consistent
+	// atomics, so one of them always sees the other.
 	completed atomic.Uint64
 	lastGen   atomic.Uint64 // the highest generation handed out
 	nWaiters  atomic.Int32
-	waitMu    sync.Mutex // protects waitCh
+	waitMu    sync.Mutex // protects waitCh, chWaiters; waitCond's lock
+	waitCond  sync.Cond
 	waitCh    chan struct{}
+	chWaiters int
 
 	flushMu   sync.Mutex         // one device flush at a time
 	flushDone chan syscall.Errno // the flush's completion
@@ -121,6 +128,8 @@ type slotState struct {
 	// dirtiedAt is when the pass first took the page into the dirty set
 	// (UnixNano), for expiry; pass-owned.
 	dirtiedAt int64
+	// unflushed says the page is on the unflushed list (complMu).
+	unflushed bool
 	// failures counts consecutive failed writes; the handler changes it
 	// (under complMu), the pass reads it: a page that failed is written
 	// on its own next time, so one bad block does not hold its
@@ -181,6 +190,7 @@ func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 		flushDone: make(chan syscall.Errno, 1),
 	}
 	e.alloc, _ = cfg.Mapper.(mapper.Allocator)
+	e.waitCond.L = &e.waitMu
 	e.set = newDirtySet()
 	e.cur = -1
 	e.queue = make([]int32, 0, cfg.QueueDepth)
@@ -283,6 +293,7 @@ func (e *Engine) Close() error {
 	// pins back so the cache can be closed.
 	e.complMu.Lock()
 	for _, p := range e.unflushed {
+		e.slots[p.Slot()].unflushed = false
 		e.cache.Put(p)
 	}
 	e.unflushed = nil

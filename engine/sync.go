@@ -167,7 +167,11 @@ func (e *Engine) flush(ctx context.Context) error {
 	e.flushMu.Lock()
 	e.complMu.Lock()
 	list := e.unflushed
-	e.unflushed = nil
+	e.unflushed = e.spareUnflushed[:0]
+	e.spareUnflushed = nil
+	for _, p := range list {
+		e.slots[p.Slot()].unflushed = false
+	}
 	e.complMu.Unlock()
 	req := [1]ring.Request{{Op: ring.OpFlush, Tag: flushTag}}
 	if err := e.ring.Submit(req[:]); err != nil {
@@ -195,6 +199,14 @@ func (e *Engine) flush(ctx context.Context) error {
 // it failed, makes them dirty again first (pages invalidated meanwhile
 // are left alone: the application discarded them).
 func (e *Engine) endFlush(list []*pages.Page, errno syscall.Errno) error {
+	defer func() {
+		clear(list)
+		e.complMu.Lock()
+		if e.spareUnflushed == nil {
+			e.spareUnflushed = list[:0]
+		}
+		e.complMu.Unlock()
+	}()
 	if errno == 0 {
 		for _, p := range list {
 			e.cache.Put(p)
