@@ -66,7 +66,7 @@ type Engine struct {
 	// spareUnflushed is the list a finished flush gave back, reused as
 	// the next unflushed list.
 	spareUnflushed []*pages.Page
-	onErrors  []error       // for Config.OnError, delivered outside the handler
+	onErrors       []error // for Config.OnError, delivered outside the handler
 
 	// Generations: every write gets the next number when its run is
 	// opened. completed is "every write with generation ≤ completed has
