@@ -322,6 +322,11 @@ func (r *nativeRing) loop() {
 				r.sleeping.Store(false)
 			}
 		}
+		if toSubmit == 0 && wait == 0 {
+			// CQEs to reap, or news to collect: no syscall needed.
+			r.reap()
+			continue
+		}
 		_, errno := r.u.enter(toSubmit, wait)
 		if wait != 0 {
 			r.sleeping.Store(false)
