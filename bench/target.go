@@ -1,0 +1,224 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/pages"
+	"github.com/wbengine/wbengine/ring"
+)
+
+// DefaultSize is the size of a target wbbench makes itself.
+const DefaultSize = 1 << 30
+
+// Target is the device or file a benchmark writes to, probed before
+// anything is written.
+type Target struct {
+	Path             string
+	Kind             ring.Kind
+	DeviceSize       int64 // the whole device or file
+	Size             int64 // the part the benchmark uses: [0, Size)
+	LogicalBlockSize int
+	MaxSectorsKB     int
+	WriteCache       string // "write back", "write through"; "" for files
+	NeedsFlush       bool
+	Dev              string // name under /sys/block ("" for files)
+	// Made says what wbbench made for this run ("" when the user named
+	// the target); Close removes it.
+	Made string
+
+	loop *loopdev.Dev
+	file string // a temporary file wbbench made
+}
+
+// TargetOptions say which target to use.
+type TargetOptions struct {
+	Device   string // "" = make one
+	Size     int64  // bytes to use; 0 = the whole device, or DefaultSize for a made one
+	PageSize int
+	Force    bool // skip the safety checks
+	// TempDirs are where a temporary file may go when no loop device can
+	// be made (default /dev/shm, then os.TempDir()).
+	TempDirs []string
+	// NoLoop makes a temporary file even where a loop device could be
+	// made (tests).
+	NoLoop bool
+}
+
+// PrepareTarget finds or makes the target and checks it before anything
+// is written: a named device must exist, be a block device or regular
+// file, take O_DIRECT, have room for Size, take the page size, and pass
+// CheckTarget unless Force. Bad values come back as *UsageError, unsafe
+// targets as *RefusedError. With no Device it makes a target of Size
+// (default 1 GiB): as root a loop device over a file in /dev/shm, else
+// a temporary file under /dev/shm or the temp dir. Close removes it.
+func PrepareTarget(o TargetOptions) (*Target, error) {
+	ps := o.PageSize
+	if ps < pages.MinPageSize || ps > pages.MaxPageSize || ps&(ps-1) != 0 {
+		return nil, usagef("-page-size %d: must be a power of two from %d to %s", ps, pages.MinPageSize, humanize.IBytes(pages.MaxPageSize))
+	}
+	if o.Size < 0 {
+		return nil, usagef("-size %d: must not be negative", o.Size)
+	}
+	if o.Size > 0 && o.Size < int64(ps) {
+		return nil, usagef("-size %d: less than one %d-byte page", o.Size, ps)
+	}
+	o.Size -= o.Size % int64(ps) // whole pages
+	if o.Device == "" {
+		return makeTarget(o)
+	}
+	fi, err := os.Stat(o.Device)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, usagef("-device %s: no such device or file", o.Device)
+		}
+		return nil, usagef("-device %s: %v", o.Device, err)
+	}
+	if m := fi.Mode(); !m.IsRegular() && m&os.ModeDevice == 0 || m&os.ModeCharDevice != 0 {
+		return nil, usagef("-device %s: not a block device or regular file", o.Device)
+	}
+	t, err := probe(o.Device)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.fit(o); err != nil {
+		return nil, err
+	}
+	if !o.Force {
+		if err := CheckTarget(o.Device, t.DeviceSize); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// probe reads a target's size and limits without writing (read-only,
+// no O_EXCL).
+func probe(path string) (*Target, error) {
+	rt, err := ring.OpenTarget(path, ring.TargetOptions{ReadOnly: true})
+	if err != nil {
+		return nil, usagef("-device %s: %v", path, err)
+	}
+	defer rt.Close()
+	return &Target{
+		Path:             path,
+		Kind:             rt.Kind,
+		DeviceSize:       rt.Size,
+		LogicalBlockSize: rt.LogicalBlockSize,
+		MaxSectorsKB:     rt.MaxSectorsKB,
+		WriteCache:       rt.WriteCache,
+		NeedsFlush:       rt.NeedsFlush(),
+		Dev:              rt.Dev,
+	}, nil
+}
+
+// fit checks the page size and the size against the target and sets Size.
+func (t *Target) fit(o TargetOptions) error {
+	ps := o.PageSize
+	if ps%t.LogicalBlockSize != 0 {
+		return usagef("-page-size %d: %s has %d-byte logical blocks; the page size must be a multiple of that", ps, t.Path, t.LogicalBlockSize)
+	}
+	switch {
+	case o.Size > t.DeviceSize:
+		return usagef("-size %s (%d bytes) is past the end of %s, which holds %s (%d bytes)",
+			humanize.IBytes(uint64(o.Size)), o.Size, t.Path, humanize.IBytes(uint64(t.DeviceSize)), t.DeviceSize)
+	case o.Size > 0:
+		t.Size = o.Size
+	default:
+		t.Size = t.DeviceSize - t.DeviceSize%int64(ps)
+	}
+	if t.Size < int64(ps) {
+		return usagef("%s holds %d bytes, less than one %d-byte page", t.Path, t.DeviceSize, ps)
+	}
+	return nil
+}
+
+// makeTarget makes a loop device over a /dev/shm file (root) or a
+// temporary file.
+func makeTarget(o TargetOptions) (*Target, error) {
+	size := o.Size
+	if size == 0 {
+		size = DefaultSize
+	}
+	o.Size = size
+	var loopWhy error
+	if o.NoLoop {
+		loopWhy = errors.New("not asked for")
+	} else if loopWhy = loopdev.Available(); loopWhy == nil {
+		d, err := loopdev.Create("", size, 0)
+		if err != nil {
+			return nil, fmt.Errorf("bench: making a loop device: %w", err)
+		}
+		t, err := probe(d.Path)
+		if err == nil {
+			err = t.fit(o)
+		}
+		if err != nil {
+			d.Remove()
+			return nil, err
+		}
+		t.loop = d
+		t.Made = fmt.Sprintf("a loop device over %s, made for this run", d.File)
+		return t, nil
+	}
+	dirs := o.TempDirs
+	if len(dirs) == 0 {
+		dirs = []string{"/dev/shm", os.TempDir()}
+	}
+	var errs []error
+	for _, dir := range dirs {
+		f, err := os.CreateTemp(dir, "wbbench-*.img")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		name := f.Name()
+		err = f.Truncate(size)
+		f.Close()
+		var t *Target
+		if err == nil {
+			t, err = probe(name)
+		}
+		if err == nil {
+			err = t.fit(o)
+		}
+		if err != nil {
+			os.Remove(name)
+			errs = append(errs, fmt.Errorf("%s: %w", dir, err))
+			continue
+		}
+		t.file = name
+		t.Made = fmt.Sprintf("a temporary file in %s, made for this run (no loop device: %v)", dir, loopWhy)
+		return t, nil
+	}
+	return nil, fmt.Errorf("bench: no place for a temporary target: %w", errors.Join(errs...))
+}
+
+// Close removes what PrepareTarget made (a loop device and its file, or
+// a temporary file). It is safe to call more than once.
+func (t *Target) Close() error {
+	var errs []error
+	if t.loop != nil {
+		errs = append(errs, t.loop.Remove())
+		t.loop = nil
+	}
+	if t.file != "" {
+		if err := os.Remove(t.file); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+		t.file = ""
+	}
+	return errors.Join(errs...)
+}
+
+// KindName describes the target's kind for reports.
+func (t *Target) KindName() string {
+	if t.Kind == ring.KindBlock {
+		return "block"
+	}
+	return "file"
+}
