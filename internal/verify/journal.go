@@ -18,11 +18,11 @@ import (
 //
 // with the numbers in decimal.
 type JournalHeader struct {
-	Pattern  string
-	Seed     uint64
-	Nonce    uint32
-	Pages    uint64
-	PageSize int
+	Pattern  string `json:"pattern"`
+	Seed     uint64 `json:"seed"`
+	Nonce    uint32 `json:"nonce"`
+	Pages    uint64 `json:"pages"`
+	PageSize int    `json:"page_size"`
 }
 
 const journalMagic = "wbbench-journal v1"

@@ -1,0 +1,376 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/wbengine/wbengine/engine"
+	"github.com/wbengine/wbengine/internal/verify"
+	"github.com/wbengine/wbengine/pages"
+	"github.com/wbengine/wbengine/ring"
+)
+
+// Baselines are the systems the engine is compared with, in the order
+// they run after it.
+var Baselines = []string{"kernel", "pwrite", "fio"}
+
+// ParseBaselines parses a -baseline value: a comma-separated list of
+// kernel, pwrite and fio, or "none".
+func ParseBaselines(s string) ([]string, error) {
+	s = strings.TrimSpace(s)
+	if s == "none" || s == "" {
+		return nil, nil
+	}
+	var out []string
+	for name := range strings.SplitSeq(s, ",") {
+		name = strings.TrimSpace(name)
+		if !slices.Contains(Baselines, name) {
+			return nil, usagef("-baseline %q: unknown baseline %q (want a comma list of %s, or none)", s, name, strings.Join(Baselines, ", "))
+		}
+		if slices.Contains(out, name) {
+			return nil, usagef("-baseline %q: %s given twice", s, name)
+		}
+		out = append(out, name)
+	}
+	return out, nil
+}
+
+// Options configure a benchmark. Zero values take the defaults noted.
+type Options struct {
+	Device     string // "" = make a target (see PrepareTarget)
+	Size       int64  // bytes of the target to use; 0 = all, or 1 GiB for a made target
+	PageSize   int    // default 4096
+	QueueDepth int    // 0 = the engine's default
+	MaxIOBytes int    // 0 = the engine's default
+	Pattern    Pattern
+	Ring       string   // engine.Config.Ring; "" = auto
+	Baselines  []string // subset of Baselines, run in that order
+	Runs       int      // dirty-and-flush cycles (hot: periods); default 1
+	Seed       uint64
+
+	// Hot pattern.
+	Duration  time.Duration // each period; default 5 s
+	Writers   int           // default 4
+	SyncEvery time.Duration // default 500 ms
+
+	Force  bool
+	Inject string // -inject, as given (for the report)
+	Faults []ring.FaultRule
+
+	// Verify writes pages in the verify format (internal/verify) with
+	// Cache.WriteAt only; Journal, if set, is the journal file (it
+	// implies Verify). Neither goes with baselines.
+	Verify  bool
+	Journal string
+
+	// Monitor, if set, is kept up to date with a one-line status.
+	Monitor *Monitor
+	// Logf receives notices (a fallback taken, a baseline skipped).
+	Logf func(format string, args ...any)
+
+	// For tests: never make a loop device; where temporary targets go;
+	// the fio binary ("" = look up "fio" on PATH).
+	NoLoop   bool
+	TempDirs []string
+	FioPath  string
+}
+
+func (o *Options) setDefaults() error {
+	if o.PageSize == 0 {
+		o.PageSize = 4096
+	}
+	if o.Pattern == "" {
+		o.Pattern = Seq
+	}
+	if _, err := ParsePattern(string(o.Pattern)); err != nil {
+		return usagef("-pattern: %v", err)
+	}
+	if o.Runs == 0 {
+		o.Runs = 1
+	}
+	if o.Duration == 0 {
+		o.Duration = 5 * time.Second
+	}
+	if o.Writers == 0 {
+		o.Writers = 4
+	}
+	if o.SyncEvery == 0 {
+		o.SyncEvery = 500 * time.Millisecond
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	if o.Journal != "" {
+		o.Verify = true
+	}
+	switch {
+	case o.Runs < 0:
+		return usagef("-runs %d: must be at least 1", o.Runs)
+	case o.QueueDepth < 0:
+		return usagef("-qd %d: must be positive", o.QueueDepth)
+	case o.MaxIOBytes < 0:
+		return usagef("-max-io %d: must be positive", o.MaxIOBytes)
+	case o.Writers < 0:
+		return usagef("-writers %d: must be at least 1", o.Writers)
+	case o.Duration < 0:
+		return usagef("-duration %v: must be positive", o.Duration)
+	case o.SyncEvery < 0:
+		return usagef("-sync-every %v: must be positive", o.SyncEvery)
+	case o.Verify && len(o.Baselines) > 0:
+		return usagef("-baseline %s with -verify or -journal: the baselines would overwrite the pages being verified (use -baseline none)", strings.Join(o.Baselines, ","))
+	}
+	return nil
+}
+
+// Bench is a prepared benchmark: a checked target, the pattern laid out
+// over it, and the page cache the engine runs on. It is not safe for
+// concurrent use.
+type Bench struct {
+	opts   Options
+	target *Target
+	n      uint64  // pages on the target
+	layout *Layout // nil for hot
+	cache  *pages.Cache
+	src    *alignedBuf // the baselines' copy of the pattern's pages
+	tmpl   []byte      // the page template dirtying copies from
+	nonce  uint32
+	cycle  uint64 // dirty cycles so far (stamped into pages)
+
+	journal *verify.Journal
+	hot     *hotState
+
+	eng      *engineSys // the engine at the current settings
+	fio      string     // path of fio, "" when not found
+	fioWhy   string     // why fio is not used
+	skipped  []Skip
+	mon      *Monitor
+	runLabel atomic.Pointer[string]
+}
+
+// Open prepares a benchmark: it checks the options, finds or makes the
+// target and checks it (PrepareTarget), lays out the pattern, and opens
+// the engine once to validate its configuration and ring backend —
+// all before anything is written. Errors that are the caller's (bad
+// values, unsafe targets, a backend not built in) satisfy IsUsage.
+func Open(o Options) (*Bench, error) {
+	if err := o.setDefaults(); err != nil {
+		return nil, err
+	}
+	t, err := PrepareTarget(TargetOptions{
+		Device: o.Device, Size: o.Size, PageSize: o.PageSize, Force: o.Force,
+		TempDirs: o.TempDirs, NoLoop: o.NoLoop,
+	})
+	if err != nil {
+		return nil, err
+	}
+	b := &Bench{opts: o, target: t, n: uint64(t.Size) / uint64(o.PageSize), mon: o.Monitor}
+	if b.mon == nil {
+		b.mon = &Monitor{}
+	}
+	if err := b.open(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Bench) open() error {
+	o := &b.opts
+	ps := o.PageSize
+	capacity := b.n
+	if o.Pattern != Hot {
+		l, err := NewLayout(o.Pattern, o.Seed, b.n)
+		if err != nil {
+			return err
+		}
+		if l.Pages == 0 {
+			return usagef("-size %d: the %s pattern dirties no page of %d", b.target.Size, o.Pattern, b.n)
+		}
+		b.layout = l
+		capacity = l.Pages
+	}
+	if capacity > 1<<32-1 {
+		return usagef("-size %d: %d pages of %d bytes is more than the page cache takes", b.target.Size, capacity, ps)
+	}
+	var nonce [4]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return err
+	}
+	b.nonce = binary.LittleEndian.Uint32(nonce[:])
+	b.tmpl = pageTemplate(ps)
+	var err error
+	b.cache, err = pages.New(pages.Config{PageSize: ps, Capacity: int(capacity)})
+	if err != nil {
+		return fmt.Errorf("bench: page cache: %w", err)
+	}
+	if b.eng, err = b.openEngine(o.QueueDepth, o.MaxIOBytes); err != nil {
+		return err
+	}
+	for _, name := range o.Baselines {
+		switch {
+		case name == "kernel" && b.target.Kind != ring.KindBlock:
+			b.skip("kernel", "the target is a file, not a block device (on tmpfs a file's fdatasync writes nothing)")
+		case name == "fio" && o.Pattern == Hot:
+			b.skip("fio", "fio has no equivalent of the hot pattern")
+		case name == "fio":
+			path := o.FioPath
+			if path == "" {
+				path = "fio"
+			}
+			if p, err := exec.LookPath(path); err != nil {
+				b.skip("fio", "fio is not on PATH (apt-get install fio)")
+			} else {
+				b.fio = p
+			}
+		}
+	}
+	if b.layout != nil && (slices.Contains(o.Baselines, "kernel") || slices.Contains(o.Baselines, "pwrite")) {
+		if b.src, err = newAlignedBuf(int(b.layout.Pages) * ps); err != nil {
+			return err
+		}
+	}
+	if o.Pattern == Hot {
+		b.hot = newHotState(b.n, o.Writers)
+	}
+	if o.Journal != "" {
+		b.journal, err = verify.CreateJournal(o.Journal, verify.JournalHeader{
+			Pattern: string(o.Pattern), Seed: o.Seed, Nonce: b.nonce, Pages: b.n, PageSize: ps,
+		})
+		if err != nil {
+			return usagef("-journal %s: %v", o.Journal, err)
+		}
+	}
+	return nil
+}
+
+// Skip is a baseline that did not run, and why.
+type Skip struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+func (b *Bench) skip(name, why string) {
+	b.skipped = append(b.skipped, Skip{name, why})
+}
+
+func (b *Bench) runs(name string) bool {
+	if !slices.Contains(b.opts.Baselines, name) {
+		return false
+	}
+	for _, s := range b.skipped {
+		if s.Name == name {
+			return false
+		}
+	}
+	return true
+}
+
+// Target is the target the benchmark writes to.
+func (b *Bench) Target() *Target { return b.target }
+
+// Close closes the engine and the cache and removes a target the
+// benchmark made. It is safe to call more than once.
+func (b *Bench) Close() error {
+	var errs []error
+	if b.eng != nil {
+		errs = append(errs, b.eng.close())
+		b.eng = nil
+	}
+	if b.cache != nil {
+		errs = append(errs, b.cache.Close())
+		b.cache = nil
+	}
+	b.src.free()
+	b.src = nil
+	if b.journal != nil {
+		errs = append(errs, b.journal.Close())
+		b.journal = nil
+	}
+	if b.target != nil {
+		errs = append(errs, b.target.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// engineError turns an engine.Open error into what the caller should see.
+func engineError(o *Options, err error) error {
+	switch {
+	case errors.Is(err, ring.ErrNotSupported), errors.Is(err, ring.ErrBadConfig) && strings.Contains(err.Error(), "backend"):
+		return usagef("-ring %s: %v", o.Ring, err)
+	case errors.Is(err, engine.ErrConfig):
+		return usagef("%v", err)
+	case errors.Is(err, ring.ErrRefused):
+		return usagef("-ring %s: %v (use -ring auto or pwritev)", o.Ring, err)
+	}
+	return err
+}
+
+// pageTemplate is the bytes every non-verify page starts from: SplitMix64
+// words from a fixed seed (so pages do not compress or dedupe to
+// nothing). fill stamps each page's first 24 bytes.
+func pageTemplate(ps int) []byte {
+	t := make([]byte, ps)
+	for k := 0; k+8 <= ps; k += 8 {
+		binary.LittleEndian.PutUint64(t[k:], verify.SplitMix64(0x7762656e6368+uint64(k)))
+	}
+	return t
+}
+
+// fillMagic opens every page the benchmark writes outside -verify.
+const fillMagic = "WBBENCH0"
+
+// fill writes the contents of page index into dst: the template, with
+// the magic, the index and stamp (the dirty cycle, or the hot version)
+// in front.
+func (b *Bench) fill(dst []byte, index, stamp uint64) {
+	copy(dst, b.tmpl)
+	copy(dst, fillMagic)
+	binary.LittleEndian.PutUint64(dst[8:], index)
+	binary.LittleEndian.PutUint64(dst[16:], stamp)
+}
+
+// Monitor holds a one-line status of a running benchmark, for a
+// progress display. Its methods may be called from any goroutine.
+type Monitor struct {
+	f atomic.Pointer[func() string]
+}
+
+// Line is the current status, or "".
+func (m *Monitor) Line() string {
+	if f := m.f.Load(); f != nil {
+		return (*f)()
+	}
+	return ""
+}
+
+func (m *Monitor) set(f func() string) { m.f.Store(&f) }
+
+func (b *Bench) status(format string, args ...any) {
+	label := ""
+	if p := b.runLabel.Load(); p != nil {
+		label = *p
+	}
+	s := label + fmt.Sprintf(format, args...)
+	b.mon.set(func() string { return s })
+}
+
+func (b *Bench) statusFunc(f func() string) {
+	label := ""
+	if p := b.runLabel.Load(); p != nil {
+		label = *p
+	}
+	b.mon.set(func() string { return label + f() })
+}
+
+func (b *Bench) setRunLabel(s string) { b.runLabel.Store(&s) }
+
+// ctxErr is a helper for loops that check for cancellation now and then.
+func ctxErr(ctx context.Context) error { return context.Cause(ctx) }

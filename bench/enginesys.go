@@ -1,0 +1,225 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/wbengine/wbengine/engine"
+	"github.com/wbengine/wbengine/internal/verify"
+	"github.com/wbengine/wbengine/mapper"
+	"github.com/wbengine/wbengine/ring"
+)
+
+// engineSys is the engine under test at one queue depth and I/O size:
+// an engine on the benchmark's cache, its ring wrapped for timing (and
+// for fault injection with -inject).
+type engineSys struct {
+	b      *Bench
+	eng    *engine.Engine
+	timed  *TimedRing
+	faulty *ring.Faulty
+	cfg    engine.Config // with defaults filled in
+	caps   ring.Caps
+
+	askedQD, askedMaxIO int // what openEngine was given
+}
+
+// openEngine opens the engine on the benchmark's cache with the given
+// queue depth and maximum I/O size (0: the engine's defaults). Pages map
+// linearly: page p at byte p × page size of the target.
+func (b *Bench) openEngine(qd, maxIO int) (*engineSys, error) {
+	o := &b.opts
+	es := &engineSys{b: b, askedQD: qd, askedMaxIO: maxIO}
+	backend := o.Ring
+	cfg := engine.Config{
+		Path:       b.target.Path,
+		QueueDepth: qd,
+		MaxIOBytes: maxIO,
+		Mapper:     mapper.Linear(0, b.n),
+		Ring:       backend,
+		Logger:     notices(o.Logf),
+		OpenRing: func(t *ring.Target, rc ring.Config) (ring.Ring, error) {
+			open := func(c ring.Config) (ring.Ring, error) { return ring.Open(t, backend, c) }
+			if len(o.Faults) > 0 {
+				fc := ring.FaultConfig{Rules: o.Faults, BlockSize: int64(o.PageSize), Align: int64(t.LogicalBlockSize)}
+				plain := open
+				open = func(c ring.Config) (ring.Ring, error) {
+					f, err := ring.NewFaulty(plain, c, fc)
+					if err != nil {
+						return nil, err
+					}
+					es.faulty = f
+					return f, nil
+				}
+			}
+			tr, err := OpenTimed(open, rc)
+			if err != nil {
+				return nil, err
+			}
+			es.timed = tr
+			return tr, nil
+		},
+	}
+	e, err := engine.Open(b.cache, cfg)
+	if err != nil {
+		return nil, engineError(o, err)
+	}
+	es.eng = e
+	es.cfg = e.Config()
+	es.caps = e.RingCaps()
+	return es, nil
+}
+
+func (es *engineSys) close() error {
+	if es == nil || es.eng == nil {
+		return nil
+	}
+	err := es.eng.Close()
+	es.eng = nil
+	return err
+}
+
+// dirtyCache dirties the layout's pages in the cache: with -verify
+// through WriteAt (version 1 of each page), otherwise by filling each
+// grabbed page and marking it dirty.
+func (b *Bench) dirtyCache(ctx context.Context) error {
+	c := b.cache
+	ps := b.opts.PageSize
+	var buf []byte
+	if b.opts.Verify {
+		buf = make([]byte, ps)
+	}
+	var done int64
+	total := b.layout.Pages
+	b.statusFunc(func() string { return fmt.Sprintf("engine: dirtying %d%%", 100*done/int64(total)) })
+	for _, e := range b.layout.Extents {
+		if ctx.Err() != nil {
+			return ctxErr(ctx)
+		}
+		for i := e.Start; i < e.End(); i++ {
+			if buf != nil {
+				verify.Encode(buf, i, 1, b.nonce)
+				if _, err := c.WriteAt(buf, int64(i)*int64(ps)); err != nil {
+					return fmt.Errorf("engine: dirty page %d: %w", i, err)
+				}
+				continue
+			}
+			p, err := c.Grab(i)
+			if err != nil {
+				return fmt.Errorf("engine: dirty page %d: %w", i, err)
+			}
+			b.fill(p.Data(), i, b.cycle)
+			c.SetDirty(p)
+			p.Unlock()
+			c.Put(p)
+		}
+		done += int64(e.Len)
+	}
+	return nil
+}
+
+// flushCycle is one engine cycle of a flush pattern: dirty the layout,
+// then time Sync.
+func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
+	b := es.b
+	ps := int64(b.opts.PageSize)
+	es.timed.Take() // drop anything recorded outside the measurement
+	st0 := es.eng.Stats()
+	t0 := time.Now()
+	if err := b.dirtyCache(ctx); err != nil {
+		return Sample{}, err
+	}
+	total := b.layout.Pages
+	b.statusFunc(func() string {
+		n := es.eng.Stats().PagesWritten - st0.PagesWritten
+		return fmt.Sprintf("engine: flushing %d%% (%s of %s pages)", 100*n/int64(total), humanize.Comma(n), humanize.Comma(int64(total)))
+	})
+	t1, cpu0 := time.Now(), cpuTime()
+	err := es.eng.Sync(ctx)
+	t2, cpu1 := time.Now(), cpuTime()
+	writes, _ := es.timed.Take()
+	st1 := es.eng.Stats()
+	if err != nil {
+		if ctx.Err() != nil {
+			return Sample{}, ctxErr(ctx)
+		}
+		return Sample{}, fmt.Errorf("engine: sync: %w", err)
+	}
+	if b.journal != nil {
+		if err := b.journal.Synced(1); err != nil {
+			return Sample{}, err
+		}
+	}
+	return Sample{
+		Bytes:        int64(total) * ps,
+		Pages:        int64(total),
+		Seconds:      t2.Sub(t1).Seconds(),
+		TotalSeconds: t2.Sub(t0).Seconds(),
+		IOs:          st1.Writes - st0.Writes,
+		CPUSeconds:   (cpu1 - cpu0).Seconds(),
+		Latency:      latencyOf(writes),
+	}, nil
+}
+
+// hotWriter is the engine's side of the hot pattern: writers use
+// Cache.WriteAt (which waits for a page's write in flight: stable
+// pages), and a sync is engine.Sync.
+type engineHot struct {
+	es  *engineSys
+	st0 engine.Stats
+}
+
+func (h *engineHot) name() string { return "engine" }
+
+func (h *engineHot) begin() error {
+	h.es.timed.Take()
+	h.st0 = h.es.eng.Stats()
+	return nil
+}
+
+func (h *engineHot) write(w int, buf []byte, off int64) error {
+	_, err := h.es.b.cache.WriteAt(buf, off)
+	return err
+}
+
+func (h *engineHot) sync(ctx context.Context) error { return h.es.eng.Sync(ctx) }
+
+func (h *engineHot) end(s *Sample) error {
+	writes, _ := h.es.timed.Take()
+	st := h.es.eng.Stats()
+	s.IOs = st.Writes - h.st0.Writes
+	s.DeviceBytes = st.BytesWritten - h.st0.BytesWritten
+	s.Latency = latencyOf(writes)
+	return nil
+}
+
+func (h *engineHot) close() error { return nil }
+
+var errStopped = errors.New("bench: stopped")
+
+// notices is an slog.Logger for the engine's notices that hands each
+// record to logf as one line: the message and its attributes, no time
+// or level.
+func notices(logf func(format string, args ...any)) *slog.Logger {
+	return slog.New(slog.NewTextHandler(lineWriter(logf), &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && (a.Key == slog.TimeKey || a.Key == slog.LevelKey) {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+}
+
+type lineWriter func(format string, args ...any)
+
+func (w lineWriter) Write(p []byte) (int, error) {
+	w("%s", strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,465 @@
+package bench
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/wbengine/wbengine/ring"
+)
+
+// Sample is what one system measured in one cycle. Seconds is the
+// flush alone (the engine's Sync, the kernel's fdatasync, pwrite's
+// writes and fdatasync, fio's runtime); TotalSeconds includes dirtying.
+// For hot, both are the whole period, Bytes and Pages what the writers
+// wrote, DeviceBytes what reached the device.
+type Sample struct {
+	Bytes        int64    `json:"bytes"`
+	Pages        int64    `json:"pages"`
+	Seconds      float64  `json:"seconds"`
+	TotalSeconds float64  `json:"total_seconds"`
+	BytesPerSec  float64  `json:"bytes_per_sec"`
+	PagesPerSec  float64  `json:"pages_per_sec"`
+	IOs          int64    `json:"ios"`
+	PagesPerIO   float64  `json:"pages_per_io"`
+	CPUSeconds   float64  `json:"cpu_seconds"`
+	Latency      *Latency `json:"latency_us,omitempty"`
+	// Hot pattern only.
+	SyncLatency *Latency `json:"sync_latency_us,omitempty"`
+	Syncs       int      `json:"syncs,omitempty"`
+	DeviceBytes int64    `json:"device_bytes,omitempty"`
+	Superseded  int64    `json:"superseded,omitempty"`
+}
+
+// derive fills in the rates from the counts.
+func (s *Sample) derive(ps int) {
+	s.BytesPerSec = ratio(float64(s.Bytes), s.Seconds)
+	s.PagesPerSec = ratio(float64(s.Pages), s.Seconds)
+	pages := float64(s.Pages)
+	if s.DeviceBytes > 0 {
+		pages = float64(s.DeviceBytes) / float64(ps)
+	}
+	s.PagesPerIO = ratio(pages, float64(s.IOs))
+}
+
+// ratio is a/b, or 0 where b is 0 (JSON has no infinities).
+func ratio(a, b float64) float64 {
+	if b <= 0 || math.IsNaN(a) || math.IsNaN(b) {
+		return 0
+	}
+	return a / b
+}
+
+// Result is one system's numbers. With more than one run, each number
+// is the median over the runs of that number (rates are the medians of
+// the per-run rates, not recomputed from median counts), and Runs holds
+// every run's numbers in the order they ran.
+type Result struct {
+	Name string `json:"name"`
+	Sample
+	Note string   `json:"note,omitempty"`
+	Runs []Sample `json:"runs,omitempty"`
+}
+
+// Spread is the lowest and highest per-run bytes/s.
+func (r *Result) Spread() (lo, hi float64) {
+	if len(r.Runs) == 0 {
+		return r.BytesPerSec, r.BytesPerSec
+	}
+	lo, hi = math.Inf(1), math.Inf(-1)
+	for _, s := range r.Runs {
+		lo, hi = min(lo, s.BytesPerSec), max(hi, s.BytesPerSec)
+	}
+	return lo, hi
+}
+
+// aggregate makes a Result of a system's samples.
+func aggregate(name string, samples []Sample) Result {
+	r := Result{Name: name}
+	if len(samples) == 1 {
+		r.Sample = samples[0]
+		return r
+	}
+	r.Runs = samples
+	f := func(get func(*Sample) float64) float64 {
+		v := make([]float64, len(samples))
+		for i := range samples {
+			v[i] = get(&samples[i])
+		}
+		return median(v)
+	}
+	i := func(get func(*Sample) int64) int64 {
+		return int64(math.Round(f(func(s *Sample) float64 { return float64(get(s)) })))
+	}
+	lat := func(get func(*Sample) *Latency) *Latency {
+		var p50, p99, p999 []float64
+		for k := range samples {
+			if l := get(&samples[k]); l != nil {
+				p50, p99, p999 = append(p50, l.P50), append(p99, l.P99), append(p999, l.P999)
+			}
+		}
+		if len(p50) == 0 {
+			return nil
+		}
+		return &Latency{P50: median(p50), P99: median(p99), P999: median(p999)}
+	}
+	r.Sample = Sample{
+		Bytes:        i(func(s *Sample) int64 { return s.Bytes }),
+		Pages:        i(func(s *Sample) int64 { return s.Pages }),
+		Seconds:      f(func(s *Sample) float64 { return s.Seconds }),
+		TotalSeconds: f(func(s *Sample) float64 { return s.TotalSeconds }),
+		BytesPerSec:  f(func(s *Sample) float64 { return s.BytesPerSec }),
+		PagesPerSec:  f(func(s *Sample) float64 { return s.PagesPerSec }),
+		IOs:          i(func(s *Sample) int64 { return s.IOs }),
+		PagesPerIO:   f(func(s *Sample) float64 { return s.PagesPerIO }),
+		CPUSeconds:   f(func(s *Sample) float64 { return s.CPUSeconds }),
+		Latency:      lat(func(s *Sample) *Latency { return s.Latency }),
+		SyncLatency:  lat(func(s *Sample) *Latency { return s.SyncLatency }),
+		Syncs:        int(i(func(s *Sample) int64 { return int64(s.Syncs) })),
+		DeviceBytes:  i(func(s *Sample) int64 { return s.DeviceBytes }),
+		Superseded:   i(func(s *Sample) int64 { return s.Superseded }),
+	}
+	return r
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// TargetInfo describes the target in a report.
+type TargetInfo struct {
+	Path             string `json:"path"`
+	Size             int64  `json:"size"` // bytes the benchmark uses
+	DeviceSize       int64  `json:"device_size"`
+	LogicalBlockSize int    `json:"logical_block_size"`
+	Kind             string `json:"kind"` // "block" or "file"
+	WriteCache       string `json:"write_cache,omitempty"`
+	MaxSectorsKB     int    `json:"max_sectors_kb,omitempty"`
+	Made             string `json:"made,omitempty"` // what wbbench made for the run
+}
+
+// ConfigInfo is the configuration a report was measured with (the
+// engine's effective values).
+type ConfigInfo struct {
+	PageSize          int      `json:"page_size"`
+	QueueDepth        int      `json:"queue_depth"`
+	MaxIOBytes        int      `json:"max_io_bytes"`
+	Ring              string   `json:"ring"` // as asked for
+	Backend           string   `json:"backend"`
+	RingSetup         string   `json:"ring_setup,omitempty"`
+	RegisteredBuffers bool     `json:"registered_buffers"`
+	WritevFixed       bool     `json:"writev_fixed"`
+	Runs              int      `json:"runs"`
+	Seed              uint64   `json:"seed"`
+	Baselines         []string `json:"baselines"`
+	DurationSeconds   float64  `json:"duration_seconds,omitempty"`
+	Writers           int      `json:"writers,omitempty"`
+	SyncEverySeconds  float64  `json:"sync_every_seconds,omitempty"`
+	Inject            string   `json:"inject,omitempty"`
+	Verify            bool     `json:"verify"`
+	Nonce             uint32   `json:"nonce,omitempty"`
+	Journal           string   `json:"journal,omitempty"`
+}
+
+// Report is what a benchmark run found: wbbench -json prints it.
+type Report struct {
+	Target       TargetInfo       `json:"target"`
+	Config       ConfigInfo       `json:"config"`
+	Pattern      string           `json:"pattern"`
+	PatternPages uint64           `json:"pattern_pages"`
+	PatternBytes int64            `json:"pattern_bytes"`
+	Extents      int              `json:"extents,omitempty"`
+	Results      []Result         `json:"results"`
+	Skipped      []Skip           `json:"skipped,omitempty"`
+	Errors       []string         `json:"errors,omitempty"`
+	Faults       *ring.FaultStats `json:"faults,omitempty"`
+	// JournalSynced is the last version the journal recorded as synced.
+	JournalSynced *uint64 `json:"journal_synced,omitempty"`
+}
+
+// header fills in what a report says about the target, config and pattern.
+func (b *Bench) header(es *engineSys) (TargetInfo, ConfigInfo, Report) {
+	t := b.target
+	o := &b.opts
+	ti := TargetInfo{
+		Path: t.Path, Size: t.Size, DeviceSize: t.DeviceSize, LogicalBlockSize: t.LogicalBlockSize,
+		Kind: t.KindName(), WriteCache: t.WriteCache, MaxSectorsKB: t.MaxSectorsKB, Made: t.Made,
+	}
+	ring := o.Ring
+	if ring == "" {
+		ring = "auto"
+	}
+	ci := ConfigInfo{
+		PageSize: o.PageSize, QueueDepth: es.cfg.QueueDepth, MaxIOBytes: es.cfg.MaxIOBytes,
+		Ring: ring, Backend: es.caps.Backend, RingSetup: es.caps.Setup,
+		RegisteredBuffers: es.caps.RegisteredBuffers, WritevFixed: es.caps.WritevFixed,
+		Runs: o.Runs, Seed: o.Seed, Baselines: slices.Clone(o.Baselines),
+		Inject: o.Inject, Verify: o.Verify, Journal: o.Journal,
+	}
+	if ci.Baselines == nil {
+		ci.Baselines = []string{}
+	}
+	if o.Verify {
+		ci.Nonce = b.nonce
+	}
+	r := Report{Target: ti, Config: ci, Pattern: string(o.Pattern), Skipped: b.skipped}
+	if o.Pattern == Hot {
+		ci.DurationSeconds = o.Duration.Seconds()
+		ci.Writers = o.Writers
+		ci.SyncEverySeconds = o.SyncEvery.Seconds()
+		r.Config = ci
+		r.PatternPages = b.n
+		r.PatternBytes = int64(b.n) * int64(o.PageSize)
+	} else {
+		r.PatternPages = b.layout.Pages
+		r.PatternBytes = int64(b.layout.Pages) * int64(o.PageSize)
+		r.Extents = len(b.layout.Extents)
+	}
+	return ti, ci, r
+}
+
+// WriteText writes the report for people: the target, the config and
+// the pattern, a line of detail per system, and last one table of every
+// system's throughput, pages/s, CPU per GiB and ratio to the engine.
+func (r *Report) WriteText(w io.Writer) error {
+	var b strings.Builder
+	writeHeader(&b, &r.Target, &r.Config, r.Pattern, r.PatternPages, r.PatternBytes, r.Extents)
+	for _, s := range r.Skipped {
+		fmt.Fprintf(&b, "skipped  %s: %s\n", s.Name, s.Reason)
+	}
+	if f := r.Faults; f != nil {
+		fmt.Fprintf(&b, "faults   %s requests: %d EIO, %d partial EIO, %d short, %d EAGAIN (%d surfaced), %d delayed, %d flush errors\n",
+			humanize.Comma(int64(f.Requests)), f.EIO, f.PartialEIO, f.Short, f.EAGAIN, f.EAGAINSurfaced, f.Delayed, f.FlushErr)
+	}
+	if r.JournalSynced != nil {
+		fmt.Fprintf(&b, "journal  %s: last synced version %d\n", r.Config.Journal, *r.JournalSynced)
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(&b, "error    %s\n", e)
+	}
+	b.WriteString("\n")
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	for _, res := range r.Results {
+		fmt.Fprintf(tw, "%s\t%s\n", res.Name, detail(&res, r.Pattern == string(Hot), r.Config.PageSize))
+	}
+	tw.Flush()
+	b.WriteString("\n")
+	writeTable(&b, r.Results, r.Config.Runs > 1)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func writeHeader(b *strings.Builder, t *TargetInfo, c *ConfigInfo, pattern string, pages uint64, bytes int64, extents int) {
+	kind := "block device"
+	if t.Kind == "file" {
+		kind = "regular file"
+	}
+	fmt.Fprintf(b, "target   %s: %s, using %s of %s, logical block %d B", t.Path, kind,
+		humanize.IBytes(uint64(t.Size)), humanize.IBytes(uint64(t.DeviceSize)), t.LogicalBlockSize)
+	if t.WriteCache != "" {
+		fmt.Fprintf(b, ", write_cache %q", t.WriteCache)
+	}
+	if t.MaxSectorsKB > 0 {
+		fmt.Fprintf(b, ", max_sectors_kb %d", t.MaxSectorsKB)
+	}
+	b.WriteString("\n")
+	if t.Made != "" {
+		fmt.Fprintf(b, "         %s\n", t.Made)
+	}
+	setup := c.Backend
+	if c.RingSetup != "" {
+		setup += ": " + c.RingSetup
+	}
+	var feats []string
+	if c.RegisteredBuffers {
+		feats = append(feats, "registered buffers")
+	}
+	if c.WritevFixed {
+		feats = append(feats, "WRITEV_FIXED")
+	}
+	if len(feats) > 0 {
+		setup += "; " + strings.Join(feats, ", ")
+	}
+	fmt.Fprintf(b, "config   page %s, qd %d, max-io %s, ring %s (%s)\n",
+		humanize.IBytes(uint64(c.PageSize)), c.QueueDepth, humanize.IBytes(uint64(c.MaxIOBytes)), c.Ring, setup)
+	fmt.Fprintf(b, "         seed %d", c.Seed)
+	if c.Runs > 1 {
+		fmt.Fprintf(b, ", %d runs (systems alternated, order rotated each run; medians, min–max)", c.Runs)
+	}
+	if c.Inject != "" {
+		fmt.Fprintf(b, ", inject %q", c.Inject)
+	}
+	if c.Verify {
+		fmt.Fprintf(b, ", verify format (nonce %d)", c.Nonce)
+	}
+	b.WriteString("\n")
+	if pattern == string(Hot) {
+		fmt.Fprintf(b, "pattern  hot over %s pages (%s): %d writers, a sync every %v, %v per run\n",
+			humanize.Comma(int64(pages)), humanize.IBytes(uint64(bytes)), c.Writers,
+			secondsDuration(c.SyncEverySeconds), secondsDuration(c.DurationSeconds))
+		return
+	}
+	unit := "extents"
+	if extents == 1 {
+		unit = "extent"
+	}
+	fmt.Fprintf(b, "pattern  %s: %s pages (%s) in %s %s\n", pattern,
+		humanize.Comma(int64(pages)), humanize.IBytes(uint64(bytes)), humanize.Comma(int64(extents)), unit)
+}
+
+func secondsDuration(s float64) string {
+	return time.Duration(math.Round(s * 1e9)).String()
+}
+
+// detail is the line of numbers for one system before the table.
+func detail(r *Result, hot bool, ps int) string {
+	var parts []string
+	if hot {
+		parts = append(parts, fmt.Sprintf("%s pages written in %.2f s (%s superseded)",
+			humanize.Comma(r.Pages), r.Seconds, humanize.Comma(r.Superseded)))
+		if r.DeviceBytes > 0 {
+			parts = append(parts, fmt.Sprintf("%s to the device", humanize.IBytes(uint64(r.DeviceBytes))))
+		}
+		if l := r.SyncLatency; l != nil {
+			parts = append(parts, fmt.Sprintf("%d syncs, p50 %s p99 %s p99.9 %s", r.Syncs, fmtLat(l.P50), fmtLat(l.P99), fmtLat(l.P999)))
+		}
+	} else {
+		parts = append(parts, fmt.Sprintf("flush %.3f s, total %.3f s", r.Seconds, r.TotalSeconds))
+	}
+	if r.IOs > 0 {
+		parts = append(parts, fmt.Sprintf("%s I/Os, %.1f pages/I/O", humanize.Comma(r.IOs), r.PagesPerIO))
+	} else {
+		parts = append(parts, "I/Os not counted")
+	}
+	parts = append(parts, fmt.Sprintf("CPU %.3f s", r.CPUSeconds))
+	if l := r.Latency; l != nil {
+		parts = append(parts, fmt.Sprintf("completion p50 %s p99 %s p99.9 %s", fmtLat(l.P50), fmtLat(l.P99), fmtLat(l.P999)))
+	}
+	s := strings.Join(parts, ", ")
+	if r.Note != "" {
+		s += " (" + r.Note + ")"
+	}
+	return s
+}
+
+func fmtLat(us float64) string {
+	switch {
+	case us < 10:
+		return fmt.Sprintf("%.1f µs", us)
+	case us < 1000:
+		return fmt.Sprintf("%.0f µs", us)
+	case us < 1e6:
+		return fmt.Sprintf("%.2f ms", us/1e3)
+	}
+	return fmt.Sprintf("%.2f s", us/1e6)
+}
+
+// fmtRate prints bytes/s in SI units, and the spread in the same unit.
+func fmtRate(v, lo, hi float64, spread bool) string {
+	val, prefix := humanize.ComputeSI(v)
+	s := fmt.Sprintf("%.2f %sB/s", val, prefix)
+	if spread && v > 0 {
+		k := val / v
+		s += fmt.Sprintf(" (%.2f–%.2f)", lo*k, hi*k)
+	}
+	return s
+}
+
+// writeTable writes the closing table.
+func writeTable(b *strings.Builder, results []Result, spread bool) {
+	var eng *Result
+	for i := range results {
+		if results[i].Name == "engine" {
+			eng = &results[i]
+		}
+	}
+	head := "throughput"
+	if spread {
+		head = "throughput (min–max)"
+	}
+	rows := [][]string{{"system", head, "pages/s", "CPU/GiB", "vs engine"}}
+	for i := range results {
+		r := &results[i]
+		lo, hi := r.Spread()
+		vs := "—"
+		if eng != nil && eng.BytesPerSec > 0 {
+			vs = fmt.Sprintf("%.2f×", r.BytesPerSec/eng.BytesPerSec)
+		}
+		cpu := "—"
+		if r.Bytes > 0 {
+			cpu = fmt.Sprintf("%.3f s", r.CPUSeconds/(float64(r.Bytes)/(1<<30)))
+		}
+		rows = append(rows, []string{r.Name, fmtRate(r.BytesPerSec, lo, hi, spread),
+			humanize.Comma(int64(math.Round(r.PagesPerSec))), cpu, vs})
+	}
+	writeColumns(b, rows, 1)
+}
+
+// writeColumns writes rows as columns two spaces apart: the first left
+// columns aligned left, the rest right.
+func writeColumns(b *strings.Builder, rows [][]string, left int) {
+	var width []int
+	for _, row := range rows {
+		for i, cell := range row {
+			if i >= len(width) {
+				width = append(width, 0)
+			}
+			width[i] = max(width[i], utf8.RuneCountInString(cell))
+		}
+	}
+	for _, row := range rows {
+		var line strings.Builder
+		for i, cell := range row {
+			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(cell))
+			if i > 0 {
+				line.WriteString("  ")
+			}
+			if i < left {
+				line.WriteString(cell + pad)
+			} else {
+				line.WriteString(pad + cell)
+			}
+		}
+		b.WriteString(strings.TrimRight(line.String(), " ") + "\n")
+	}
+}
+
+// sortedResults orders results engine first, then the baselines in
+// their fixed order.
+func sortedResults(m map[string][]Sample, notes map[string]string, ps int) []Result {
+	order := append([]string{"engine"}, Baselines...)
+	var out []Result
+	for _, name := range order {
+		ss, ok := m[name]
+		if !ok || len(ss) == 0 {
+			continue
+		}
+		for i := range ss {
+			ss[i].derive(ps)
+		}
+		r := aggregate(name, ss)
+		r.Note = notes[name]
+		out = append(out, r)
+	}
+	slices.SortStableFunc(out, func(a, b Result) int {
+		return cmp.Compare(slices.Index(order, a.Name), slices.Index(order, b.Name))
+	})
+	return out
+}

@@ -1,0 +1,125 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/wbengine/wbengine/internal/verify"
+)
+
+// Run measures the engine and the baselines at the options' queue depth
+// and I/O size: Runs cycles, each system once per cycle, the order
+// rotated from cycle to cycle so no system always goes first. Errors of
+// one cycle (a failed Sync, fio failing) are recorded in the report and
+// the run goes on; a cancelled ctx stops it.
+func (b *Bench) Run(ctx context.Context) (*Report, error) {
+	_, _, r := b.header(b.eng)
+	results, errs, err := b.measure(ctx, b.eng)
+	if err != nil {
+		return nil, err
+	}
+	r.Results = results
+	r.Errors = errs
+	if b.eng.faulty != nil {
+		st := b.eng.faulty.Stats()
+		r.Faults = &st
+	}
+	if b.journal != nil {
+		v := b.journal.Last()
+		r.JournalSynced = &v
+	}
+	return &r, nil
+}
+
+// systems lists the systems that run, engine first.
+func (b *Bench) systems() []string {
+	out := []string{"engine"}
+	for _, name := range b.opts.Baselines {
+		if b.runs(name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// measure runs every system Runs times with the engine es.
+func (b *Bench) measure(ctx context.Context, es *engineSys) ([]Result, []string, error) {
+	o := &b.opts
+	systems := b.systems()
+	samples := map[string][]Sample{}
+	notes := map[string]string{}
+	var errs []string
+	qd, maxIO := es.cfg.QueueDepth, es.cfg.MaxIOBytes
+	if b.fio != "" && b.layout != nil {
+		_, notes["fio"] = b.fioArgs(qd, maxIO)
+	}
+	hotStates := map[string]*hotState{}
+	for run := range o.Runs {
+		label := ""
+		if o.Runs > 1 {
+			label = fmt.Sprintf("run %d/%d · ", run+1, o.Runs)
+		}
+		b.setRunLabel(label)
+		for k := range systems {
+			name := systems[(k+run)%len(systems)]
+			b.cycle++
+			var s Sample
+			var err error
+			if o.Pattern == Hot {
+				st := hotStates[name]
+				if name == "engine" {
+					st = b.hot
+				} else if st == nil {
+					st = newHotState(b.n, o.Writers)
+					hotStates[name] = st
+				}
+				s, err = b.hotCycle(ctx, b.hotSystem(name, es), st, b.journalFor(name))
+			} else {
+				switch name {
+				case "engine":
+					s, err = es.flushCycle(ctx)
+				case "kernel":
+					s, err = b.kernelCycle(ctx)
+				case "pwrite":
+					s, err = b.pwriteCycle(ctx, qd, maxIO)
+				case "fio":
+					s, err = b.fioCycle(ctx, qd, maxIO)
+				}
+			}
+			if ctx.Err() != nil {
+				return nil, nil, ctxErr(ctx)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s%v", label, err))
+				o.Logf("%s%v", label, err)
+			}
+			if s.Seconds > 0 {
+				samples[name] = append(samples[name], s)
+			}
+		}
+	}
+	b.status("done")
+	results := sortedResults(samples, notes, o.PageSize)
+	if len(results) == 0 && len(errs) > 0 {
+		return nil, nil, errors.New(errs[0])
+	}
+	return results, errs, nil
+}
+
+func (b *Bench) hotSystem(name string, es *engineSys) hotSystem {
+	switch name {
+	case "kernel":
+		return &kernelHot{b: b}
+	case "pwrite":
+		return &pwriteHot{b: b}
+	}
+	return &engineHot{es: es}
+}
+
+func (b *Bench) journalFor(name string) *verify.Journal {
+	if name == "engine" {
+		return b.journal
+	}
+	return nil
+}

@@ -1,0 +1,140 @@
+package bench
+
+// This file holds the system calls the baselines and the measurement
+// make directly: resource usage, buffered and O_DIRECT opens, pwritev,
+// fdatasync, BLKFLSBUF and the device's I/O counters. The engine's own
+// I/O goes through package ring.
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func retry(f func() error) error {
+	for {
+		if err := f(); !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+// openTarget opens path for writing: O_DIRECT or buffered. It never
+// uses O_EXCL: the engine holds that claim for the whole run.
+func openTarget(path string, direct bool) (int, error) {
+	flags := unix.O_RDWR | unix.O_CLOEXEC
+	if direct {
+		flags |= unix.O_DIRECT
+	}
+	var fd int
+	err := retry(func() (err error) {
+		fd, err = unix.Open(path, flags, 0)
+		return err
+	})
+	if err != nil {
+		return -1, fmt.Errorf("open %s: %w", path, err)
+	}
+	return fd, nil
+}
+
+// pwriteAll writes b at off with pwritev, resuming short writes.
+func pwriteAll(fd int, b []byte, off int64) error {
+	iov := [][]byte{b}
+	for len(iov[0]) > 0 {
+		var n int
+		err := retry(func() (err error) {
+			n, err = unix.Pwritev(fd, iov, off)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("pwritev of %d bytes at %d: %w", len(iov[0]), off, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("pwritev of %d bytes at %d: wrote nothing", len(iov[0]), off)
+		}
+		iov[0] = iov[0][n:]
+		off += int64(n)
+	}
+	return nil
+}
+
+func fdatasync(fd int) error {
+	if err := retry(func() error { return unix.Fdatasync(fd) }); err != nil {
+		return fmt.Errorf("fdatasync: %w", err)
+	}
+	return nil
+}
+
+// dropCache drops a block device's page cache (BLKFLSBUF: write back,
+// then invalidate its buffered pages).
+func dropCache(fd int) error {
+	if err := retry(func() error { return unix.IoctlSetInt(fd, unix.BLKFLSBUF, 0) }); err != nil {
+		return fmt.Errorf("BLKFLSBUF: %w", err)
+	}
+	return nil
+}
+
+// diskStat is a block device's write counters (/sys/block/DEV/stat).
+type diskStat struct {
+	writes, sectors int64
+}
+
+// readDiskStat reads the write I/Os completed and sectors written of
+// the disk dev (fields 5 and 7 of /sys/block/DEV/stat).
+func readDiskStat(dev string) (diskStat, bool) {
+	if dev == "" {
+		return diskStat{}, false
+	}
+	b, err := os.ReadFile(filepath.Join(sysRoot, "block", dev, "stat"))
+	if err != nil {
+		return diskStat{}, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 7 {
+		return diskStat{}, false
+	}
+	w, err1 := strconv.ParseInt(f[4], 10, 64)
+	s, err2 := strconv.ParseInt(f[6], 10, 64)
+	if err1 != nil || err2 != nil {
+		return diskStat{}, false
+	}
+	return diskStat{w, s}, true
+}
+
+// alignedBuf is page-aligned memory off the Go heap, for O_DIRECT.
+type alignedBuf struct {
+	b []byte
+}
+
+func newAlignedBuf(size int) (*alignedBuf, error) {
+	if size <= 0 {
+		size = 1
+	}
+	b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, fmt.Errorf("bench: mmap %d bytes: %w", size, err)
+	}
+	return &alignedBuf{b: b}, nil
+}
+
+func (a *alignedBuf) free() {
+	if a != nil && a.b != nil {
+		unix.Munmap(a.b)
+		a.b = nil
+	}
+}
