@@ -1,0 +1,270 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/wbengine/wbengine/bench"
+	"github.com/wbengine/wbengine/ring"
+)
+
+// cliFlags are wbbench's flags. Sizes take go-humanize's forms (4096,
+// 4KiB, 1GiB, 512M — where M, G are powers of 1000 and MiB, GiB of
+// 1024).
+type cliFlags struct {
+	fs    *flag.FlagSet
+	sweep bool
+
+	device, size, pageSize, qd, maxIO string
+	pattern, ring, baseline, inject   string
+	journal, plot                     string
+	runs, writers                     int
+	duration, syncEvery               time.Duration
+	seed                              uint64
+	json, force, verify               bool
+}
+
+func newFlags(sweep bool) *cliFlags {
+	f := &cliFlags{sweep: sweep}
+	name := "wbbench"
+	if sweep {
+		name = "wbbench sweep"
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported as one line by the caller
+	fs.Usage = func() {}
+	f.fs = fs
+	fs.StringVar(&f.device, "device", "", "block device or file to write to (default: make one: a /dev/shm loop device as root, else a temp file)")
+	fs.StringVar(&f.size, "size", "", "bytes of the target to use, e.g. 1GiB or 512M (default: the whole device; 1GiB for a target wbbench makes)")
+	fs.StringVar(&f.pageSize, "page-size", "4KiB", "page size: a power of two, a multiple of the device's logical block size")
+	if sweep {
+		fs.StringVar(&f.qd, "qd", "1,2,4,...,128", "queue depths to sweep: a comma list; \"...\" continues the progression (doubling here)")
+		fs.StringVar(&f.maxIO, "max-io", "", "maximum I/O sizes to sweep, a comma list (default: the engine's default)")
+		fs.StringVar(&f.plot, "plot", "", "draw throughput against queue depth into this SVG file")
+	} else {
+		fs.StringVar(&f.qd, "qd", "", "queue depth: writes in flight (default: the engine's, 32)")
+		fs.StringVar(&f.maxIO, "max-io", "", "largest write, e.g. 1MiB (default: the engine's: min(1 MiB, max_sectors_kb))")
+	}
+	fs.StringVar(&f.pattern, "pattern", "seq", "dirty pattern: seq, runs, single or hot")
+	fs.StringVar(&f.ring, "ring", "auto", "ring backend: auto, native, pwritev or iceber (iceber needs a build with -tags iceber)")
+	fs.StringVar(&f.baseline, "baseline", "kernel,pwrite,fio", "baselines to run beside the engine: a comma list of kernel, pwrite, fio, or none")
+	fs.IntVar(&f.runs, "runs", 1, "dirty-and-flush cycles per system (engine and baselines alternated); reports medians and min–max")
+	fs.DurationVar(&f.duration, "duration", 5*time.Second, "hot: how long each run writes")
+	fs.IntVar(&f.writers, "writers", 4, "hot: writer goroutines")
+	fs.DurationVar(&f.syncEvery, "sync-every", 500*time.Millisecond, "hot: time between syncs")
+	fs.Uint64Var(&f.seed, "seed", 1, "seed of the dirty pattern")
+	fs.BoolVar(&f.json, "json", false, "print one JSON document on stdout and nothing else")
+	fs.BoolVar(&f.force, "force", false, "write to a target even if it is mounted, held, or carries a file-system or partition signature")
+	fs.StringVar(&f.inject, "inject", "", "fault rules for the engine's ring, e.g. eio=0.01,short=0.01,delay=5ms@0.001 (see ring.ParseFaultRules)")
+	fs.BoolVar(&f.verify, "verify", false, "write pages in the verify format (DESIGN.md) through Cache.WriteAt; turns the baselines off")
+	fs.StringVar(&f.journal, "journal", "", "with -verify: record each successful sync's version in this file (implies -verify)")
+	return f
+}
+
+// usage prints the flags.
+func usage(w io.Writer, f *cliFlags) {
+	if f.sweep {
+		fmt.Fprintln(w, "usage: wbbench sweep [-qd 1,2,4,...,128] [-max-io 256KiB,1MiB] [-plot FILE.svg] [flags]")
+	} else {
+		fmt.Fprintln(w, "usage: wbbench [flags]\n       wbbench sweep [flags]   (wbbench sweep -h for its flags)")
+	}
+	fmt.Fprintln(w, "\nflags:")
+	f.fs.SetOutput(w)
+	f.fs.PrintDefaults()
+	f.fs.SetOutput(io.Discard)
+}
+
+// parse parses args into options. Errors are *bench.UsageError naming
+// the bad value, or flag.ErrHelp.
+func (f *cliFlags) parse(args []string) (bench.Options, error) {
+	var o bench.Options
+	if err := f.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return o, err
+		}
+		return o, &bench.UsageError{Msg: err.Error()}
+	}
+	if f.fs.NArg() > 0 {
+		return o, &bench.UsageError{Msg: fmt.Sprintf("unexpected argument %q (flags only; subcommand: sweep)", f.fs.Arg(0))}
+	}
+	set := map[string]bool{}
+	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+
+	var err error
+	o.Device = f.device
+	if f.size != "" {
+		if o.Size, err = parseSize("-size", f.size, 1); err != nil {
+			return o, err
+		}
+	}
+	ps, err := parseSize("-page-size", f.pageSize, 1)
+	if err != nil {
+		return o, err
+	}
+	if ps > math.MaxInt32 {
+		return o, usage2("-page-size %s: too large", f.pageSize)
+	}
+	o.PageSize = int(ps)
+	if !f.sweep {
+		if f.qd != "" {
+			if o.QueueDepth, err = parseInt("-qd", f.qd, 1, ring.MaxDepth); err != nil {
+				return o, err
+			}
+		}
+		if f.maxIO != "" {
+			n, err := parseSize("-max-io", f.maxIO, 1)
+			if err != nil {
+				return o, err
+			}
+			if n > math.MaxInt32 {
+				return o, usage2("-max-io %s: too large", f.maxIO)
+			}
+			o.MaxIOBytes = int(n)
+		}
+	}
+	p, err := bench.ParsePattern(f.pattern)
+	if err != nil {
+		return o, usage2("-pattern: %v", err)
+	}
+	o.Pattern = p
+	if p == bench.Hot && f.sweep {
+		return o, usage2("-pattern hot: sweep measures flushes; use seq, runs or single")
+	}
+	switch f.ring {
+	case "auto", "native", "pwritev", "iceber":
+	default:
+		return o, usage2("-ring %q: want auto, native, pwritev or iceber", f.ring)
+	}
+	o.Ring = f.ring
+	o.Verify = f.verify || f.journal != ""
+	o.Journal = f.journal
+	if o.Verify && f.sweep {
+		return o, usage2("-verify/-journal: not with sweep")
+	}
+	if o.Verify && !set["baseline"] {
+		o.Baselines = nil // verify turns the baselines off
+	} else if o.Baselines, err = bench.ParseBaselines(f.baseline); err != nil {
+		return o, err
+	}
+	if o.Verify && len(o.Baselines) > 0 {
+		which := "-verify"
+		if f.journal != "" {
+			which = "-journal"
+		}
+		return o, usage2("-baseline %s with %s: the baselines would overwrite the pages being verified (use -baseline none)", f.baseline, which)
+	}
+	if f.runs < 1 {
+		return o, usage2("-runs %d: must be at least 1", f.runs)
+	}
+	o.Runs = f.runs
+	if f.writers < 1 || f.writers > 4096 {
+		return o, usage2("-writers %d: must be from 1 to 4096", f.writers)
+	}
+	o.Writers = f.writers
+	if f.duration <= 0 {
+		return o, usage2("-duration %v: must be positive", f.duration)
+	}
+	o.Duration = f.duration
+	if f.syncEvery <= 0 {
+		return o, usage2("-sync-every %v: must be positive", f.syncEvery)
+	}
+	o.SyncEvery = f.syncEvery
+	if p != bench.Hot {
+		for _, name := range []string{"duration", "writers", "sync-every"} {
+			if set[name] {
+				return o, usage2("-%s: only for -pattern hot", name)
+			}
+		}
+	}
+	o.Seed = f.seed
+	o.Force = f.force
+	if f.inject != "" {
+		if o.Faults, err = ring.ParseFaultRules(f.inject); err != nil {
+			return o, usage2("%v", err)
+		}
+		o.Inject = f.inject
+	}
+	return o, nil
+}
+
+func usage2(format string, args ...any) error {
+	return &bench.UsageError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// parseSize parses a size with go-humanize (4096, 4KiB, 1GiB, 512M).
+func parseSize(flagName, s string, min uint64) (int64, error) {
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n > math.MaxInt64 {
+		return 0, usage2("%s %q: not a size (want e.g. 4096, 64KiB, 1GiB, 512M)", flagName, s)
+	}
+	if n < min {
+		return 0, usage2("%s %q: must be at least %d", flagName, s, min)
+	}
+	return int64(n), nil
+}
+
+func parseInt(flagName, s string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return 0, usage2("%s %q: not a whole number", flagName, s)
+	}
+	if n < lo || n > hi {
+		return 0, usage2("%s %d: must be from %d to %d", flagName, n, lo, hi)
+	}
+	return n, nil
+}
+
+// parseList parses a comma list of values, where "..." between two
+// values continues the progression of the two before it (geometric when
+// the second is a whole multiple of the first, else arithmetic) up to
+// the value after it: "1,2,4,...,128" is 1 2 4 8 16 32 64 128.
+func parseList(flagName, s string, parse func(string) (int64, error)) ([]int64, error) {
+	items := strings.Split(s, ",")
+	var out []int64
+	for i := 0; i < len(items); i++ {
+		item := strings.TrimSpace(items[i])
+		if item != "..." {
+			v, err := parse(item)
+			if err != nil {
+				return nil, err
+			}
+			if len(out) > 0 && v <= out[len(out)-1] {
+				return nil, usage2("%s %q: values must increase", flagName, s)
+			}
+			out = append(out, v)
+			continue
+		}
+		if len(out) < 2 || i+1 >= len(items) || strings.TrimSpace(items[i+1]) == "..." {
+			return nil, usage2("%s %q: \"...\" needs two values before it and one after", flagName, s)
+		}
+		end, err := parse(strings.TrimSpace(items[i+1]))
+		if err != nil {
+			return nil, err
+		}
+		a, b := out[len(out)-2], out[len(out)-1]
+		next := func(v int64) int64 {
+			if a > 0 && b%a == 0 && b/a > 1 {
+				return v * (b / a)
+			}
+			return v + (b - a)
+		}
+		for v := next(b); v < end; v = next(v) {
+			out = append(out, v)
+			if len(out) > 1000 {
+				return nil, usage2("%s %q: more than 1000 values", flagName, s)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, usage2("%s %q: empty list", flagName, s)
+	}
+	return out, nil
+}

@@ -1,0 +1,77 @@
+// Command wbbench measures the writeback engine on a device against the
+// alternatives on the same device in the same run: the kernel's own
+// writeback (buffered pwrite + fdatasync), hand-written O_DIRECT pwritev
+// from QueueDepth goroutines, and fio's io_uring engine.
+//
+// Usage:
+//
+//	wbbench [flags]                 flush benchmark (or -pattern hot)
+//	wbbench sweep -qd 1,2,4,...,128 the same flush at each queue depth
+//	                                (and -max-io list), -plot FILE.svg
+//	wbbench check -device D -journal FILE
+//	                                check what a -verify -journal run left
+//
+// With no -device, wbbench makes its own 1 GiB target — as root a loop
+// device over a file in /dev/shm, else a temporary file — and removes it
+// at exit, also on SIGINT, SIGTERM and on error. A named device is
+// refused (exit status 2) if it is mounted, held open exclusively, or
+// carries a file-system or partition signature, unless -force.
+//
+// Human output ends with one table; -json prints one JSON document on
+// stdout and nothing else. Exit status: 0 success, 1 a run failed (an
+// error is printed; results measured before it still are), 2 bad usage
+// or a refused target (nothing was written), 130 interrupted.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		// After the first signal, a second one kills at once (the
+		// default action) instead of waiting for the cleanup.
+		<-ctx.Done()
+		stop()
+	}()
+	code := runContext(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is wbbench with args (without the program name), for tests.
+func run(args []string, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, stdout, stderr)
+}
+
+// Exit statuses.
+const (
+	exitOK          = 0
+	exitFailed      = 1
+	exitUsage       = 2
+	exitInterrupted = 130
+)
+
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "sweep" {
+		return sweepMain(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "check" {
+		return checkMain(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "help" {
+		usage(stdout, newFlags(false))
+		return exitOK
+	}
+	return benchMain(ctx, args, stdout, stderr)
+}
+
+func errorf(stderr io.Writer, format string, args ...any) {
+	fmt.Fprintf(stderr, "wbbench: "+format+"\n", args...)
+}
