@@ -217,7 +217,7 @@ func (b *Bench) open() error {
 	for _, name := range o.Baselines {
 		switch {
 		case name == "kernel" && b.target.Kind != ring.KindBlock:
-			b.skip("kernel", "the target is a file, not a block device (on tmpfs a file's fdatasync writes nothing)")
+			b.skip("kernel", "it needs a block device; the target is a file (whose fdatasync measures its file system: on tmpfs it writes nothing)")
 		case name == "fio" && o.Pattern == Hot:
 			b.skip("fio", "fio has no equivalent of the hot pattern")
 		case name == "fio":

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -95,9 +96,9 @@ func (b *Bench) dirtyCache(ctx context.Context) error {
 	if b.opts.Verify {
 		buf = make([]byte, ps)
 	}
-	var done int64
+	var done atomic.Int64
 	total := b.layout.Pages
-	b.statusFunc(func() string { return fmt.Sprintf("engine: dirtying %d%%", 100*done/int64(total)) })
+	b.statusFunc(func() string { return fmt.Sprintf("engine: dirtying %d%%", 100*done.Load()/int64(total)) })
 	for _, e := range b.layout.Extents {
 		if ctx.Err() != nil {
 			return ctxErr(ctx)
@@ -119,7 +120,7 @@ func (b *Bench) dirtyCache(ctx context.Context) error {
 			p.Unlock()
 			c.Put(p)
 		}
-		done += int64(e.Len)
+		done.Add(int64(e.Len))
 	}
 	return nil
 }

@@ -240,7 +240,7 @@ func (b *Bench) header(es *engineSys) (TargetInfo, ConfigInfo, Report) {
 // system's throughput, pages/s, CPU per GiB and ratio to the engine.
 func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
-	writeHeader(&b, &r.Target, &r.Config, r.Pattern, r.PatternPages, r.PatternBytes, r.Extents)
+	writeHeader(&b, &r.Target, &r.Config, "", r.Pattern, r.PatternPages, r.PatternBytes, r.Extents)
 	for _, s := range r.Skipped {
 		fmt.Fprintf(&b, "skipped  %s: %s\n", s.Name, s.Reason)
 	}
@@ -266,7 +266,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	return err
 }
 
-func writeHeader(b *strings.Builder, t *TargetInfo, c *ConfigInfo, pattern string, pages uint64, bytes int64, extents int) {
+// writeHeader writes the target, config and pattern lines; swept, if
+// set, replaces the queue depth and I/O size (a sweep varies them).
+func writeHeader(b *strings.Builder, t *TargetInfo, c *ConfigInfo, swept, pattern string, pages uint64, bytes int64, extents int) {
 	kind := "block device"
 	if t.Kind == "file" {
 		kind = "regular file"
@@ -297,8 +299,11 @@ func writeHeader(b *strings.Builder, t *TargetInfo, c *ConfigInfo, pattern strin
 	if len(feats) > 0 {
 		setup += "; " + strings.Join(feats, ", ")
 	}
-	fmt.Fprintf(b, "config   page %s, qd %d, max-io %s, ring %s (%s)\n",
-		humanize.IBytes(uint64(c.PageSize)), c.QueueDepth, humanize.IBytes(uint64(c.MaxIOBytes)), c.Ring, setup)
+	qdio := fmt.Sprintf("qd %d, max-io %s", c.QueueDepth, humanize.IBytes(uint64(c.MaxIOBytes)))
+	if swept != "" {
+		qdio = swept
+	}
+	fmt.Fprintf(b, "config   page %s, %s, ring %s (%s)\n", humanize.IBytes(uint64(c.PageSize)), qdio, c.Ring, setup)
 	fmt.Fprintf(b, "         seed %d", c.Seed)
 	if c.Runs > 1 {
 		fmt.Fprintf(b, ", %d runs (systems alternated, order rotated each run; medians, min–max)", c.Runs)

@@ -111,7 +111,7 @@ func (r *SweepReport) WriteText(w io.Writer) error {
 	var b strings.Builder
 	c := r.Config
 	c.Runs = max(c.Runs, 1)
-	writeHeader(&b, &r.Target, &c, r.Pattern, r.PatternPages, r.PatternBytes, r.Extents)
+	writeHeader(&b, &r.Target, &c, "qd and max-io as in the table", r.Pattern, r.PatternPages, r.PatternBytes, r.Extents)
 	for _, s := range r.Skipped {
 		fmt.Fprintf(&b, "skipped  %s: %s\n", s.Name, s.Reason)
 	}
@@ -162,7 +162,6 @@ func (r *SweepReport) Plot(path string) error {
 	p.Y.Label.Text = "throughput (GB/s)"
 	p.X.Scale = plot.LogScale{}
 	p.Legend.Top = true
-	p.Legend.Left = true
 
 	var maxIOs []int
 	var qds []int
@@ -208,6 +207,7 @@ func (r *SweepReport) Plot(path string) error {
 		return fmt.Errorf("bench: plot: %w", err)
 	}
 	p.Y.Min = 0
+	p.Y.Max *= 1.3 // room for the legend above the lines
 	if err := p.Save(9*vg.Inch, 5*vg.Inch, path); err != nil {
 		return fmt.Errorf("bench: plot %s: %w", path, err)
 	}

@@ -192,7 +192,7 @@ func makeTarget(o TargetOptions) (*Target, error) {
 			continue
 		}
 		t.file = name
-		t.Made = fmt.Sprintf("a temporary file in %s, made for this run (no loop device: %v)", dir, loopWhy)
+		t.Made = fmt.Sprintf("a temporary file, made for this run (no loop device: %v)", loopWhy)
 		return t, nil
 	}
 	return nil, fmt.Errorf("bench: no place for a temporary target: %w", errors.Join(errs...))

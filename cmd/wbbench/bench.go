@@ -40,10 +40,10 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	u.startProgress()
 	rep, err := b.Run(ctx)
 	u.stopProgress()
-	made := b.Target().Made
+	tgt := *b.Target()
 	closeErr := b.Close()
 	if ctx.Err() != nil {
-		return u.interrupted(made, closeErr)
+		return u.interrupted(&tgt, closeErr)
 	}
 	if err != nil {
 		errorf(stderr, "%v", err)
@@ -98,10 +98,10 @@ func sweepMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	u.startProgress()
 	rep, err := b.Sweep(ctx, qds, maxIOs)
 	u.stopProgress()
-	made := b.Target().Made
+	tgt := *b.Target()
 	closeErr := b.Close()
 	if ctx.Err() != nil {
-		return u.interrupted(made, closeErr)
+		return u.interrupted(&tgt, closeErr)
 	}
 	if err != nil {
 		errorf(stderr, "%v", err)
@@ -258,10 +258,10 @@ func (u *ui) openFailed(err error) int {
 	return exitFailed
 }
 
-func (u *ui) interrupted(made string, closeErr error) int {
+func (u *ui) interrupted(t *bench.Target, closeErr error) int {
 	msg := "interrupted"
-	if made != "" {
-		msg += "; removed the target it made (" + made + ")"
+	if t.Made != "" {
+		msg += "; removed " + t.Path + " (" + t.Made + ")"
 	}
 	if closeErr != nil {
 		msg += "; cleaning up failed: " + closeErr.Error()

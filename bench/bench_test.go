@@ -1,0 +1,225 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/wbengine/wbengine/internal/loopdev"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// fileTarget is an O_DIRECT file of size bytes in the test's temp dir.
+func fileTarget(t *testing.T, size int64) string {
+	t.Helper()
+	return loopdev.TempFile(t, size)
+}
+
+func TestHotStateWatermark(t *testing.T) {
+	const writers = 4
+	s := newHotState(100, writers)
+	if s.watermark() != 0 {
+		t.Fatalf("fresh watermark %d, want 0", s.watermark())
+	}
+	v1 := s.take(0)
+	v2 := s.take(1)
+	s.done(1)
+	if got := s.watermark(); got != v1-1 {
+		t.Fatalf("with version %d pending and %d done: watermark %d, want %d", v1, v2, got, v1-1)
+	}
+	s.done(0)
+	if got := s.watermark(); got != v2 {
+		t.Fatalf("all done: watermark %d, want %d", got, v2)
+	}
+	// Concurrently: a version the watermark covers is never pending.
+	var pending [writers]struct {
+		sync.Mutex
+		v uint64
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				pending[w].Lock()
+				pending[w].v = s.take(w)
+				pending[w].Unlock()
+				pending[w].Lock()
+				pending[w].v = 0
+				s.done(w)
+				pending[w].Unlock()
+			}
+		}()
+	}
+	for range 200 {
+		m := s.watermark()
+		for w := range writers {
+			pending[w].Lock()
+			v := pending[w].v
+			pending[w].Unlock()
+			if v != 0 && v <= m && s.pendingNow(w) == v {
+				close(stop)
+				wg.Wait()
+				t.Fatalf("watermark %d covers version %d, still pending", m, v)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
+
+// pendingNow is the version writer w holds now (for the test).
+func (s *hotState) pendingNow(w int) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending[w]
+}
+
+func TestAggregate(t *testing.T) {
+	ss := []Sample{
+		{Bytes: 100, Pages: 10, Seconds: 1, IOs: 5, Latency: &Latency{P50: 1, P99: 2, P999: 3}},
+		{Bytes: 100, Pages: 10, Seconds: 4, IOs: 5, Latency: &Latency{P50: 3, P99: 4, P999: 5}},
+		{Bytes: 100, Pages: 10, Seconds: 2, IOs: 0},
+	}
+	for i := range ss {
+		ss[i].derive(4096)
+	}
+	r := aggregate("engine", ss)
+	if r.BytesPerSec != 50 || r.Seconds != 2 || len(r.Runs) != 3 {
+		t.Fatalf("median bytes/s %v, seconds %v, runs %d; want 50, 2, 3", r.BytesPerSec, r.Seconds, len(r.Runs))
+	}
+	if lo, hi := r.Spread(); lo != 25 || hi != 100 {
+		t.Fatalf("spread %v–%v, want 25–100", lo, hi)
+	}
+	if r.Latency == nil || r.Latency.P50 != 2 {
+		t.Fatalf("median latency %+v, want p50 2", r.Latency)
+	}
+	if ss[2].PagesPerIO != 0 {
+		t.Fatalf("pages per I/O with no I/Os: %v, want 0", ss[2].PagesPerIO)
+	}
+	if _, err := json.Marshal(r); err != nil {
+		t.Fatal(err)
+	}
+	if ratio(1, 0) != 0 || !math.IsInf(1/ratio(0, 1), 1) {
+		t.Fatal("ratio")
+	}
+}
+
+// TestRunFile runs the runs pattern on an O_DIRECT file against the
+// pwrite baseline, with fio asked for but absent.
+func TestRunFile(t *testing.T) {
+	path := fileTarget(t, 8<<20)
+	var notes []string
+	var mu sync.Mutex
+	b, err := Open(Options{
+		Device: path, Pattern: Runs, Baselines: []string{"kernel", "pwrite", "fio"}, Runs: 2,
+		FioPath: "fio-that-is-not-there",
+		Logf: func(f string, a ...any) {
+			mu.Lock()
+			notes = append(notes, f)
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	rep, err := b.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Errors) > 0 {
+		t.Fatalf("errors: %v", rep.Errors)
+	}
+	if len(rep.Results) != 2 || rep.Results[0].Name != "engine" || rep.Results[1].Name != "pwrite" {
+		t.Fatalf("results %+v, want engine and pwrite", rep.Results)
+	}
+	var skipped []string
+	for _, s := range rep.Skipped {
+		skipped = append(skipped, s.Name+": "+s.Reason)
+	}
+	if got := strings.Join(skipped, "; "); !strings.Contains(got, "kernel: ") || !strings.Contains(got, "fio: fio is not on PATH") {
+		t.Fatalf("skipped %q, want kernel (a file) and fio (not on PATH)", got)
+	}
+	for _, r := range rep.Results {
+		if r.Bytes != int64(rep.PatternPages)*4096 || r.BytesPerSec <= 0 || r.IOs <= 0 || len(r.Runs) != 2 {
+			t.Fatalf("%s: %+v", r.Name, r)
+		}
+		if r.Latency == nil || r.Latency.P50 <= 0 || r.Latency.P99 < r.Latency.P50 {
+			t.Fatalf("%s: latency %+v", r.Name, r.Latency)
+		}
+	}
+	// The engine's writes are the pattern's extents (none is longer
+	// than 32 pages, so MaxIOBytes cuts none).
+	if e := rep.Results[0]; e.IOs != int64(rep.Extents) {
+		t.Fatalf("engine: %d I/Os for %d extents", e.IOs, rep.Extents)
+	}
+	var text strings.Builder
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	out := text.String()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if !strings.HasPrefix(lines[len(lines)-3], "system") || !strings.HasPrefix(lines[len(lines)-1], "pwrite") {
+		t.Fatalf("the output does not end with the table:\n%s", out)
+	}
+	t.Logf("\n%s", out)
+}
+
+func TestVerifyAndCheck(t *testing.T) {
+	path := fileTarget(t, 4<<20)
+	journal := t.TempDir() + "/journal"
+	b, err := Open(Options{Device: path, Pattern: Hot, Duration: 300 * time.Millisecond, SyncEvery: 50 * time.Millisecond, Writers: 3, Journal: journal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := b.Run(context.Background())
+	if cerr := b.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.JournalSynced == nil || *rep.JournalSynced == 0 {
+		t.Fatalf("journal synced %v", rep.JournalSynced)
+	}
+	cr, err := Check(context.Background(), path, journal, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cr.OK() || cr.Valid == 0 {
+		t.Fatalf("check: %+v", cr)
+	}
+	// Corrupt the hottest page (page 0 gets the most versions): the
+	// check must see it.
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("garbage!"), 100)
+	f.Close()
+	cr, err = Check(context.Background(), path, journal, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cr.OK() || !strings.Contains(strings.Join(cr.Problems, ";"), "page 0:") {
+		t.Fatalf("check after corrupting page 0: %+v", cr)
+	}
+}

@@ -1,0 +1,114 @@
+package bench
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wbengine/wbengine/ring"
+)
+
+// fakeRing completes every request when Complete is called.
+type fakeRing struct {
+	handler ring.Handler
+	mu      sync.Mutex
+	pending []ring.Completion
+	out     []ring.Completion
+}
+
+func (f *fakeRing) Submit(reqs []ring.Request) error {
+	f.mu.Lock()
+	for i := range reqs {
+		f.pending = append(f.pending, ring.Completion{Tag: reqs[i].Tag, N: reqs[i].Len()})
+	}
+	f.mu.Unlock()
+	return nil
+}
+
+// complete delivers every pending completion, the way a ring's reaper
+// would (never from inside Submit).
+func (f *fakeRing) complete() {
+	f.mu.Lock()
+	f.out = append(f.out[:0], f.pending...)
+	f.pending = f.pending[:0]
+	f.mu.Unlock()
+	f.handler(f.out)
+}
+
+func (f *fakeRing) RegisterBuffers([][]byte) error { return ring.ErrNotSupported }
+func (f *fakeRing) Caps() ring.Caps                { return ring.Caps{Backend: "fake"} }
+func (f *fakeRing) Close() error                   { return nil }
+
+func openFakeTimed(t *testing.T, depth int, seen *int) (*TimedRing, *fakeRing) {
+	t.Helper()
+	var fr *fakeRing
+	tr, err := OpenTimed(func(c ring.Config) (ring.Ring, error) {
+		fr = &fakeRing{handler: c.Handler, pending: make([]ring.Completion, 0, 64), out: make([]ring.Completion, 0, 64)}
+		return fr, nil
+	}, ring.Config{Depth: depth, Handler: func(cs []ring.Completion) { *seen += len(cs) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr, fr
+}
+
+func TestTimedRingRecords(t *testing.T) {
+	seen := 0
+	tr, fr := openFakeTimed(t, 4, &seen)
+	buf := make([]byte, 4096)
+	reqs := []ring.Request{
+		{Op: ring.OpWrite, Tag: 0, Iov: iov(buf)},
+		{Op: ring.OpWrite, Tag: 3, Iov: iov(buf)},
+		{Op: ring.OpFlush, Tag: flushTag},
+		{Op: ring.OpRead, Tag: 1<<62 | 1, Iov: iov(buf)}, // engine read: not timed
+		{Op: ring.OpWrite, Tag: 99},                      // unknown tag: not timed
+	}
+	if err := tr.Submit(reqs); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond)
+	fr.complete()
+	if seen != len(reqs) {
+		t.Fatalf("handler saw %d completions, want %d", seen, len(reqs))
+	}
+	w, f := tr.Take()
+	if w.TotalCount() != 2 || f.TotalCount() != 1 {
+		t.Fatalf("recorded %d writes and %d flushes, want 2 and 1", w.TotalCount(), f.TotalCount())
+	}
+	if l := latencyOf(w); l == nil || l.P50 < 1000 || l.P50 > 1e6 {
+		t.Fatalf("write latency %+v: want about 2 ms (in µs)", l)
+	}
+	if w2, _ := tr.Take(); w2.TotalCount() != 0 {
+		t.Fatalf("Take did not start over: %d", w2.TotalCount())
+	}
+	if latencyOf(newHist()) != nil {
+		t.Fatal("latency of an empty histogram is not nil")
+	}
+}
+
+// TestTimedRingNoAllocs: timing a request allocates nothing.
+func TestTimedRingNoAllocs(t *testing.T) {
+	seen := 0
+	tr, fr := openFakeTimed(t, 32, &seen)
+	buf := make([]byte, 4096)
+	reqs := make([]ring.Request, 8)
+	for i := range reqs {
+		reqs[i] = ring.Request{Op: ring.OpWrite, Tag: uint64(i), Iov: iov(buf)}
+	}
+	reqs[7] = ring.Request{Op: ring.OpFlush, Tag: flushTag}
+	allocs := testing.AllocsPerRun(1000, func() {
+		if err := tr.Submit(reqs); err != nil {
+			t.Fatal(err)
+		}
+		fr.complete()
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per batch, want 0", allocs)
+	}
+}
+
+func iov(b []byte) []unix.Iovec {
+	return []unix.Iovec{{Base: &b[0], Len: uint64(len(b))}}
+}

@@ -1,0 +1,421 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/ring"
+)
+
+// wb runs wbbench in-process and returns its exit status and output.
+func wb(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// e2eTarget is a target for a short end-to-end run and the baselines
+// it can take: as root a /dev/shm loop device with kernel and pwrite,
+// else an O_DIRECT file with pwrite (and the test says what it skipped).
+func e2eTarget(t *testing.T, size int64) (path, baselines string) {
+	t.Helper()
+	if err := loopdev.Available(); err != nil {
+		t.Logf("no loop device (%v): running on an O_DIRECT file with -baseline pwrite; the kernel baseline is skipped", err)
+		return loopdev.TempFile(t, size), "pwrite"
+	}
+	return loopdev.ForTest(t, size, 0).Path, "kernel,pwrite"
+}
+
+// oneLine checks a usage failure: status 2, nothing on stdout, one line
+// on stderr that mentions want.
+func oneLine(t *testing.T, code int, stdout, stderr, want string) {
+	t.Helper()
+	if code != exitUsage || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, want) {
+		t.Fatalf("status %d, stdout %q, stderr %q; want status 2, no stdout, one line mentioning %q", code, stdout, stderr, want)
+	}
+}
+
+func readAll(t *testing.T, path string) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 8<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestRefuseExt4Image(t *testing.T) {
+	path := loopdev.TempFile(t, 8<<20)
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var magic [2]byte
+	binary.LittleEndian.PutUint16(magic[:], 0xEF53)
+	f.WriteAt(magic[:], 1024+56)
+	f.Close()
+	before := readAll(t, path)
+	code, out, errOut := wb(t, "-device", path, "-baseline", "none")
+	oneLine(t, code, out, errOut, "ext2/3/4 file-system signature")
+	if !strings.Contains(errOut, "-force") {
+		t.Fatalf("the refusal does not say how to override: %q", errOut)
+	}
+	if !bytes.Equal(readAll(t, path), before) {
+		t.Fatal("the refused image was written to")
+	}
+	// With -force it runs (and overwrites the superblock).
+	if code, _, errOut := wb(t, "-device", path, "-baseline", "none", "-force"); code != 0 {
+		t.Fatalf("-force: status %d: %s", code, errOut)
+	}
+}
+
+func TestRefuseHeldExclusively(t *testing.T) {
+	d := loopdev.ForTest(t, 8<<20, 0)
+	fd, err := unix.Open(d.Path, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := wb(t, "-device", d.Path, "-baseline", "none")
+	unix.Close(fd)
+	oneLine(t, code, out, errOut, "held open exclusively")
+	if !bytes.Equal(readAll(t, d.Path), make([]byte, 8<<20)) {
+		t.Fatal("the refused device was written to")
+	}
+}
+
+func TestRefuseSizePastEnd(t *testing.T) {
+	path := loopdev.TempFile(t, 8<<20)
+	code, out, errOut := wb(t, "-device", path, "-size", "16MiB", "-baseline", "none")
+	oneLine(t, code, out, errOut, "-size 16 MiB (16777216 bytes) is past the end")
+	if !bytes.Equal(readAll(t, path), make([]byte, 8<<20)) {
+		t.Fatal("written to")
+	}
+}
+
+func TestRefuseMissingDevice(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope")
+	code, out, errOut := wb(t, "-device", missing)
+	oneLine(t, code, out, errOut, "-device "+missing+": no such device")
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("wbbench created the missing device")
+	}
+	code, out, errOut = wb(t, "-device", "/dev/null")
+	oneLine(t, code, out, errOut, "-device /dev/null: not a block device or regular file")
+}
+
+func TestRefusePageSize(t *testing.T) {
+	path := loopdev.TempFile(t, 8<<20)
+	code, out, errOut := wb(t, "-device", path, "-page-size", "256", "-baseline", "none")
+	oneLine(t, code, out, errOut, "-page-size 256")
+	code, out, errOut = wb(t, "-device", path, "-page-size", "3000", "-baseline", "none")
+	oneLine(t, code, out, errOut, "-page-size 3000")
+	if err := loopdev.Available(); err != nil {
+		t.Skipf("skipping the 4096-byte-sector device case: %v", err)
+	}
+	d := loopdev.ForTest(t, 8<<20, 4096)
+	code, out, errOut = wb(t, "-device", d.Path, "-page-size", "512", "-baseline", "none")
+	oneLine(t, code, out, errOut, "-page-size 512: "+d.Path+" has 4096-byte logical blocks")
+}
+
+func TestRingIceberNotBuilt(t *testing.T) {
+	if slices.Contains(ring.Backends(), "iceber") {
+		t.Skip("this test binary has the iceber backend")
+	}
+	path := loopdev.TempFile(t, 8<<20)
+	code, out, errOut := wb(t, "-device", path, "-ring", "iceber", "-baseline", "none")
+	oneLine(t, code, out, errOut, "-tags iceber")
+}
+
+// jsonDoc is the -json schema, written out independently of the bench
+// types so a renamed field fails here.
+type jsonDoc struct {
+	Target struct {
+		Path             string `json:"path"`
+		Size             int64  `json:"size"`
+		LogicalBlockSize int    `json:"logical_block_size"`
+		Kind             string `json:"kind"`
+	} `json:"target"`
+	Config struct {
+		PageSize   int    `json:"page_size"`
+		QueueDepth int    `json:"queue_depth"`
+		MaxIOBytes int    `json:"max_io_bytes"`
+		Ring       string `json:"ring"`
+		Backend    string `json:"backend"`
+		Runs       int    `json:"runs"`
+	} `json:"config"`
+	Pattern string       `json:"pattern"`
+	Results []jsonResult `json:"results"`
+}
+
+type jsonResult struct {
+	Name         string  `json:"name"`
+	Bytes        int64   `json:"bytes"`
+	Seconds      float64 `json:"seconds"`
+	TotalSeconds float64 `json:"total_seconds"`
+	BytesPerSec  float64 `json:"bytes_per_sec"`
+	PagesPerSec  float64 `json:"pages_per_sec"`
+	IOs          int64   `json:"ios"`
+	PagesPerIO   float64 `json:"pages_per_io"`
+	CPUSeconds   float64 `json:"cpu_seconds"`
+	Latency      *struct {
+		P50  float64 `json:"p50"`
+		P99  float64 `json:"p99"`
+		P999 float64 `json:"p999"`
+	} `json:"latency_us"`
+	Runs []jsonResult `json:"runs"`
+}
+
+// decodeOne decodes stdout as exactly one JSON document.
+func decodeOne(t *testing.T, stdout string) jsonDoc {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	var doc jsonDoc
+	if err := dec.Decode(&doc); err != nil {
+		t.Fatalf("stdout is not JSON: %v\n%s", err, stdout)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		t.Fatalf("more than one JSON document on stdout: %v", err)
+	}
+	return doc
+}
+
+func TestJSONSchema(t *testing.T) {
+	path, baselines := e2eTarget(t, 32<<20)
+	code, out, errOut := wb(t, "-device", path, "-pattern", "runs", "-baseline", baselines, "-runs", "2", "-json", "-seed", "3")
+	if code != 0 {
+		t.Fatalf("status %d: %s", code, errOut)
+	}
+	doc := decodeOne(t, out)
+	wantKind := "file"
+	if strings.HasPrefix(path, "/dev/") {
+		wantKind = "block"
+	}
+	if doc.Target.Path != path || doc.Target.Size != 32<<20 || doc.Target.LogicalBlockSize < 512 || doc.Target.Kind != wantKind {
+		t.Fatalf("target %+v", doc.Target)
+	}
+	if doc.Config.PageSize != 4096 || doc.Config.QueueDepth != 32 || doc.Config.MaxIOBytes <= 0 || doc.Config.Ring != "auto" || doc.Config.Backend == "" || doc.Config.Runs != 2 {
+		t.Fatalf("config %+v", doc.Config)
+	}
+	if doc.Pattern != "runs" {
+		t.Fatalf("pattern %q", doc.Pattern)
+	}
+	var names []string
+	for _, r := range doc.Results {
+		names = append(names, r.Name)
+		if r.Bytes <= 0 || r.Seconds <= 0 || r.TotalSeconds < r.Seconds || r.BytesPerSec <= 0 || r.PagesPerSec <= 0 ||
+			r.IOs <= 0 || r.PagesPerIO < 1 || r.CPUSeconds < 0 || len(r.Runs) != 2 {
+			t.Fatalf("result %+v", r)
+		}
+		if r.Name != "kernel" && (r.Latency == nil || r.Latency.P50 <= 0 || r.Latency.P99 < r.Latency.P50 || r.Latency.P999 < r.Latency.P99) {
+			t.Fatalf("%s latency %+v", r.Name, r.Latency)
+		}
+	}
+	if want := append([]string{"engine"}, strings.Split(baselines, ",")...); !slices.Equal(names, want) {
+		t.Fatalf("results %v, want %v", names, want)
+	}
+}
+
+// TestPatterns runs every pattern end to end, small.
+func TestPatterns(t *testing.T) {
+	for _, p := range []string{"seq", "runs", "single", "hot"} {
+		t.Run(p, func(t *testing.T) {
+			path, baselines := e2eTarget(t, 32<<20)
+			args := []string{"-device", path, "-pattern", p, "-baseline", baselines}
+			if p == "hot" {
+				args = append(args, "-duration", "300ms", "-sync-every", "50ms", "-writers", "2")
+			}
+			code, out, errOut := wb(t, args...)
+			if code != 0 {
+				t.Fatalf("status %d: %s\n%s", code, errOut, out)
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			want := append([]string{"engine"}, strings.Split(baselines, ",")...)
+			table := lines[len(lines)-len(want)-1:]
+			if !strings.HasPrefix(table[0], "system") {
+				t.Fatalf("output does not end with the table:\n%s", out)
+			}
+			for i, name := range want {
+				if !strings.HasPrefix(table[i+1], name+" ") {
+					t.Fatalf("table row %d is %q, want %s:\n%s", i+1, table[i+1], name, out)
+				}
+			}
+			if !strings.Contains(out, "target   "+path) || !strings.Contains(out, "pattern  "+p) {
+				t.Fatalf("output does not name the target and pattern:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestDefaultTarget: with no -device wbbench makes a target, says which,
+// and removes it.
+func TestDefaultTarget(t *testing.T) {
+	code, out, errOut := wb(t, "-size", "16MiB", "-baseline", "pwrite", "-json")
+	if code != 0 {
+		t.Fatalf("status %d: %s", code, errOut)
+	}
+	var doc struct {
+		Target struct {
+			Path string `json:"path"`
+			Made string `json:"made"`
+		} `json:"target"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Target.Made == "" {
+		t.Fatalf("target %+v: does not say it was made", doc.Target)
+	}
+	t.Logf("made %s: %s", doc.Target.Path, doc.Target.Made)
+	if strings.HasPrefix(doc.Target.Path, "/dev/loop") {
+		file := strings.TrimSuffix(strings.TrimPrefix(doc.Target.Made, "a loop device over "), ", made for this run")
+		if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("backing file %s left behind (%v)", file, err)
+		}
+		if o, _ := exec.Command("losetup", "-j", file).Output(); len(bytes.TrimSpace(o)) > 0 {
+			t.Fatalf("loop device left attached: %s", o)
+		}
+	} else if _, err := os.Stat(doc.Target.Path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("temporary target %s left behind (%v)", doc.Target.Path, err)
+	}
+}
+
+func TestVerifyJournalCheck(t *testing.T) {
+	path, _ := e2eTarget(t, 16<<20)
+	journal := filepath.Join(t.TempDir(), "journal")
+	code, out, errOut := wb(t, "-device", path, "-pattern", "hot", "-duration", "300ms", "-sync-every", "50ms", "-journal", journal)
+	if code != 0 {
+		t.Fatalf("status %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "journal  "+journal+": last synced version") {
+		t.Fatalf("output:\n%s", out)
+	}
+	j, _ := os.ReadFile(journal)
+	if !strings.HasPrefix(string(j), "wbbench-journal v1 pattern=hot seed=1 nonce=") || !strings.Contains(string(j), "\nsynced ") {
+		t.Fatalf("journal:\n%s", j)
+	}
+	code, out, errOut = wb(t, "check", "-device", path, "-journal", journal)
+	if code != 0 || !strings.HasSuffix(out, "OK\n") {
+		t.Fatalf("check: status %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = wb(t, "check", "-device", path)
+	oneLine(t, code, out, errOut, "-journal is required")
+}
+
+func TestSweepPlot(t *testing.T) {
+	path, _ := e2eTarget(t, 16<<20)
+	svg := filepath.Join(t.TempDir(), "sweep.svg")
+	code, out, errOut := wb(t, "sweep", "-device", path, "-qd", "1,2,...,8", "-baseline", "pwrite", "-plot", svg)
+	if code != 0 {
+		t.Fatalf("status %d: %s", code, errOut)
+	}
+	for _, want := range []string{"\nqd   max-io", "\n 1  ", "\n 2  ", "\n 4  ", "\n 8  ", "pwrite/engine"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("sweep output lacks %q:\n%s", want, out)
+		}
+	}
+	b, err := os.ReadFile(svg)
+	if err != nil || !bytes.Contains(b, []byte("<svg")) || !bytes.Contains(b, []byte("engine")) {
+		t.Fatalf("plot %s: %v, %d bytes", svg, err, len(b))
+	}
+	code, out, errOut = wb(t, "sweep", "-device", path, "-qd", "8,4")
+	oneLine(t, code, out, errOut, "values must increase")
+}
+
+// buildBinary builds wbbench into a temporary directory.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "wbbench")
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func TestBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping the build of the binary in -short mode")
+	}
+	bin := buildBinary(t)
+	path := loopdev.TempFile(t, 16<<20)
+	cmd := exec.Command(bin, "-device", path, "-pattern", "single", "-baseline", "pwrite", "-json")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %s", err, stderr.String())
+	}
+	if doc := decodeOne(t, string(out)); len(doc.Results) != 2 || doc.Pattern != "single" {
+		t.Fatalf("results %+v", doc)
+	}
+	cmd = exec.Command(bin, "-qd", "zero")
+	stderr.Reset()
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitUsage || !strings.Contains(stderr.String(), `-qd "zero"`) {
+		t.Fatalf("bad flag: %v, stderr %q; want status 2 naming the value", err, stderr.String())
+	}
+}
+
+// TestInterruptCleansUp: SIGINT during a run stops it, removes the
+// target wbbench made, and exits 130.
+func TestInterruptCleansUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping the build of the binary in -short mode")
+	}
+	bin := buildBinary(t)
+	cmd := exec.Command(bin, "-size", "16MiB", "-pattern", "hot", "-duration", "1m", "-baseline", "none")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitInterrupted {
+		t.Fatalf("after SIGINT: %v, stderr %q; want status 130", err, stderr.String())
+	}
+	msg := stderr.String()
+	_, rest, ok := strings.Cut(msg, "interrupted; removed ")
+	if !ok {
+		t.Fatalf("stderr %q does not say what it removed", msg)
+	}
+	path, _, _ := strings.Cut(rest, " ")
+	t.Logf("%s", strings.TrimSpace(msg))
+	if strings.HasPrefix(path, "/dev/loop") {
+		_, after, _ := strings.Cut(rest, "a loop device over ")
+		file, _, _ := strings.Cut(after, ",")
+		if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("backing file %s left behind", file)
+		}
+		if o, _ := exec.Command("losetup", "-j", file).Output(); len(bytes.TrimSpace(o)) > 0 {
+			t.Fatalf("loop device left attached: %s", o)
+		}
+	} else if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("temporary target %s left behind", path)
+	}
+}
