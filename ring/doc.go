@@ -2,9 +2,11 @@
 // (OpenTarget: a block device opened O_DIRECT|O_EXCL or a regular file
 // opened O_DIRECT, with its size and limits read once) and the rings
 // that carry reads, writes, flushes and NOPs to it, behind one small
-// interface (Ring). Nothing else in the module makes an io_uring call;
-// the io_uring binary interface and the package's unsafe code live in
-// uring_linux.go alone.
+// interface (Ring). Nothing else in the module makes an io_uring call.
+// Raw system calls and unsafe code stay in a few files named for them:
+// uring_linux.go (the io_uring binary interface), syspwritev_linux.go
+// (pwritev2/preadv2 on raw iovecs), discard_linux.go (BLKDISCARD) and
+// powercut.go (views of in-flight write memory).
 //
 // # Backends
 //
@@ -22,6 +24,12 @@
 //   - "iceber": github.com/iceber/iouring-go, compiled only with
 //     -tags iceber (and -ldflags=-checklinkname=0), for differential
 //     tests and benchmarks.
+//
+// Wrappers over any backend, for tests and wbbench: Faulty (OpenFaulty,
+// ParseFaultRules for -inject) injects EIO, partial and short writes,
+// EAGAIN, delays and flush errors by rule or seeded fraction; PowerCut
+// models a volatile write cache and keeps the image a power cut would
+// leave.
 //
 // "auto" (the default) is native, or pwritev when io_uring setup is
 // refused (EPERM, EACCES, ENOSYS: seccomp, kernel.io_uring_disabled);
