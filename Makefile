@@ -23,6 +23,22 @@ test-iceber: ## the iceber backend's tests (needs the linkname flag; not under -
 build: ## build wbbench
 	$(GO) build -o wbbench ./cmd/wbbench
 
+bench: build ## run wbbench on its default target (root: a 1 GiB /dev/shm loop device; else a temp file); BENCHFLAGS="-pattern runs -runs 3" adds flags
+	./wbbench $(BENCHFLAGS)
+
+bench-iceber: ## build wbbench with the iceber backend and run it with -ring iceber (BENCHFLAGS adds flags)
+	$(GO) build $(ICEBER) -o wbbench-iceber ./cmd/wbbench
+	./wbbench-iceber -ring iceber $(BENCHFLAGS)
+
+ramdev: ## make a loop device over a /dev/shm file (root; RAMDEV_SIZE=1G) for wbbench -device, and print its path
+	@f=$$(mktemp --suffix=.img /dev/shm/wbengine-ramdev-XXXXXX) && truncate -s $${RAMDEV_SIZE:-1G} "$$f" && \
+	  losetup --find --show "$$f" || { rm -f "$$f"; exit 1; }
+
+ramdev-clean: ## detach and delete the loop devices `make ramdev` made (and only those)
+	@for f in /dev/shm/wbengine-ramdev-*.img; do [ -e "$$f" ] || continue; \
+	  for d in $$(losetup --list --noheadings --output NAME --associated "$$f"); do losetup --detach "$$d" && echo "$$d"; done; \
+	  rm -f "$$f"; done
+
 stress: ## long randomized stress runs
 	$(GO) test -race -tags invariants -run 'Stress' -timeout 30m -count 1 ./... -args -stress.long
 
