@@ -190,6 +190,10 @@ func (b *Bench) fioArgs(qd, maxIO int) (args []string, note string) {
 		"--offset=0", "--size=" + strconv.FormatInt(int64(b.n)*int64(ps), 10),
 		"--randseed=" + strconv.FormatUint(b.opts.Seed, 10),
 		"--output-format=json",
+		// Fixed contents ("WBENCH00" repeated) rather than fio's random
+		// buffers, so nothing fio leaves on the device can look like a
+		// file-system signature to the next run's safety check.
+		"--buffer_pattern=0x5742454e43483030",
 	}
 	if b.target.NeedsFlush {
 		args = append(args, "--end_fsync=1")

@@ -189,9 +189,28 @@ type Report struct {
 	Results      []Result         `json:"results"`
 	Skipped      []Skip           `json:"skipped,omitempty"`
 	Errors       []string         `json:"errors,omitempty"`
-	Faults       *ring.FaultStats `json:"faults,omitempty"`
+	Faults       *Faults          `json:"faults,omitempty"`
 	// JournalSynced is the last version the journal recorded as synced.
 	JournalSynced *uint64 `json:"journal_synced,omitempty"`
+}
+
+// Faults counts what -inject injected into the engine's ring
+// (ring.FaultStats).
+type Faults struct {
+	Requests       uint64 `json:"requests"`
+	EIO            uint64 `json:"eio"`
+	PartialEIO     uint64 `json:"partial_eio"`
+	Short          uint64 `json:"short"`
+	EAGAIN         uint64 `json:"eagain"`
+	EAGAINSurfaced uint64 `json:"eagain_surfaced"`
+	Delayed        uint64 `json:"delayed"`
+	FlushErr       uint64 `json:"flush_errors"`
+	Resumed        uint64 `json:"resumed"`
+}
+
+func faultsOf(s ring.FaultStats) *Faults {
+	return &Faults{Requests: s.Requests, EIO: s.EIO, PartialEIO: s.PartialEIO, Short: s.Short, EAGAIN: s.EAGAIN,
+		EAGAINSurfaced: s.EAGAINSurfaced, Delayed: s.Delayed, FlushErr: s.FlushErr, Resumed: s.Resumed}
 }
 
 // header fills in what a report says about the target, config and pattern.

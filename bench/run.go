@@ -22,8 +22,7 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 	r.Results = results
 	r.Errors = errs
 	if b.eng.faulty != nil {
-		st := b.eng.faulty.Stats()
-		r.Faults = &st
+		r.Faults = faultsOf(b.eng.faulty.Stats())
 	}
 	if b.journal != nil {
 		v := b.journal.Last()

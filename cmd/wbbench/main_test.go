@@ -419,3 +419,32 @@ func TestInterruptCleansUp(t *testing.T) {
 		t.Fatalf("temporary target %s left behind", path)
 	}
 }
+
+// TestInject: -inject wraps the engine's ring in ring.Faulty; the engine
+// retries the failures, and the report counts what was injected.
+func TestInject(t *testing.T) {
+	path := loopdev.TempFile(t, 16<<20)
+	code, out, errOut := wb(t, "-device", path, "-pattern", "runs", "-baseline", "none", "-runs", "2",
+		"-inject", "eio=0.01,short=0.1,eagain=0.05,delay=1ms@0.01,seed=4")
+	if code != 0 {
+		t.Fatalf("status %d: %s\n%s", code, errOut, out)
+	}
+	if !strings.Contains(out, "faults   ") || !strings.Contains(out, `inject "eio=0.01`) {
+		t.Fatalf("the output does not report the faults:\n%s", out)
+	}
+	code, out, errOut = wb(t, "-device", path, "-baseline", "none", "-inject", "eio=#1", "-json")
+	if code != 0 {
+		t.Fatalf("status %d: %s", code, errOut)
+	}
+	var doc struct {
+		Faults struct {
+			Requests uint64 `json:"requests"`
+			EIO      uint64 `json:"eio"`
+		} `json:"faults"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || doc.Faults.EIO != 1 || doc.Faults.Requests == 0 {
+		t.Fatalf("faults %+v, %v; want one EIO", doc.Faults, err)
+	}
+	code, out, errOut = wb(t, "-device", path, "-inject", "eio=lots")
+	oneLine(t, code, out, errOut, `"eio=lots"`)
+}

@@ -1,0 +1,27 @@
+// Package bench is wbbench's machinery: dirty patterns, targets and
+// their safety checks, the engine's measurement and the baselines it is
+// compared with, and the reports.
+//
+// A benchmark (Open) checks its options and its target before anything
+// is written, lays the pattern out over the target (NewLayout), and
+// opens the engine on a page cache whose capacity is the pattern's
+// pages, with its ring wrapped for timing (TimedRing) and, with -inject,
+// for fault injection (ring.Faulty). Run then measures the engine and
+// each baseline in turn, Runs times, and returns a Report; Sweep does
+// that at several queue depths and I/O sizes. Check reads back what a
+// -verify -journal run left on a device.
+//
+// What is timed: for the engine, Sync after the pattern was dirtied
+// into the cache; for the kernel baseline, fdatasync after buffered
+// pwrite of the same pages; for the pwrite baseline, O_DIRECT pwritev
+// of the engine's writes from QueueDepth goroutines plus fdatasync; for
+// fio, its own runtime. Each result also has the total with dirtying
+// included. README.md in this directory has the details.
+//
+// # Concurrency
+//
+// A Bench is used by one goroutine. Inside a run, the hot pattern's
+// writers, the pwrite baseline's goroutines and the ring's completion
+// handler work concurrently; what they share is atomic or guarded as
+// its field comments say. Monitor may be read from any goroutine.
+package bench
