@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/wbengine/wbengine/engine"
 	"github.com/wbengine/wbengine/internal/verify"
 	"github.com/wbengine/wbengine/pages"
@@ -200,6 +202,19 @@ func (b *Bench) open() error {
 	if capacity > 1<<32-1 {
 		return usagef("-size %d: %d pages of %d bytes is more than the page cache takes", b.target.Size, capacity, ps)
 	}
+	if b.layout != nil {
+		// The engine's cache holds every page of the pattern, and the
+		// kernel and pwrite baselines keep a copy of them: refuse a size
+		// that cannot fit in memory rather than swap or be OOM-killed.
+		need := int64(capacity) * int64(ps)
+		if slices.Contains(o.Baselines, "kernel") || slices.Contains(o.Baselines, "pwrite") {
+			need *= 2
+		}
+		if avail := memAvailable(); avail > 0 && need > avail/10*9 {
+			return usagef("-size %s: the %s pattern over it dirties %s pages, which need %s of memory (the engine's cache, and a copy for the kernel and pwrite baselines), and %s is available; pass a smaller -size",
+				humanize.IBytes(uint64(b.target.Size)), o.Pattern, humanize.Comma(int64(capacity)), humanize.IBytes(uint64(need)), humanize.IBytes(uint64(avail)))
+		}
+	}
 	var nonce [4]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return err
@@ -303,7 +318,7 @@ func (b *Bench) Close() error {
 // engineError turns an engine.Open error into what the caller should see.
 func engineError(o *Options, err error) error {
 	switch {
-	case errors.Is(err, ring.ErrNotSupported), errors.Is(err, ring.ErrBadConfig) && strings.Contains(err.Error(), "backend"):
+	case errors.Is(err, ring.ErrNotSupported), errors.Is(err, ring.ErrBadConfig):
 		return usagef("-ring %s: %v", o.Ring, err)
 	case errors.Is(err, engine.ErrConfig):
 		return usagef("%v", err)

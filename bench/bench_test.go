@@ -223,3 +223,20 @@ func TestVerifyAndCheck(t *testing.T) {
 		t.Fatalf("check after corrupting page 0: %+v", cr)
 	}
 }
+
+// TestRefuseTooBigForMemory: a pattern whose pages cannot fit in memory
+// is refused before anything is written.
+func TestRefuseTooBigForMemory(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(root+"/meminfo", []byte("MemTotal:       1000 kB\nMemAvailable:    4096 kB\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := procRoot
+	procRoot = root
+	t.Cleanup(func() { procRoot = old })
+	path := fileTarget(t, 8<<20)
+	_, err := Open(Options{Device: path, Pattern: Seq, Baselines: []string{"pwrite"}})
+	if !IsUsage(err) || !strings.Contains(err.Error(), "need 16 MiB of memory") || !strings.Contains(err.Error(), "4.0 MiB is available") {
+		t.Fatalf("Open: %v; want a refusal naming the memory needed and available", err)
+	}
+}

@@ -81,6 +81,9 @@ func (es *engineSys) close() error {
 	if es == nil || es.eng == nil {
 		return nil
 	}
+	if es.faulty != nil {
+		es.faulty.SetEnabled(false) // injection is for the measurement, not the clean-up
+	}
 	err := es.eng.Close()
 	es.eng = nil
 	return err

@@ -138,3 +138,24 @@ func (a *alignedBuf) free() {
 		a.b = nil
 	}
 }
+
+// memAvailable is MemAvailable from /proc/meminfo in bytes (0 when
+// unknown).
+func memAvailable() int64 {
+	b, err := os.ReadFile(filepath.Join(procRoot, "meminfo"))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 2 && f[1] == "kB" {
+				n, err := strconv.ParseInt(f[0], 10, 64)
+				if err == nil {
+					return n << 10
+				}
+			}
+		}
+	}
+	return 0
+}
