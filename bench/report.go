@@ -180,16 +180,16 @@ type ConfigInfo struct {
 
 // Report is what a benchmark run found: wbbench -json prints it.
 type Report struct {
-	Target       TargetInfo       `json:"target"`
-	Config       ConfigInfo       `json:"config"`
-	Pattern      string           `json:"pattern"`
-	PatternPages uint64           `json:"pattern_pages"`
-	PatternBytes int64            `json:"pattern_bytes"`
-	Extents      int              `json:"extents,omitempty"`
-	Results      []Result         `json:"results"`
-	Skipped      []Skip           `json:"skipped,omitempty"`
-	Errors       []string         `json:"errors,omitempty"`
-	Faults       *Faults          `json:"faults,omitempty"`
+	Target       TargetInfo `json:"target"`
+	Config       ConfigInfo `json:"config"`
+	Pattern      string     `json:"pattern"`
+	PatternPages uint64     `json:"pattern_pages"`
+	PatternBytes int64      `json:"pattern_bytes"`
+	Extents      int        `json:"extents,omitempty"`
+	Results      []Result   `json:"results"`
+	Skipped      []Skip     `json:"skipped,omitempty"`
+	Errors       []string   `json:"errors,omitempty"`
+	Faults       *Faults    `json:"faults,omitempty"`
 	// JournalSynced is the last version the journal recorded as synced.
 	JournalSynced *uint64 `json:"journal_synced,omitempty"`
 }
