@@ -209,7 +209,7 @@ func (b *Bench) fioArgs(qd, maxIO int) (args []string, note string) {
 		hi := min(32*ps, maxIO)
 		args = append(args, "--rw=randwrite", fmt.Sprintf("--bsrange=%d-%d", ps, hi), "--blockalign="+strconv.Itoa(ps),
 			"--number_ios="+strconv.Itoa(len(b.layout.Writes(uint64(maxIO/ps)))))
-		note = "fio: random writes of 1–32 pages, as many as the engine's writes, at fio's own offsets"
+		note = fmt.Sprintf("fio: random writes of 1–%d pages, as many as the engine's writes, at fio's own offsets", hi/ps)
 	}
 	return args, note
 }
