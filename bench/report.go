@@ -362,7 +362,7 @@ func detail(r *Result, hot bool, ps int) string {
 			parts = append(parts, fmt.Sprintf("%s to the device", humanize.IBytes(uint64(r.DeviceBytes))))
 		}
 		if l := r.SyncLatency; l != nil {
-			parts = append(parts, fmt.Sprintf("%d syncs, p50 %s p99 %s p99.9 %s", r.Syncs, fmtLat(l.P50), fmtLat(l.P99), fmtLat(l.P999)))
+			parts = append(parts, fmt.Sprintf("%d syncs taking p50 %s p99 %s p99.9 %s", r.Syncs, fmtLat(l.P50), fmtLat(l.P99), fmtLat(l.P999)))
 		}
 	} else {
 		parts = append(parts, fmt.Sprintf("flush %.3f s, total %.3f s", r.Seconds, r.TotalSeconds))
