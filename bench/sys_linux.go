@@ -159,3 +159,8 @@ func memAvailable() int64 {
 	}
 	return 0
 }
+
+// fallocate allocates [0, size) of f (mode 0: the size does not change).
+func fallocate(f *os.File, size int64) error {
+	return retry(func() error { return unix.Fallocate(int(f.Fd()), 0, 0, size) })
+}

@@ -153,6 +153,7 @@ func makeTarget(o TargetOptions) (*Target, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bench: making a loop device: %w", err)
 		}
+		preallocate(d.File, size)
 		t, err := probe(d.Path)
 		if err == nil {
 			err = t.fit(o)
@@ -179,6 +180,9 @@ func makeTarget(o TargetOptions) (*Target, error) {
 		name := f.Name()
 		err = f.Truncate(size)
 		f.Close()
+		if err == nil {
+			preallocate(name, size)
+		}
 		var t *Target
 		if err == nil {
 			t, err = probe(name)
@@ -221,4 +225,17 @@ func (t *Target) KindName() string {
 		return "block"
 	}
 	return "file"
+}
+
+// preallocate gives a file wbbench made its blocks now (fallocate), so
+// that the first system to write is not the one that pays for the
+// backing file's allocation (on tmpfs, the memory behind it). Where the
+// file system cannot, the file stays sparse.
+func preallocate(name string, size int64) {
+	f, err := os.OpenFile(name, os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_ = fallocate(f, size)
 }
