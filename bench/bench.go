@@ -151,7 +151,6 @@ type Bench struct {
 
 	eng      *engineSys // the engine at the current settings
 	fio      string     // path of fio, "" when not found
-	fioWhy   string     // why fio is not used
 	skipped  []Skip
 	mon      *Monitor
 	runLabel atomic.Pointer[string]

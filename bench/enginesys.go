@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -171,7 +170,7 @@ func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
 	}, nil
 }
 
-// hotWriter is the engine's side of the hot pattern: writers use
+// engineHot is the engine's side of the hot pattern: writers use
 // Cache.WriteAt (which waits for a page's write in flight: stable
 // pages), and a sync is engine.Sync.
 type engineHot struct {
@@ -202,10 +201,6 @@ func (h *engineHot) end(s *Sample) error {
 	s.Latency = latencyOf(writes)
 	return nil
 }
-
-func (h *engineHot) close() error { return nil }
-
-var errStopped = errors.New("bench: stopped")
 
 // notices is an slog.Logger for the engine's notices that hands each
 // record to logf as one line: the message and its attributes, no time

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"cmp"
 	"fmt"
 	"io"
 	"math"
@@ -465,14 +464,13 @@ func writeColumns(b *strings.Builder, rows [][]string, left int) {
 	}
 }
 
-// sortedResults orders results engine first, then the baselines in
-// their fixed order.
+// sortedResults makes the results of each system's samples, engine
+// first, then the baselines in their fixed order.
 func sortedResults(m map[string][]Sample, notes map[string]string, ps int) []Result {
-	order := append([]string{"engine"}, Baselines...)
 	var out []Result
-	for _, name := range order {
-		ss, ok := m[name]
-		if !ok || len(ss) == 0 {
+	for _, name := range append([]string{"engine"}, Baselines...) {
+		ss := m[name]
+		if len(ss) == 0 {
 			continue
 		}
 		for i := range ss {
@@ -482,8 +480,5 @@ func sortedResults(m map[string][]Sample, notes map[string]string, ps int) []Res
 		r.Note = notes[name]
 		out = append(out, r)
 	}
-	slices.SortStableFunc(out, func(a, b Result) int {
-		return cmp.Compare(slices.Index(order, a.Name), slices.Index(order, b.Name))
-	})
 	return out
 }
