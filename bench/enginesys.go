@@ -146,7 +146,7 @@ func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
 	t1, cpu0 := time.Now(), cpuTime()
 	err := es.eng.Sync(ctx)
 	t2, cpu1 := time.Now(), cpuTime()
-	writes, _ := es.timed.Take()
+	writes, flushes := es.timed.Take()
 	st1 := es.eng.Stats()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -167,6 +167,7 @@ func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
 		IOs:          st1.Writes - st0.Writes,
 		CPUSeconds:   (cpu1 - cpu0).Seconds(),
 		Latency:      latencyOf(writes),
+		FlushLatency: latencyOf(flushes),
 	}, nil
 }
 
@@ -194,11 +195,12 @@ func (h *engineHot) write(w int, buf []byte, off int64) error {
 func (h *engineHot) sync(ctx context.Context) error { return h.es.eng.Sync(ctx) }
 
 func (h *engineHot) end(s *Sample) error {
-	writes, _ := h.es.timed.Take()
+	writes, flushes := h.es.timed.Take()
 	st := h.es.eng.Stats()
 	s.IOs = st.Writes - h.st0.Writes
 	s.DeviceBytes = st.BytesWritten - h.st0.BytesWritten
 	s.Latency = latencyOf(writes)
+	s.FlushLatency = latencyOf(flushes)
 	return nil
 }
 

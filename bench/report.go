@@ -31,6 +31,9 @@ type Sample struct {
 	PagesPerIO   float64  `json:"pages_per_io"`
 	CPUSeconds   float64  `json:"cpu_seconds"`
 	Latency      *Latency `json:"latency_us,omitempty"`
+	// FlushLatency is the engine's device flushes (OpFlush), submit to
+	// completion.
+	FlushLatency *Latency `json:"flush_latency_us,omitempty"`
 	// Hot pattern only.
 	SyncLatency *Latency `json:"sync_latency_us,omitempty"`
 	Syncs       int      `json:"syncs,omitempty"`
@@ -121,6 +124,7 @@ func aggregate(name string, samples []Sample) Result {
 		PagesPerIO:   f(func(s *Sample) float64 { return s.PagesPerIO }),
 		CPUSeconds:   f(func(s *Sample) float64 { return s.CPUSeconds }),
 		Latency:      lat(func(s *Sample) *Latency { return s.Latency }),
+		FlushLatency: lat(func(s *Sample) *Latency { return s.FlushLatency }),
 		SyncLatency:  lat(func(s *Sample) *Latency { return s.SyncLatency }),
 		Syncs:        int(i(func(s *Sample) int64 { return int64(s.Syncs) })),
 		DeviceBytes:  i(func(s *Sample) int64 { return s.DeviceBytes }),
@@ -374,6 +378,9 @@ func detail(r *Result, hot bool, ps int) string {
 	parts = append(parts, fmt.Sprintf("CPU %.3f s", r.CPUSeconds))
 	if l := r.Latency; l != nil {
 		parts = append(parts, fmt.Sprintf("completion p50 %s p99 %s p99.9 %s", fmtLat(l.P50), fmtLat(l.P99), fmtLat(l.P999)))
+	}
+	if l := r.FlushLatency; l != nil && !hot {
+		parts = append(parts, fmt.Sprintf("device flush %s", fmtLat(l.P50)))
 	}
 	s := strings.Join(parts, ", ")
 	if r.Note != "" {
