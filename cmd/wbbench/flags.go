@@ -43,7 +43,7 @@ func newFlags(sweep bool) *cliFlags {
 	fs.Usage = func() {}
 	f.fs = fs
 	fs.StringVar(&f.device, "device", "", "block device or file to write to (default: make one: a /dev/shm loop device as root, else a temp file)")
-	fs.StringVar(&f.size, "size", "", "bytes of the target to use, e.g. 1GiB or 512M (default: the whole device; 1GiB for a target wbbench makes)")
+	fs.StringVar(&f.size, "size", "", "bytes of the target to use, e.g. 1GiB or 512M (M, G: powers of 1000; MiB, GiB: of 1024) (default: the whole device; 1GiB for a target wbbench makes)")
 	fs.StringVar(&f.pageSize, "page-size", "4KiB", "page size: a power of two, a multiple of the device's logical block size")
 	if sweep {
 		fs.StringVar(&f.qd, "qd", "1,2,4,...,128", "queue depths to sweep: a comma list; \"...\" continues the progression (doubling here)")
@@ -74,7 +74,7 @@ func usage(w io.Writer, f *cliFlags) {
 	if f.sweep {
 		fmt.Fprintln(w, "usage: wbbench sweep [-qd 1,2,4,...,128] [-max-io 256KiB,1MiB] [-plot FILE.svg] [flags]")
 	} else {
-		fmt.Fprintln(w, "usage: wbbench [flags]\n       wbbench sweep [flags]   (wbbench sweep -h for its flags)")
+		fmt.Fprintln(w, "usage: wbbench [flags]\n       wbbench sweep [flags]                  (wbbench sweep -h for its flags)\n       wbbench check -device D -journal FILE  (checks what a -verify -journal run left)")
 	}
 	fmt.Fprintln(w, "\nflags:")
 	f.fs.SetOutput(w)
