@@ -232,7 +232,7 @@ func TestJSONSchema(t *testing.T) {
 	}
 	doc := decodeOne(t, out)
 	wantKind := "file"
-	if strings.HasPrefix(path, "/dev/") {
+	if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeDevice != 0 {
 		wantKind = "block"
 	}
 	if doc.Target.Path != path || doc.Target.Size != 32<<20 || doc.Target.LogicalBlockSize < 512 || doc.Target.Kind != wantKind {
