@@ -19,10 +19,27 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fileTarget is an O_DIRECT file of size bytes in the test's temp dir.
+// fileTarget is a zero-filled O_DIRECT file of size bytes in /dev/shm
+// (memory, like wbbench's own default target without root), or in the
+// test's temp dir where /dev/shm does not take O_DIRECT. It is removed
+// at the end of the test.
 func fileTarget(t *testing.T, size int64) string {
 	t.Helper()
-	return loopdev.TempFile(t, size)
+	f, err := os.CreateTemp("/dev/shm", "wbbench-test-*.img")
+	if err != nil {
+		return loopdev.TempFile(t, size)
+	}
+	name := f.Name()
+	t.Cleanup(func() { os.Remove(name) })
+	err = f.Truncate(size)
+	f.Close()
+	if err == nil {
+		_, err = probe(name) // O_DIRECT, as the engine opens it
+	}
+	if err != nil {
+		return loopdev.TempFile(t, size)
+	}
+	return name
 }
 
 func TestHotStateWatermark(t *testing.T) {
