@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"hash/crc32"
-	"math/bits"
 	"slices"
 	"syscall"
 
@@ -16,7 +15,7 @@ import (
 // submits: it ends writeback, makes failed pages dirty again, advances
 // the generations and frees the records.
 func (e *Engine) handle(cs []ring.Completion) {
-	advanced := false
+	wrote := false
 	var flushRes syscall.Errno
 	flushed := false
 	e.complMu.Lock()
@@ -32,11 +31,10 @@ func (e *Engine) handle(cs []ring.Completion) {
 		}
 		r := &e.recs[c.Tag]
 		e.endWrite(r, c)
-		if e.gens.complete(r.gen) {
-			advanced = true
-		}
+		e.recGen[c.Tag].Store(0) // after writeback ended: the generation is complete
+		wrote = true
 	}
-	through := e.gens.through
+	advanced := wrote && e.advanceCompleted()
 	e.complMu.Unlock()
 	writes := 0
 	for i := range cs {
@@ -49,12 +47,34 @@ func (e *Engine) handle(cs []ring.Completion) {
 	if flushed {
 		e.flushDone <- flushRes // never blocks: one flush at a time
 	}
-	if advanced {
-		e.completed.Store(through)
-		if e.nWaiters.Load() > 0 {
-			e.wakeWaiters()
+	if advanced && e.nWaiters.Load() > 0 {
+		e.wakeWaiters()
+	}
+}
+
+// advanceCompleted recomputes completed, with complMu held, and reports
+// whether it moved. Every write with a generation below the smallest
+// one still outstanding (opened by a pass and not yet completed) has
+// completed, so completed is that generation minus one, or the last
+// generation handed out when none is outstanding. The pass stores a
+// record's generation before it publishes it in lastGen, and lastGen is
+// read here before the records are scanned, so a generation handed out
+// meanwhile is either seen outstanding or above the lastGen read: either
+// way completed stays below it. Completions arriving out of order, or a
+// write that takes far longer than the others, need no window of flags:
+// the scan is over QueueDepth records.
+func (e *Engine) advanceCompleted() bool {
+	through := e.lastGen.Load()
+	for i := range e.recGen {
+		if g := e.recGen[i].Load(); g != 0 && g-1 < through {
+			through = g - 1
 		}
 	}
+	if through <= e.completed.Load() {
+		return false
+	}
+	e.completed.Store(through)
+	return true
 }
 
 // endWrite retires one completed write, with complMu held: for every
@@ -121,38 +141,6 @@ func (e *Engine) endWrite(r *record, c *ring.Completion) {
 		pe.Pages = failed[:min(len(failed), maxNamedPages)]
 		e.onErrors = append(e.onErrors, pe)
 	}
-}
-
-// genWindow tracks which generations completed. Generations are handed
-// out in order when runs open and complete in any order; through is the
-// highest g with every generation ≤ g complete. At most QueueDepth are
-// outstanding, so a window of 2×QueueDepth flags indexed by g mod size
-// is enough.
-type genWindow struct {
-	done    []bool
-	mask    uint64
-	through uint64
-}
-
-func (w *genWindow) init(depth int) {
-	n := 1 << bits.Len(uint(2*depth))
-	w.done = make([]bool, n)
-	w.mask = uint64(n - 1)
-}
-
-// complete marks g done and reports whether through advanced.
-func (w *genWindow) complete(g uint64) bool {
-	if g <= w.through || w.done[g&w.mask] {
-		invariants.Failf("engine: generation %d completed twice", g)
-	}
-	w.done[g&w.mask] = true
-	adv := false
-	for w.done[(w.through+1)&w.mask] {
-		w.through++
-		w.done[w.through&w.mask] = false
-		adv = true
-	}
-	return adv
 }
 
 // waitGen waits until every write with generation ≤ g has completed.

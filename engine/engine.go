@@ -46,6 +46,10 @@ type Engine struct {
 	// to the handler until it is back in freeRecs.
 	recs     []record
 	freeRecs chan int32
+	// recGen[i] is the generation of record i while it is outstanding
+	// (opened by a pass, not yet completed), else 0. The pass sets it
+	// when it opens a run; the handler clears it at completion.
+	recGen []atomic.Uint64
 
 	// reads are the read records, and freeReads the free ones; a
 	// reader owns the records it took until their completions arrive.
@@ -53,12 +57,11 @@ type Engine struct {
 	freeReads chan int32
 
 	// complMu protects the completion side: what the handler changes and
-	// the pass or Sync read — the generation window, per-slot failure
+	// the pass or Sync read — the completed generation, per-slot failure
 	// counts, the pages held in error, the failure log and the pages
 	// written since the last flush. The handler takes it once per batch
 	// of completions.
 	complMu   sync.Mutex
-	gens      genWindow
 	slots     []slotState // by page slot
 	inError   map[uint64]syscall.Errno
 	fails     failLog
@@ -70,8 +73,7 @@ type Engine struct {
 
 	// Generations: every write gets the next number when its run is
 	// opened. completed is "every write with generation ≤ completed has
-	// completed" (completions arrive out of order; the window tracks the
-	// gaps). Waiting for a generation needs no lock or channel per page:
+	// completed" (completions arrive out of order; see advanceCompleted). Waiting for a generation needs no lock or channel per page:
 	// a waiter registers in nWaiters, then rechecks completed, and sleeps
 	// on waitCond (or, when it must also watch a context, on the current
 	// waitCh); the handler, after it advances completed, wakes them only
@@ -195,7 +197,7 @@ func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 	e.cur = -1
 	e.queue = make([]int32, 0, cfg.QueueDepth)
 	e.reqs = make([]ring.Request, 0, cfg.QueueDepth)
-	e.gens.init(cfg.QueueDepth)
+	e.recGen = make([]atomic.Uint64, cfg.QueueDepth)
 	e.initReads()
 	iovs := min(e.maxPages, maxIovecs)
 	for i := range e.recs {

@@ -318,6 +318,7 @@ func (e *Engine) runFor(ctx context.Context, idx, block uint64, p *pages.Page, a
 	}
 	r := &e.recs[ri]
 	e.nextGen++
+	e.recGen[ri].Store(e.nextGen) // before lastGen: see advanceCompleted
 	e.lastGen.Store(e.nextGen)
 	r.gen = e.nextGen
 	r.off = int64(block) * int64(e.ps)
