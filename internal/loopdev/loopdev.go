@@ -3,6 +3,13 @@
 // touches devices it created itself: Remove detaches the loop device it
 // attached and deletes the backing file it made.
 //
+// Nothing is left behind when a process dies without cleaning up (a
+// panicking test): Create keeps the new device open and at once asks for
+// it to be detached, which the kernel turns into "detach when the last
+// opener closes" (autoclear), so the device goes away with the process.
+// Backing files carry their creator's PID; Create removes those whose
+// creator is gone.
+//
 // Creating a loop device needs root and losetup(8). Tests call ForTest,
 // which skips (saying what it skipped) when either is missing.
 package loopdev
@@ -13,8 +20,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // ErrUnavailable: loop devices cannot be made here (not root, or no
@@ -27,7 +37,11 @@ type Dev struct {
 	File      string // the backing file
 	Size      int64
 	BlockSize int // logical block size given to losetup -b (0: the default 512)
+
+	holder *os.File // keeps the autoclearing device attached until Remove
 }
+
+const filePrefix = "wbengine-loop-"
 
 // Available reports whether Create can work here, and why not.
 func Available() error {
@@ -57,7 +71,8 @@ func Create(dir string, size int64, blockSize int) (*Dev, error) {
 	if dir == "" {
 		dir = "/dev/shm"
 	}
-	f, err := os.CreateTemp(dir, "wbengine-loop-*.img")
+	sweep(dir)
+	f, err := os.CreateTemp(dir, fmt.Sprintf("%s%d-*.img", filePrefix, os.Getpid()))
 	if err != nil {
 		return nil, fmt.Errorf("loopdev: %w", err)
 	}
@@ -83,7 +98,51 @@ func Create(dir string, size int64, blockSize int) (*Dev, error) {
 		os.Remove(name)
 		return nil, fmt.Errorf("loopdev: losetup printed %q, not a loop device", path)
 	}
-	return &Dev{Path: path, File: name, Size: size, BlockSize: blockSize}, nil
+	d := &Dev{Path: path, File: name, Size: size, BlockSize: blockSize}
+	// Hold the device open and ask for it to be detached: the kernel
+	// sets autoclear, so it detaches when the holder closes — in Remove,
+	// or when the process dies.
+	if d.holder, err = os.OpenFile(path, os.O_RDONLY, 0); err == nil {
+		if out, err := exec.Command("losetup", "--detach", path).CombinedOutput(); err != nil {
+			d.holder.Close()
+			d.holder = nil
+			d.Remove()
+			return nil, fmt.Errorf("loopdev: losetup --detach %s (to set autoclear): %v: %s", path, err, strings.TrimSpace(string(out)))
+		}
+	} else {
+		d.holder = nil
+	}
+	return d, nil
+}
+
+// sweep removes backing files in dir left by processes that died
+// without cleaning up (their devices autocleared when they died; any
+// still attached are detached first).
+func sweep(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), filePrefix)
+		if !ok {
+			continue
+		}
+		pidStr, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil || pid <= 0 || processAlive(pid) {
+			continue
+		}
+		file := filepath.Join(dir, e.Name())
+		if out, err := exec.Command("losetup", "--associated", file, "--output", "NAME", "--noheadings").Output(); err == nil {
+			for _, dev := range strings.Fields(string(out)) {
+				exec.Command("losetup", "--detach", dev).Run()
+			}
+		}
+		os.Remove(file)
+	}
+}
+
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // Remove detaches the loop device and deletes its backing file. It is
@@ -93,7 +152,14 @@ func (d *Dev) Remove() error {
 		return nil
 	}
 	var errs []error
-	if out, err := exec.Command("losetup", "--detach", d.Path).CombinedOutput(); err != nil {
+	if d.holder != nil {
+		// Autoclear is set: closing the last opener detaches it.
+		d.holder.Close()
+		d.holder = nil
+		if !waitDetached(d.Path, d.File, 5*time.Second) {
+			errs = append(errs, fmt.Errorf("loopdev: %s still attached to %s 5s after its last close by us: someone else holds it open (it detaches when they close it)", d.Path, d.File))
+		}
+	} else if out, err := exec.Command("losetup", "--detach", d.Path).CombinedOutput(); err != nil {
 		errs = append(errs, fmt.Errorf("loopdev: losetup --detach %s: %v: %s", d.Path, err, strings.TrimSpace(string(out))))
 	}
 	if err := os.Remove(d.File); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -101,6 +167,22 @@ func (d *Dev) Remove() error {
 	}
 	d.Path = ""
 	return errors.Join(errs...)
+}
+
+// waitDetached waits until the loop device no longer has file as its
+// backing file.
+func waitDetached(dev, file string, d time.Duration) bool {
+	sys := "/sys/block/" + filepath.Base(dev) + "/loop/backing_file"
+	for deadline := time.Now().Add(d); ; {
+		b, err := os.ReadFile(sys)
+		if err != nil || strings.TrimSpace(string(b)) != file {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // Name is the device's name under /sys/block (loopN).

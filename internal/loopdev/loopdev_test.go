@@ -2,7 +2,10 @@ package loopdev
 
 import (
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestCreateRemove(t *testing.T) {
@@ -33,5 +36,43 @@ func TestCreateRemove(t *testing.T) {
 	}
 	if b, err := os.ReadFile("/sys/block/" + path[len("/dev/"):] + "/loop/backing_file"); err == nil {
 		t.Errorf("%s still attached to %s", path, b)
+	}
+}
+
+// TestCrashLeavesNothing: a process that dies without Remove leaves no
+// attached device (autoclear), and the next Create removes its file.
+func TestCrashLeavesNothing(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skipf("skipping TestCrashLeavesNothing: %v", err)
+	}
+	if os.Getenv("LOOPDEV_CHILD") == "1" {
+		d, err := Create("", 1<<20, 0)
+		if err != nil {
+			os.Exit(3)
+		}
+		os.Stdout.WriteString(d.Path + " " + d.File + "\n")
+		os.Exit(0) // no Remove: as if the process crashed
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashLeavesNothing$")
+	cmd.Env = append(os.Environ(), "LOOPDEV_CHILD=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) < 2 {
+		t.Fatalf("child printed %q", out)
+	}
+	dev, file := f[0], f[1]
+	if !waitDetached(dev, file, 5*time.Second) {
+		t.Fatalf("%s still attached to %s after its creator died", dev, file)
+	}
+	d, err := Create("", 1<<20, 0) // sweeps
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Remove()
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Fatalf("the dead creator's file %s is still there: %v", file, err)
 	}
 }
