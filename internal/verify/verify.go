@@ -196,3 +196,28 @@ func Need(seed, last, n uint64) []uint64 {
 	}
 	return need
 }
+
+// Header is a page's header as stored, not validated.
+type Header struct {
+	Index   uint64
+	Version uint64
+	CRC     uint32
+	Nonce   uint32
+}
+
+// ReadHeader returns the header of page if it starts with Magic (ok
+// false otherwise). Nothing else is checked: it is for describing what a
+// page that fails Check holds, and for learning a run's nonce from a
+// page (which Check must then accept).
+func ReadHeader(page []byte) (h Header, ok bool) {
+	if len(page) < HeaderSize || string(page[:len(Magic)]) != Magic {
+		return h, false
+	}
+	le := binary.LittleEndian
+	return Header{
+		Index:   le.Uint64(page[offIndex:]),
+		Version: le.Uint64(page[offVersion:]),
+		CRC:     le.Uint32(page[offCRC:]),
+		Nonce:   le.Uint32(page[offNonce:]),
+	}, true
+}

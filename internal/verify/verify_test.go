@@ -207,3 +207,27 @@ func BenchmarkEncode(b *testing.B) {
 		Encode(page, uint64(i), 1, 1)
 	}
 }
+
+func TestReadHeader(t *testing.T) {
+	page := make([]byte, 4096)
+	if _, ok := ReadHeader(page); ok {
+		t.Fatal("ReadHeader of a zero page: ok")
+	}
+	Encode(page, 12, 34, 0xfeedface)
+	h, ok := ReadHeader(page)
+	if !ok || h.Index != 12 || h.Version != 34 || h.Nonce != 0xfeedface || h.CRC != binary.LittleEndian.Uint32(page[24:]) {
+		t.Fatalf("ReadHeader = %+v, %v", h, ok)
+	}
+	// A damaged page still shows its header, and Check with its nonce
+	// still rejects it.
+	page[100] ^= 0xff
+	if h2, ok := ReadHeader(page); !ok || h2 != h {
+		t.Fatalf("ReadHeader of a damaged page = %+v, %v; want %+v", h2, ok, h)
+	}
+	if _, err := Check(page, 12, h.Nonce); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("Check of a damaged page: %v, want ErrChecksum", err)
+	}
+	if _, ok := ReadHeader(page[:16]); ok {
+		t.Fatal("ReadHeader of 16 bytes: ok")
+	}
+}
