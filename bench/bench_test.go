@@ -217,11 +217,11 @@ func TestVerifyAndCheck(t *testing.T) {
 	if rep.JournalSynced == nil || *rep.JournalSynced == 0 {
 		t.Fatalf("journal synced %v", rep.JournalSynced)
 	}
-	cr, err := Check(context.Background(), path, journal, time.Second)
+	cr, err := Check(context.Background(), CheckOptions{Device: path, Journal: journal, Wait: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !cr.OK() || cr.Valid == 0 {
+	if !cr.OK() || cr.Valid == 0 || cr.Required == 0 || cr.Required > cr.Valid || cr.Pages != cr.Valid+cr.Zero {
 		t.Fatalf("check: %+v", cr)
 	}
 	// Corrupt the hottest page (page 0 gets the most versions): the
@@ -232,12 +232,15 @@ func TestVerifyAndCheck(t *testing.T) {
 	}
 	f.WriteAt([]byte("garbage!"), 100)
 	f.Close()
-	cr, err = Check(context.Background(), path, journal, time.Second)
+	cr, err = Check(context.Background(), CheckOptions{Device: path, Journal: journal, Wait: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cr.OK() || !strings.Contains(strings.Join(cr.Problems, ";"), "page 0:") {
+	if cr.OK() || cr.Bad != 1 || len(cr.Failures) != 1 || len(cr.Problems) != 1 || !strings.HasPrefix(cr.Problems[0], "page 0: expected version ≥ ") {
 		t.Fatalf("check after corrupting page 0: %+v", cr)
+	}
+	if f := cr.Failures[0]; f.Page != 0 || f.Reason != "checksum" || f.Need == 0 || f.Version < f.Need || !strings.Contains(f.Found, "CRC32C mismatch") {
+		t.Fatalf("failure %+v; want page 0, a CRC32C mismatch of a version at least the one needed", f)
 	}
 }
 

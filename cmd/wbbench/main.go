@@ -10,6 +10,9 @@
 //	                                (and -max-io list), -plot FILE.svg
 //	wbbench check -device D -journal FILE
 //	                                check what a -verify -journal run left
+//	wbbench check -device D -pattern P -seed S -size N
+//	                                check a seq/runs/single -verify run
+//	                                that kept no journal
 //
 // With no -device, wbbench makes its own 1 GiB target — as root a loop
 // device over a file in /dev/shm, else a temporary file — and removes it
