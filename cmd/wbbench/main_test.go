@@ -339,8 +339,14 @@ func TestVerifyJournalCheck(t *testing.T) {
 		t.Fatalf("journal:\n%s", j)
 	}
 	code, out, errOut = wb(t, "check", "-device", path, "-journal", journal)
-	if code != 0 || !strings.HasSuffix(out, "OK\n") {
+	if code != 0 || !strings.HasSuffix(out, "OK\n") || !strings.Contains(out, " required, ") {
 		t.Fatalf("check: status %d\n%s%s", code, out, errOut)
+	}
+	t.Logf("\n%s", out)
+	code, doc := checkJSON(t, "-device", path, "-journal", journal)
+	if code != 0 || doc.Journal == nil || doc.Journal.Pattern != "hot" || doc.Run.Source != "journal" || doc.Run.NonceFrom != "journal" ||
+		!doc.Synced || doc.Required == 0 || doc.Valid < doc.Required || doc.Pages != doc.Valid+doc.Zero || doc.Bad != 0 {
+		t.Fatalf("check -json: status %d, %+v", code, doc)
 	}
 	code, out, errOut = wb(t, "check", "-device", path)
 	oneLine(t, code, out, errOut, "-journal is required")
