@@ -148,6 +148,11 @@ type Bench struct {
 
 	journal *verify.Journal
 	hot     *hotState
+	// dirtied: the engine's cache got every page of the layout (version
+	// 1) at least once, so a Sync that returns nil makes "synced 1" true.
+	dirtied bool
+	// syncErrs is every failed sync, in order (Report.SyncErrors).
+	syncErrs []string
 
 	eng      *engineSys // the engine at the current settings
 	fio      string     // path of fio, "" when not found
@@ -385,6 +390,15 @@ func (b *Bench) statusFunc(f func() string) {
 }
 
 func (b *Bench) setRunLabel(s string) { b.runLabel.Store(&s) }
+
+// syncFailed records a failed sync for the report.
+func (b *Bench) syncFailed(err error) {
+	label := ""
+	if p := b.runLabel.Load(); p != nil {
+		label = *p
+	}
+	b.syncErrs = append(b.syncErrs, label+err.Error())
+}
 
 // ctxErr is a helper for loops that check for cancellation now and then.
 func ctxErr(ctx context.Context) error { return context.Cause(ctx) }

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"strings"
@@ -258,5 +259,35 @@ func TestRefuseTooBigForMemory(t *testing.T) {
 	_, err := Open(Options{Device: path, Pattern: Seq, Baselines: []string{"pwrite"}})
 	if !IsUsage(err) || !strings.Contains(err.Error(), "need 16 MiB of memory") || !strings.Contains(err.Error(), "4.0 MiB is available") {
 		t.Fatalf("Open: %v; want a refusal naming the memory needed and available", err)
+	}
+}
+
+// TestReportSyncLines: failed syncs are listed (those that are not also
+// errors of the run), at most maxSyncErrorLines of them, and the end
+// line says how the last sync went and what was left.
+func TestReportSyncLines(t *testing.T) {
+	r := &Report{
+		Config:    ConfigInfo{PageSize: 4096, Runs: 1},
+		Pattern:   string(Hot),
+		Faults:    &Faults{Requests: 10},
+		Errors:    []string{"engine: sync 1: boom"},
+		EngineEnd: &EngineEnd{LastSyncOK: true, FaultsOff: true, Syncs: 20, FailedSyncs: 13},
+	}
+	for i := 1; i <= 13; i++ {
+		r.SyncErrors = append(r.SyncErrors, fmt.Sprintf("engine: sync %d: boom", i))
+	}
+	var b strings.Builder
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if n := strings.Count(out, "\nfailed   engine: sync "); n != maxSyncErrorLines || strings.Contains(out, "failed   engine: sync 1: boom") ||
+		!strings.Contains(out, "failed   … and 2 more syncs (-json lists them all)\n") ||
+		!strings.Contains(out, "error    engine: sync 1: boom\n") ||
+		!strings.Contains(out, "end      20 syncs, 13 failed; the last succeeded, faults off; then 0 dirty, 0 under writeback, 0 in flight, 0 in error\n") {
+		t.Fatalf("%d failed lines; output:\n%s", n, out)
+	}
+	if !r.EngineEnd.Idle() {
+		t.Fatal("an engine with nothing dirty is not idle")
 	}
 }

@@ -28,6 +28,48 @@ type engineSys struct {
 	caps   ring.Caps
 
 	askedQD, askedMaxIO int // what openEngine was given
+
+	// What the benchmark's Syncs of this engine returned: calls,
+	// failures, and whether the last one succeeded.
+	syncs, failedSyncs atomic.Int64
+	lastSyncOK         atomic.Bool
+}
+
+// sync is engine.Sync, counted.
+func (es *engineSys) sync(ctx context.Context) error {
+	es.syncs.Add(1)
+	err := es.eng.Sync(ctx)
+	if err != nil {
+		es.failedSyncs.Add(1)
+	}
+	es.lastSyncOK.Store(err == nil)
+	return err
+}
+
+// setFaults switches -inject's faults on or off (nothing without it).
+func (es *engineSys) setFaults(on bool) {
+	if es.faulty != nil {
+		es.faulty.SetEnabled(on)
+	}
+}
+
+// end is the engine's state now, for the report's engine_end.
+func (es *engineSys) end() *EngineEnd {
+	st := es.eng.Stats()
+	return &EngineEnd{
+		LastSyncOK:   es.syncs.Load() > 0 && es.lastSyncOK.Load(),
+		FaultsOff:    es.faulty != nil && !es.faulty.Enabled(),
+		Dirty:        st.Dirty,
+		Writeback:    st.Writeback,
+		InFlight:     st.InFlight,
+		PagesInError: st.PagesInError,
+		Syncs:        es.syncs.Load(),
+		FailedSyncs:  es.failedSyncs.Load(),
+		WriteErrors:  st.WriteErrors,
+		Retries:      st.Retries,
+		Flushes:      st.Flushes,
+		FlushErrors:  st.FlushErrors,
+	}
 }
 
 // openEngine opens the engine on the benchmark's cache with the given
@@ -143,8 +185,9 @@ func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
 		n := es.eng.Stats().PagesWritten - st0.PagesWritten
 		return fmt.Sprintf("engine: flushing %d%% (%s of %s pages)", 100*n/int64(total), humanize.Comma(n), humanize.Comma(int64(total)))
 	})
+	b.dirtied = true
 	t1, cpu0 := time.Now(), cpuTime()
-	err := es.eng.Sync(ctx)
+	err := es.sync(ctx)
 	t2, cpu1 := time.Now(), cpuTime()
 	writes, flushes := es.timed.Take()
 	st1 := es.eng.Stats()
@@ -152,7 +195,9 @@ func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
 		if ctx.Err() != nil {
 			return Sample{}, ctxErr(ctx)
 		}
-		return Sample{}, fmt.Errorf("engine: sync: %w", err)
+		err = fmt.Errorf("engine: sync: %w", err)
+		b.syncFailed(err)
+		return Sample{}, err
 	}
 	if b.journal != nil {
 		if err := b.journal.Synced(1); err != nil {
@@ -182,6 +227,7 @@ type engineHot struct {
 func (h *engineHot) name() string { return "engine" }
 
 func (h *engineHot) begin() error {
+	h.es.setFaults(true) // off again only for the period's last sync
 	h.es.timed.Take()
 	h.st0 = h.es.eng.Stats()
 	return nil
@@ -192,7 +238,15 @@ func (h *engineHot) write(w int, buf []byte, off int64) error {
 	return err
 }
 
-func (h *engineHot) sync(ctx context.Context) error { return h.es.eng.Sync(ctx) }
+func (h *engineHot) sync(ctx context.Context) error { return h.es.sync(ctx) }
+
+// settle switches -inject's faults off for the period's last sync: the
+// run ends with a Sync that can succeed, so what was acknowledged
+// before can be checked, and a failed one is the engine's own failure.
+func (h *engineHot) settle() { h.es.setFaults(false) }
+
+// injects reports whether faults are injected into this system.
+func (h *engineHot) injects() bool { return h.es.faulty != nil }
 
 func (h *engineHot) end(s *Sample) error {
 	writes, flushes := h.es.timed.Take()

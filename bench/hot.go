@@ -28,6 +28,15 @@ type hotSystem interface {
 	end(s *Sample) error                      // after the period: fill in what the system counts
 }
 
+// faultySystem is a hotSystem that -inject injects faults into (the
+// engine). Its syncs may fail during the period, which is what was
+// asked for: they are reported, and only the last sync, which settle
+// makes fault-free, decides whether the period failed.
+type faultySystem interface {
+	injects() bool
+	settle() // after the writers stopped, before the last sync: faults off
+}
+
 // hotState hands out versions and keeps an older version of a page
 // from overwriting a newer one. Versions continue across periods.
 type hotState struct {
@@ -147,24 +156,34 @@ func (b *Bench) hotCycle(ctx context.Context, sys hotSystem, st *hotState, journ
 	}
 	syncs := newHist()
 	var nsync atomic.Int64
-	var syncErr error
-	syncOnce := func() {
+	var failed int
+	var firstErr error // the first failed sync of the period
+	// syncOnce syncs and, only if the sync returned nil, journals the
+	// watermark taken before it began. A failed sync is reported (and
+	// never journaled).
+	syncOnce := func() error {
 		v := st.watermark()
 		ts := time.Now()
 		err := sys.sync(ctx)
 		_ = syncs.RecordValue(min(max(int64(time.Since(ts)), latMin), latMax))
-		nsync.Add(1)
+		n := nsync.Add(1)
 		if err != nil {
-			if syncErr == nil && ctx.Err() == nil {
-				syncErr = fmt.Errorf("%s: sync: %w", sys.name(), err)
+			if ctx.Err() == nil {
+				err = fmt.Errorf("%s: sync %d (covering version %d): %w", sys.name(), n, v, err)
+				failed++
+				b.syncFailed(err)
+				if firstErr == nil {
+					firstErr = err
+				}
 			}
-			return
+			return err
 		}
 		if journal != nil {
 			if err := journal.Synced(v); err != nil {
 				fail(err)
 			}
 		}
+		return nil
 	}
 	b.statusFunc(func() string {
 		el := time.Since(t0)
@@ -176,7 +195,7 @@ loop:
 	for !stop.Load() {
 		select {
 		case <-tick.C:
-			syncOnce()
+			_ = syncOnce() // reported by syncOnce; decided on below
 		case <-deadline.C:
 			break loop
 		case <-ctx.Done():
@@ -193,8 +212,12 @@ loop:
 	if werr != nil {
 		return Sample{}, werr
 	}
-	syncErr = nil // only the last sync decides whether the period's data is durable
-	syncOnce()
+	fs, injected := sys.(faultySystem)
+	injected = injected && fs.injects()
+	if injected {
+		fs.settle()
+	}
+	lastErr := syncOnce() // every version written is covered by it
 	t1, cpu1 := time.Now(), cpuTime()
 	s := Sample{
 		Bytes:        written.Load() * int64(ps),
@@ -204,12 +227,23 @@ loop:
 		CPUSeconds:   (cpu1 - cpu0).Seconds(),
 		SyncLatency:  latencyOf(syncs),
 		Syncs:        int(nsync.Load()),
+		FailedSyncs:  failed,
 		Superseded:   superseded.Load(),
 	}
 	if err := sys.end(&s); err != nil {
 		return s, err
 	}
-	return s, syncErr
+	switch {
+	case ctx.Err() != nil:
+		return s, ctxErr(ctx)
+	case lastErr != nil:
+		return s, lastErr
+	case firstErr != nil && !injected:
+		// Without injected faults a failed sync is the device's or the
+		// engine's failure, even if a later one succeeded.
+		return s, firstErr
+	}
+	return s, nil
 }
 
 // kernelHot is the kernel's side of the hot pattern: buffered pwrite

@@ -37,6 +37,7 @@ type Sample struct {
 	// Hot pattern only.
 	SyncLatency *Latency `json:"sync_latency_us,omitempty"`
 	Syncs       int      `json:"syncs,omitempty"`
+	FailedSyncs int      `json:"failed_syncs,omitempty"` // of Syncs, those that returned an error
 	DeviceBytes int64    `json:"device_bytes,omitempty"`
 	Superseded  int64    `json:"superseded,omitempty"`
 }
@@ -127,6 +128,7 @@ func aggregate(name string, samples []Sample) Result {
 		FlushLatency: lat(func(s *Sample) *Latency { return s.FlushLatency }),
 		SyncLatency:  lat(func(s *Sample) *Latency { return s.SyncLatency }),
 		Syncs:        int(i(func(s *Sample) int64 { return int64(s.Syncs) })),
+		FailedSyncs:  int(i(func(s *Sample) int64 { return int64(s.FailedSyncs) })),
 		DeviceBytes:  i(func(s *Sample) int64 { return s.DeviceBytes }),
 		Superseded:   i(func(s *Sample) int64 { return s.Superseded }),
 	}
@@ -195,7 +197,43 @@ type Report struct {
 	Faults       *Faults    `json:"faults,omitempty"`
 	// JournalSynced is the last version the journal recorded as synced.
 	JournalSynced *uint64 `json:"journal_synced,omitempty"`
+	// SyncErrors is every engine Sync that failed (and every sync of a
+	// baseline in the hot pattern), in the order they failed; no failed
+	// Sync is journaled.
+	SyncErrors []string `json:"sync_errors,omitempty"`
+	// EngineEnd is the engine's state after the run's last Sync.
+	EngineEnd *EngineEnd `json:"engine_end,omitempty"`
 }
+
+// EngineEnd is the engine's state after the run's last Sync, and its
+// counters over the run. With -inject, faults are switched off for that
+// last Sync (hot: the last sync of each period; flush patterns: one
+// more Sync after the last cycle), so a run ends with a Sync that can
+// succeed.
+type EngineEnd struct {
+	LastSyncOK   bool  `json:"last_sync_ok"` // the last Sync returned nil
+	FaultsOff    bool  `json:"faults_off"`   // -inject: injection was off for the last Sync
+	Dirty        int64 `json:"dirty"`        // pages dirty in the cache
+	Writeback    int64 `json:"writeback"`    // pages under writeback
+	InFlight     int64 `json:"in_flight"`    // writes submitted and not completed
+	PagesInError int64 `json:"pages_in_error"`
+	Syncs        int64 `json:"syncs"`        // Syncs the benchmark called
+	FailedSyncs  int64 `json:"failed_syncs"` // of them, those that returned an error
+	WriteErrors  int64 `json:"write_errors"` // writes that failed (and were retried)
+	Retries      int64 `json:"retries"`      // pages made dirty again after a failed write
+	Flushes      int64 `json:"flushes"`      // device flushes that succeeded
+	FlushErrors  int64 `json:"flush_errors"` // device flushes that failed
+}
+
+// Idle reports whether no page is dirty, under writeback or in error,
+// and no write is in flight.
+func (e *EngineEnd) Idle() bool {
+	return e.Dirty == 0 && e.Writeback == 0 && e.InFlight == 0 && e.PagesInError == 0
+}
+
+// maxSyncErrorLines is how many failed syncs the text report prints
+// (the JSON has them all).
+const maxSyncErrorLines = 10
 
 // Faults counts what -inject injected into the engine's ring
 // (ring.FaultStats).
@@ -272,6 +310,37 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	if r.JournalSynced != nil {
 		fmt.Fprintf(&b, "journal  %s: last synced version %d\n", r.Config.Journal, *r.JournalSynced)
+	}
+	// Failed syncs, but not those that are also errors of the run
+	// (printed below).
+	var failed []string
+	for _, e := range r.SyncErrors {
+		if !slices.Contains(r.Errors, e) {
+			failed = append(failed, e)
+		}
+	}
+	for i, e := range failed {
+		if i == maxSyncErrorLines {
+			fmt.Fprintf(&b, "failed   … and %d more syncs (-json lists them all)\n", len(failed)-i)
+			break
+		}
+		fmt.Fprintf(&b, "failed   %s\n", e)
+	}
+	if e := r.EngineEnd; e != nil {
+		last := "succeeded"
+		if !e.LastSyncOK {
+			last = "FAILED"
+		}
+		if r.Faults != nil {
+			if e.FaultsOff {
+				last += ", faults off"
+			} else {
+				last += ", faults still on"
+			}
+		}
+		fmt.Fprintf(&b, "end      %s syncs, %s failed; the last %s; then %s dirty, %s under writeback, %s in flight, %s in error\n",
+			humanize.Comma(e.Syncs), humanize.Comma(e.FailedSyncs), last,
+			humanize.Comma(e.Dirty), humanize.Comma(e.Writeback), humanize.Comma(e.InFlight), humanize.Comma(e.PagesInError))
 	}
 	for _, e := range r.Errors {
 		fmt.Fprintf(&b, "error    %s\n", e)
@@ -365,7 +434,11 @@ func detail(r *Result, hot bool, ps int) string {
 			parts = append(parts, fmt.Sprintf("%s to the device", humanize.IBytes(uint64(r.DeviceBytes))))
 		}
 		if l := r.SyncLatency; l != nil {
-			parts = append(parts, fmt.Sprintf("%d syncs taking p50 %s p99 %s p99.9 %s", r.Syncs, fmtLat(l.P50), fmtLat(l.P99), fmtLat(l.P999)))
+			failed := ""
+			if r.FailedSyncs > 0 {
+				failed = fmt.Sprintf(" (%d failed)", r.FailedSyncs)
+			}
+			parts = append(parts, fmt.Sprintf("%d syncs%s taking p50 %s p99 %s p99.9 %s", r.Syncs, failed, fmtLat(l.P50), fmtLat(l.P99), fmtLat(l.P999)))
 		}
 	} else {
 		parts = append(parts, fmt.Sprintf("flush %.3f s, total %.3f s", r.Seconds, r.TotalSeconds))

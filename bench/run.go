@@ -21,6 +21,19 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 	}
 	r.Results = results
 	r.Errors = errs
+	if b.eng.faulty != nil && b.layout != nil {
+		// A flush pattern ends with faults off and one more Sync (hot
+		// ends each period so): what the failed cycles left dirty is
+		// made durable, or the engine fails on its own.
+		if err := b.lastSync(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctxErr(ctx)
+			}
+			r.Errors = append(r.Errors, err.Error())
+			o := &b.opts
+			o.Logf("%v", err)
+		}
+	}
 	if b.eng.faulty != nil {
 		r.Faults = faultsOf(b.eng.faulty.Stats())
 	}
@@ -28,7 +41,28 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 		v := b.journal.Last()
 		r.JournalSynced = &v
 	}
+	r.SyncErrors = b.syncErrs
+	r.EngineEnd = b.eng.end()
 	return &r, nil
+}
+
+// lastSync switches -inject's faults off and syncs the engine once
+// more, journaling "synced 1" if it returned nil and the layout was
+// written into the cache.
+func (b *Bench) lastSync(ctx context.Context) error {
+	es := b.eng
+	es.setFaults(false)
+	b.setRunLabel("")
+	b.status("engine: last sync, faults off")
+	if err := es.sync(ctx); err != nil {
+		err = fmt.Errorf("engine: last sync, faults off: %w", err)
+		b.syncFailed(err)
+		return err
+	}
+	if b.journal != nil && b.dirtied {
+		return b.journal.Synced(1)
+	}
+	return nil
 }
 
 // systems lists the systems that run, engine first.
