@@ -5,12 +5,14 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -372,19 +374,47 @@ func TestSweepPlot(t *testing.T) {
 	oneLine(t, code, out, errOut, "values must increase")
 }
 
-// buildBinary builds wbbench into a temporary directory.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// built is the wbbench binary the tests run as a child, built once (a
+// plain build, also when the tests run under -race: faster, and the
+// child's races are not what these tests look for).
+var built struct {
+	once      sync.Once
+	dir, path string
+	skip, err error
+}
+
+// buildBinary builds wbbench (once per test binary) and returns its path.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "wbbench")
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("skipping the build of the binary: %v", err)
+	built.once.Do(func() {
+		gobin, err := exec.LookPath("go")
+		if err != nil {
+			built.skip = err
+			return
+		}
+		if built.dir, built.err = os.MkdirTemp("", "wbbench-test-bin-"); built.err != nil {
+			return
+		}
+		built.path = filepath.Join(built.dir, "wbbench")
+		if out, err := exec.Command(gobin, "build", "-o", built.path, ".").CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if built.skip != nil {
+		t.Skipf("skipping the build of the binary: %v", built.skip)
 	}
-	cmd := exec.Command(gobin, "build", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if built.err != nil {
+		t.Fatal(built.err)
 	}
-	return bin
+	return built.path
 }
 
 func TestBinary(t *testing.T) {
@@ -463,7 +493,8 @@ func TestInject(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("status %d: %s\n%s", code, errOut, out)
 	}
-	if !strings.Contains(out, "faults   ") || !strings.Contains(out, `inject "eio=0.01`) {
+	if !strings.Contains(out, "faults   ") || !strings.Contains(out, `inject "eio=0.01`) ||
+		!strings.Contains(out, "; the last succeeded, faults off; then 0 dirty, 0 under writeback, 0 in flight, 0 in error\n") {
 		t.Fatalf("the output does not report the faults:\n%s", out)
 	}
 	code, out, errOut = wb(t, "-device", path, "-baseline", "none", "-inject", "eio=#1", "-json")
