@@ -30,8 +30,7 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 				return nil, ctxErr(ctx)
 			}
 			r.Errors = append(r.Errors, err.Error())
-			o := &b.opts
-			o.Logf("%v", err)
+			b.opts.Logf("%v", err)
 		}
 	}
 	if b.eng.faulty != nil {
