@@ -27,7 +27,7 @@ type nullRing struct {
 }
 
 func newNullRing(cfg ring.Config) *nullRing {
-	r := &nullRing{h: cfg.Handler, depth: cfg.Depth, free: cfg.Depth, done: make(chan struct{})}
+	r := &nullRing{h: cfg.Handler, depth: cfg.InFlight, free: cfg.InFlight, done: make(chan struct{})}
 	r.cond = sync.NewCond(&r.mu)
 	go r.loop()
 	return r

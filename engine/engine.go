@@ -38,8 +38,9 @@ type Engine struct {
 	pass chan struct{}
 	passState
 
-	// recs are the in-flight records, QueueDepth of them, allocated at
-	// Open. freeRecs holds the indexes of the free ones: the pass takes
+	// recs are the in-flight records, allocated at Open: twice
+	// QueueDepth (QueueDepth in the kernel, the rest in the ring's
+	// backlog; fewer where the backend has no backlog). freeRecs holds the indexes of the free ones: the pass takes
 	// one to open a run, the completion handler gives it back. A record
 	// belongs to the pass from the moment it is taken until it is handed
 	// to the ring by Submit, then to the ring until its completion, then
@@ -184,8 +185,8 @@ func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 		nblocks:   uint64(t.Size) / uint64(ps),
 		needFlush: t.NeedsFlush() || cfg.FlushAlways,
 		pass:      make(chan struct{}, 1),
-		recs:      make([]record, cfg.QueueDepth),
-		freeRecs:  make(chan int32, cfg.QueueDepth),
+		recs:      make([]record, backlogSlots(cfg.QueueDepth)),
+		freeRecs:  make(chan int32, backlogSlots(cfg.QueueDepth)),
 		slots:     make([]slotState, c.Capacity()),
 		inError:   make(map[uint64]syscall.Errno),
 		waitCh:    make(chan struct{}),
@@ -195,9 +196,9 @@ func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 	e.waitCond.L = &e.waitMu
 	e.set = newDirtySet()
 	e.cur = -1
-	e.queue = make([]int32, 0, cfg.QueueDepth)
-	e.reqs = make([]ring.Request, 0, cfg.QueueDepth)
-	e.recGen = make([]atomic.Uint64, cfg.QueueDepth)
+	e.queue = make([]int32, 0, len(e.recs))
+	e.reqs = make([]ring.Request, 0, len(e.recs))
+	e.recGen = make([]atomic.Uint64, len(e.recs))
 	e.initReads()
 	iovs := min(e.maxPages, maxIovecs)
 	for i := range e.recs {
@@ -205,9 +206,12 @@ func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 		r.pages = make([]*pages.Page, 0, e.maxPages)
 		r.iov = make([]unix.Iovec, 0, iovs)
 		r.sums = make([]uint32, 0, e.maxPages)
-		e.freeRecs <- int32(i)
 	}
-	rcfg := ring.Config{Depth: cfg.QueueDepth, Handler: e.handle, Logf: func(format string, args ...any) {
+	// The ring takes twice QueueDepth writes but keeps at most
+	// QueueDepth in the kernel: the rest is a backlog it feeds the device
+	// from the moment a write completes, without waiting for the pass to
+	// wake up and hand over the next batch.
+	rcfg := ring.Config{Depth: len(e.recs), InFlight: cfg.QueueDepth, Handler: e.handle, Logf: func(format string, args ...any) {
 		cfg.Logger.Info(fmt.Sprintf(format, args...), "target", cfg.Path)
 	}}
 	if cfg.OpenRing != nil {
@@ -218,6 +222,11 @@ func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 	if err != nil {
 		t.Close()
 		return nil, fmt.Errorf("engine: open %s: %w", cfg.Path, err)
+	}
+	// A backend without a backlog accepts fewer: use as many records as
+	// it takes.
+	for i := range min(len(e.recs), max(e.ring.Caps().Depth, 1)) {
+		e.freeRecs <- int32(i)
 	}
 	if !cfg.NoRegisterBuffers {
 		caps := e.ring.Caps()
@@ -242,6 +251,10 @@ func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 	c.SetOps(e)
 	return e, nil
 }
+
+// backlogSlots is how many writes the engine keeps with the ring at
+// queue depth qd: qd in flight and as many again waiting in the ring.
+func backlogSlots(qd int) int { return min(2*qd, ring.MaxDepth) }
 
 // Target describes the device or file the engine writes to.
 func (e *Engine) Target() *ring.Target { return e.target }

@@ -61,8 +61,8 @@ type fault struct {
 func newFakeRing(size int64, bs int, cfg ring.Config) *fakeRing {
 	f := &fakeRing{
 		h:          cfg.Handler,
-		depth:      cfg.Depth,
-		free:       cfg.Depth,
+		depth:      cfg.InFlight,
+		free:       cfg.InFlight,
 		img:        make([]byte, size),
 		failBlocks: map[uint64]fault{},
 		bs:         bs,

@@ -87,6 +87,10 @@ type iceberSlot struct {
 var _ Ring = (*iceberRing)(nil)
 
 func openIceber(t *Target, cfg Config) (Ring, error) {
+	// The library submits what it is given: no backlog, so accept only
+	// InFlight requests (Caps().Depth says so).
+	cfg.Depth = cfg.InFlight
+
 	entries := uint(1)
 	for entries < uint(cfg.Depth) {
 		entries <<= 1
@@ -111,12 +115,13 @@ func openIceber(t *Target, cfg Config) (Ring, error) {
 		exited:  make(chan struct{}),
 		scratch: make([]iouring.PrepRequest, 0, cfg.Depth),
 		caps: Caps{
-			Backend: "iceber",
-			Depth:   cfg.Depth,
-			Setup:   fmt.Sprintf("github.com/iceber/iouring-go: sq=%d", iour.Size()),
-			Writev:  true,
-			Readv:   true,
-			Fsync:   true,
+			Backend:  "iceber",
+			Depth:    cfg.Depth,
+			InFlight: cfg.InFlight,
+			Setup:    fmt.Sprintf("github.com/iceber/iouring-go: sq=%d", iour.Size()),
+			Writev:   true,
+			Readv:    true,
+			Fsync:    true,
 		},
 	}
 	for i := range r.preps {

@@ -270,6 +270,7 @@ func (r *nativeRing) setup() error {
 	r.caps = Caps{
 		Backend:     "native",
 		Depth:       r.cfg.Depth,
+		InFlight:    r.cfg.InFlight,
 		Setup:       desc,
 		Writev:      r.probed[opWritev],
 		WritevFixed: r.probed[opWritevFixed],
@@ -310,11 +311,13 @@ func (r *nativeRing) loop() {
 		r.fill(closing)
 		toSubmit := r.u.flush()
 		var wait uint32
-		if len(r.queue) == 0 && r.u.cqReady() == 0 {
+		if (len(r.queue) == 0 || r.inflight >= r.cfg.InFlight) && r.u.cqReady() == 0 {
 			// Nothing to do but wait: for a completion, or for the
 			// eventfd read that news will complete (see sleeping).
 			// The eventfd read is armed unless closing, and closing
 			// with nothing in flight returned above, so the wait ends.
+			// Work queued behind the InFlight cap waits for a
+			// completion too (something is in flight: the cap is ≥ 1).
 			r.sleeping.Store(true)
 			if r.news.Load() == 0 {
 				wait = 1
@@ -384,8 +387,8 @@ func (r *nativeRing) fill(closing bool) {
 		e.userData = efdTag
 		r.efdArmed = true
 	}
-	n := min(len(r.queue), int(r.u.sqFree()), maxSQEsPerEnter)
-	if n == 0 {
+	n := min(len(r.queue), int(r.u.sqFree()), maxSQEsPerEnter, r.cfg.InFlight-r.inflight)
+	if n <= 0 {
 		return
 	}
 	for _, idx := range r.queue[:n] {

@@ -834,3 +834,83 @@ func TestOpenConfig(t *testing.T) {
 		t.Errorf("Open on a closed target: %v, want ErrTarget", err)
 	}
 }
+
+// TestNativeInFlightCap: with InFlight below Depth, the ring accepts
+// Depth requests but keeps at most InFlight in the kernel, feeding the
+// rest in as others complete; while work waits behind the cap, the
+// owner sleeps rather than spins.
+func TestNativeInFlightCap(t *testing.T) {
+	// Reads from an empty pipe stay in flight until the test writes to
+	// it: two of them fill an in-flight cap of 2, NOPs queue behind.
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	tgt := &Target{Path: "pipe", Kind: KindFile, Size: 1 << 30, LogicalBlockSize: 1, fd: p[0]}
+	var mu sync.Mutex
+	got := 0
+	done := make(chan struct{})
+	r, err := Open(tgt, "native", Config{Depth: 16, InFlight: 2, Handler: func(cs []Completion) {
+		mu.Lock()
+		got += len(cs)
+		if got == 12 {
+			close(done)
+		}
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if c := r.Caps(); c.Depth != 16 || c.InFlight != 2 {
+		t.Fatalf("caps depth %d in flight %d", c.Depth, c.InFlight)
+	}
+	bufs := [2][8]byte{}
+	reqs := []Request{
+		{Op: OpRead, Iov: []unix.Iovec{{Base: &bufs[0][0], Len: 8}}, Tag: 100},
+		{Op: OpRead, Iov: []unix.Iovec{{Base: &bufs[1][0], Len: 8}}, Tag: 101},
+	}
+	for i := 0; i < 10; i++ {
+		reqs = append(reqs, Request{Op: OpNop, Tag: uint64(i)})
+	}
+	if err := r.Submit(reqs); err != nil {
+		t.Fatal(err)
+	}
+	tid := r.(*nativeRing).tid
+	before := threadTicks(t, tid)
+	time.Sleep(300 * time.Millisecond)
+	used := threadTicks(t, tid) - before
+	mu.Lock()
+	early := got
+	mu.Unlock()
+	if early != 0 {
+		t.Fatalf("%d requests completed while the cap was full of blocked reads", early)
+	}
+	if used > 5 {
+		t.Fatalf("the owner thread used %d clock ticks in 300ms while work waited behind the cap: it spins", used)
+	}
+	unix.Write(p[1], make([]byte, 16)) // release both reads
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the queued NOPs did not complete after the reads did")
+	}
+	if _, err := Open(tgt, "native", Config{Depth: 4, InFlight: 8, Handler: func([]Completion) {}}); !errors.Is(err, ErrBadConfig) {
+		t.Fatalf("InFlight above Depth: %v", err)
+	}
+}
+
+// threadTicks is a thread's user+system CPU time in clock ticks.
+func threadTicks(t *testing.T, tid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", tid))
+	if err != nil {
+		t.Skipf("no per-thread CPU times: %v", err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	var utime, stime int
+	fmt.Sscan(f[11], &utime)
+	fmt.Sscan(f[12], &stime)
+	return utime + stime
+}

@@ -124,6 +124,12 @@ func (c Config) withDefaults() (Config, error) {
 		c.Depth = DefaultDepth
 	}
 	switch {
+	case c.InFlight < 0 || c.InFlight > c.Depth:
+		return c, fmt.Errorf("%w: InFlight %d out of range [1, Depth %d] (0 means Depth)", ErrBadConfig, c.InFlight, c.Depth)
+	case c.InFlight == 0:
+		c.InFlight = c.Depth
+	}
+	switch {
 	case c.MaxRetries < 0:
 		return c, fmt.Errorf("%w: MaxRetries %d is negative (0 means %d)", ErrBadConfig, c.MaxRetries, DefaultMaxRetries)
 	case c.MaxRetries == 0:

@@ -9,7 +9,7 @@ import (
 
 func init() { backends["pwritev"] = openPwritev }
 
-// pwritevRing is the "pwritev" backend: a pool of Depth goroutines, each
+// pwritevRing is the "pwritev" backend: a pool of InFlight goroutines, each
 // doing one request at a time with pwritev2, preadv2 or fdatasync. It is
 // the fallback where io_uring is refused, and the baseline the ring
 // backends are measured against.
@@ -77,19 +77,20 @@ func openPwritev(t *Target, cfg Config) (Ring, error) {
 		rw:    sysRW,
 		fsync: fdatasync,
 		caps: Caps{
-			Backend: "pwritev",
-			Depth:   cfg.Depth,
-			Setup:   fmt.Sprintf("pool of %d goroutines (pwritev2/preadv2/fdatasync)", cfg.Depth),
-			Writev:  true,
-			Readv:   true,
-			Fsync:   true,
+			Backend:  "pwritev",
+			Depth:    cfg.Depth,
+			InFlight: cfg.InFlight,
+			Setup:    fmt.Sprintf("pool of %d goroutines (pwritev2/preadv2/fdatasync)", cfg.InFlight),
+			Writev:   true,
+			Readv:    true,
+			Fsync:    true,
 		},
 	}
 	r.pool.init(cfg.Depth)
 	r.del.init(cfg.Depth, cfg.Handler, &r.pool)
 	r.wcond.L = &r.wmu
-	r.wg.Add(cfg.Depth)
-	for range cfg.Depth {
+	r.wg.Add(cfg.InFlight)
+	for range cfg.InFlight {
 		go r.worker()
 	}
 	return r, nil

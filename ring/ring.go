@@ -113,8 +113,9 @@ type Ring interface {
 
 // Caps is what a ring can do, probed once at setup.
 type Caps struct {
-	Backend string // "native", "pwritev", "iceber", or a wrapper's name around it
-	Depth   int    // in-flight cap
+	Backend  string // "native", "pwritev", "iceber", or a wrapper's name around it
+	Depth    int    // slots: the most requests accepted at once
+	InFlight int    // the most in the kernel at once
 	// Setup describes how the ring was set up (for example the io_uring
 	// setup flags that were accepted), for logs and reports.
 	Setup string
@@ -128,9 +129,17 @@ type Caps struct {
 
 // Config configures a backend.
 type Config struct {
-	// Depth is the most requests in flight at once (default 32). The
-	// native ring sizes its SQ to Depth and its CQ to at least twice that.
+	// Depth is the most requests the ring accepts at once (default 32):
+	// its slots. The native ring sizes its SQ to Depth and its CQ to at
+	// least twice that.
 	Depth int
+	// InFlight caps the requests in the kernel (or in the pool's
+	// syscalls) at once; accepted requests beyond it wait in the ring and
+	// go in as others complete, without waiting for the submitter (a
+	// backlog, so the device never waits for the caller to hand it the
+	// next batch). Default and maximum: Depth. A backend that cannot cap
+	// (iceber) accepts only InFlight requests: its Caps().Depth says so.
+	InFlight int
 	// Handler receives completions. Required.
 	Handler Handler
 	// MaxRetries caps resubmissions of a request that completed with
