@@ -43,7 +43,11 @@ type Config struct {
 	// Path of the target: a block device (opened O_DIRECT|O_EXCL) or a
 	// regular file (O_DIRECT).
 	Path string
-	// QueueDepth is the most writes in flight (default 32, at most 4096).
+	// QueueDepth is the most writes in flight (at most 4096). Default:
+	// the block device's nr_requests, clamped to 32..128 (32 for files):
+	// what the block layer queues anyway, as the kernel's own writeback
+	// fills it; a shallower queue cannot keep a fast device busy across
+	// the time a completion takes to come back and be replaced.
 	QueueDepth int
 	// MaxIOBytes caps one write (default min(1 MiB, the device's
 	// max_sectors_kb)); rounded down to whole pages.
@@ -106,12 +110,13 @@ type Config struct {
 }
 
 const (
-	defaultQueueDepth   = 32
-	maxQueueDepth       = 4096
-	defaultMaxIOBytes   = 1 << 20
-	defaultMaxRetries   = 3
-	defaultCloseTimeout = 30 * time.Second
-	maxIovecs           = 1024 // IOV_MAX: iovecs in one write
+	defaultQueueDepth    = 32
+	maxDefaultQueueDepth = 128
+	maxQueueDepth        = 4096
+	defaultMaxIOBytes    = 1 << 20
+	defaultMaxRetries    = 3
+	defaultCloseTimeout  = 30 * time.Second
+	maxIovecs            = 1024 // IOV_MAX: iovecs in one write
 )
 
 // resolve validates cfg against the target and the page size and fills
@@ -146,6 +151,9 @@ func (cfg Config) resolve(t *ring.Target, pageSize int) (Config, error) {
 	}
 	if cfg.QueueDepth == 0 {
 		cfg.QueueDepth = defaultQueueDepth
+		if t.NrRequests > 0 {
+			cfg.QueueDepth = min(max(t.NrRequests, defaultQueueDepth), maxDefaultQueueDepth)
+		}
 	}
 	if cfg.MaxRetries == 0 {
 		cfg.MaxRetries = defaultMaxRetries

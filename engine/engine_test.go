@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -134,6 +135,27 @@ func TestDefaults(t *testing.T) {
 	cfg := e.Config()
 	if cfg.QueueDepth != 32 || cfg.MaxIOBytes != 1<<20 || cfg.MaxRetries != 3 || cfg.CloseTimeout != 30*time.Second || cfg.Ring != "auto" {
 		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+// TestDefaultQueueDepth: on a block device the default queue depth is
+// its nr_requests, clamped to 32..128.
+func TestDefaultQueueDepth(t *testing.T) {
+	d := loopdev.ForTest(t, 1<<20, 0)
+	b, err := os.ReadFile("/sys/block/" + d.Name() + "/queue/nr_requests")
+	if err != nil {
+		t.Skipf("no nr_requests for %s: %v", d.Path, err)
+	}
+	var nr int
+	fmt.Sscan(string(b), &nr)
+	c := heapCache(t, 4096, 8)
+	e, err := Open(c, Config{Path: d.Path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if got, want := e.Config().QueueDepth, min(max(nr, 32), 128); got != want {
+		t.Fatalf("default QueueDepth on %s (nr_requests %d) = %d, want %d", d.Path, nr, got, want)
 	}
 }
 

@@ -31,6 +31,9 @@ type Target struct {
 	LogicalBlockSize int
 	// MaxSectorsKB is sysfs max_sectors_kb (0 when unknown, as for files).
 	MaxSectorsKB int
+	// NrRequests is sysfs nr_requests: how many requests the block layer
+	// queues for the device (0 when unknown, as for files).
+	NrRequests int
 	// WriteCache is sysfs write_cache ("write back" or "write through";
 	// "" for files).
 	WriteCache string

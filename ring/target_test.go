@@ -123,7 +123,7 @@ func TestOpenTargetLoop(t *testing.T) {
 			if tg.LogicalBlockSize != sector || tg.LogicalBlockSize != atoi("logical_block_size") {
 				t.Errorf("LogicalBlockSize %d, want %d", tg.LogicalBlockSize, sector)
 			}
-			if tg.MaxSectorsKB != atoi("max_sectors_kb") || tg.WriteCache != read("write_cache") ||
+			if tg.MaxSectorsKB != atoi("max_sectors_kb") || tg.NrRequests != atoi("nr_requests") || tg.WriteCache != read("write_cache") ||
 				tg.FUA != (atoi("fua") == 1) || tg.StableWrites != (atoi("stable_writes") == 1) {
 				t.Errorf("limits %+v differ from %s", *tg, q)
 			}
