@@ -65,7 +65,14 @@ func (e *Engine) SyncRange(ctx context.Context, start, end uint64) error {
 		return ctx.Err()
 	}
 	e.deliverErrors()
-	return errors.Join(e.heldInError(start, end), inRange(b.otherErr, start, end), b.flushErr)
+	held := e.heldInError(start, end)
+	if held != nil {
+		e.cfg.Logger.Warn("sync: pages held in error", "target", e.cfg.Path, "err", held)
+	}
+	if b.flushErr != nil {
+		e.cfg.Logger.Warn("sync: device flush failed; its pages are dirty again", "target", e.cfg.Path, "err", b.flushErr)
+	}
+	return errors.Join(held, inRange(b.otherErr, start, end), b.flushErr)
 }
 
 // syncBatch is one round of group commit.
