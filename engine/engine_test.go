@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -266,5 +267,44 @@ func TestContextCancel(t *testing.T) {
 		if fr.img[2*i*ps] != byte(i+1) {
 			t.Fatalf("page %d not on the device", 2*i)
 		}
+	}
+}
+
+// TestRegisterFallback: where registering the arena fails (ENOMEM under
+// RLIMIT_MEMLOCK), the engine says so once and writes with plain
+// WRITEV.
+func TestRegisterFallback(t *testing.T) {
+	const ps = 4096
+	c := heapCache(t, ps, 16)
+	var logs bytes.Buffer
+	var fr *fakeRing
+	e, err := Open(c, Config{
+		Path:   loopdev.TempFile(t, 16*ps),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		OpenRing: func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {
+			fr = newFakeRing(tg.Size, ps, rc)
+			fr.regErr = fmt.Errorf("%w: io_uring_register: cannot allocate memory (RLIMIT_MEMLOCK)", ring.ErrNotSupported)
+			return fr, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	c.WriteAt(make([]byte, 4*ps), 0)
+	e.Sync(context.Background())
+	e.Sync(context.Background())
+	fr.mu.Lock()
+	for _, s := range fr.subs {
+		if s.fixed {
+			t.Error("a write used registered buffers after registration failed")
+		}
+	}
+	fr.mu.Unlock()
+	if n := strings.Count(logs.String(), "registered buffers unavailable"); n != 1 {
+		t.Fatalf("the fallback was logged %d times, want once:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "RLIMIT_MEMLOCK") {
+		t.Fatalf("the log does not say why:\n%s", logs.String())
 	}
 }

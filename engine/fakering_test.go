@@ -37,6 +37,7 @@ type fakeRing struct {
 	delay time.Duration // per request, when not holding (a slow device)
 
 	fixedOK bool     // accept RegisterBuffers
+	regErr  error    // RegisterBuffers fails with it (as under RLIMIT_MEMLOCK)
 	bufs    [][]byte // registered buffers
 
 	bs     int // block (page) size, for the log
@@ -74,10 +75,13 @@ func newFakeRing(size int64, bs int, cfg ring.Config) *fakeRing {
 }
 
 func (f *fakeRing) Caps() ring.Caps {
-	return ring.Caps{Backend: "fake", Depth: f.depth, Writev: true, Fsync: true, WritevFixed: f.fixedOK, RegisteredBuffers: f.bufs != nil}
+	return ring.Caps{Backend: "fake", Depth: f.depth, Writev: true, Fsync: true, WritevFixed: f.fixedOK || f.regErr != nil, RegisteredBuffers: f.bufs != nil}
 }
 
 func (f *fakeRing) RegisterBuffers(bufs [][]byte) error {
+	if f.regErr != nil {
+		return f.regErr
+	}
 	if !f.fixedOK {
 		return ring.ErrNotSupported
 	}
