@@ -139,6 +139,7 @@ func New(cfg Config) (*Cache, error) {
 		p := &c.pages[i]
 		p.slot = uint32(i)
 		p.cache = c
+		p.flags.Store(uint32(PageDropped)) // free slots are marked Dropped
 		p.data = a.mem[i*ps : (i+1)*ps : (i+1)*ps]
 		// Pop from the end gives slot 0 first: pages grabbed in index
 		// order sit next to each other in memory and share iovecs.
@@ -287,7 +288,7 @@ func (c *Cache) insert(index uint64) (*Page, error) {
 	if sh.m[index] != nil {
 		sh.mu.Unlock()
 		p.pins.Store(0)
-		p.flags.Store(0)
+		p.flags.Store(uint32(PageDropped)) // free: see evict
 		c.freeSlot(slot)
 		return nil, nil
 	}
@@ -304,7 +305,7 @@ func (c *Cache) insert(index uint64) (*Page, error) {
 // every page in flight and every page whose write no flush has covered
 // yet, so none of those can go.
 func (c *Cache) evict() (uint32, bool) {
-	const busy = uint32(PageLocked | PageDirty | PageWriteback | PageDropped)
+	const busy = uint32(PageLocked | PageDirty | PageWriteback | PageDropped | PageHandoff)
 	n := uint64(c.capacity)
 	for scanned := uint64(0); scanned < 2*n+1; scanned++ {
 		slot := uint32(c.clock.Add(1) % n)
@@ -317,13 +318,20 @@ func (c *Cache) evict() (uint32, bool) {
 			p.flags.And(^uint32(PageReferenced))
 			continue
 		}
+		// Claim the page by taking its lock with a CAS from the state
+		// just checked: from here its index is stable (written before the
+		// lock was last released), and no other evictor can take it.
+		// Free slots carry Dropped, so they are never claimed.
+		if !p.flags.CompareAndSwap(f, f|uint32(PageLocked)) {
+			continue
+		}
 		sh := c.shard(p.index)
 		sh.mu.Lock()
 		// Under the shard's write lock nobody can pin the page (Lookup
-		// pins under the read lock), so pins and flags are stable unless
-		// a pin holder we cannot see exists — there is none: pins is 0.
-		if sh.m[p.index] != p || p.pins.Load() != 0 || p.flags.Load()&busy != 0 {
+		// pins under the read lock).
+		if sh.m[p.index] != p || p.pins.Load() != 0 || p.flags.Load()&uint32(PageDirty|PageWriteback|PageDropped) != 0 {
 			sh.mu.Unlock()
+			p.Unlock()
 			continue
 		}
 		if invariants.Enabled && p.flags.Load()&uint32(PageError) != 0 {
@@ -371,7 +379,8 @@ func (c *Cache) Put(p *Page) {
 		invariants.Failf("pages: Put of unpinned page %d", p.index)
 	}
 	if p.flags.Load()&uint32(PageDropped) != 0 {
-		p.flags.Store(0)
+		// The slot goes back to the free list still marked Dropped, so
+		// the eviction clock passes over it.
 		c.freeSlot(p.slot)
 	}
 }

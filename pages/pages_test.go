@@ -3,6 +3,7 @@ package pages
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"runtime"
@@ -729,4 +730,46 @@ func TestLockHandoff(t *testing.T) {
 	}
 	t.Logf("waiter got the lock after %d rounds of the other goroutine", at)
 	c.Put(p)
+}
+
+// TestEvictConcurrent: goroutines grab pages of a working set far
+// larger than the cache at once, so slots are evicted and reused under
+// each other's feet; a page found cached always holds its own contents.
+func TestEvictConcurrent(t *testing.T) {
+	const ps = 512
+	c := newTestCache(t, ps, 32)
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 3))
+			for i := 0; i < 5000; i++ {
+				idx := r.Uint64N(1000)
+				p, err := c.Grab(idx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				d := p.Data()
+				if p.Flags().IsUptodate() {
+					if got := binary.LittleEndian.Uint64(d); got != idx {
+						t.Errorf("page %d holds page %d's contents", idx, got)
+					}
+				} else {
+					binary.LittleEndian.PutUint64(d, idx)
+					p.SetUptodate()
+				}
+				p.Unlock()
+				c.Put(p)
+			}
+		}(w)
+	}
+	wg.Wait()
+	if c.Evictions() == 0 {
+		t.Fatal("no evictions")
+	}
+	if n := c.NrCached(); n > 32 {
+		t.Fatalf("%d pages cached in a cache of 32", n)
+	}
 }

@@ -240,7 +240,9 @@ func TestJSONSchema(t *testing.T) {
 	if doc.Target.Path != path || doc.Target.Size != 32<<20 || doc.Target.LogicalBlockSize < 512 || doc.Target.Kind != wantKind {
 		t.Fatalf("target %+v", doc.Target)
 	}
-	if doc.Config.PageSize != 4096 || doc.Config.QueueDepth != 32 || doc.Config.MaxIOBytes <= 0 || doc.Config.Ring != "auto" || doc.Config.Backend == "" || doc.Config.Runs != 2 {
+	// The default queue depth is 32, or a block device's nr_requests
+	// clamped to 32..128.
+	if doc.Config.PageSize != 4096 || doc.Config.QueueDepth < 32 || doc.Config.QueueDepth > 128 || (wantKind == "file" && doc.Config.QueueDepth != 32) || doc.Config.MaxIOBytes <= 0 || doc.Config.Ring != "auto" || doc.Config.Backend == "" || doc.Config.Runs != 2 {
 		t.Fatalf("config %+v", doc.Config)
 	}
 	if doc.Pattern != "runs" {
