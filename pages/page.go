@@ -202,22 +202,9 @@ func (p *Page) ClearError() { p.flags.And(^uint32(PageError)) }
 // the wait. Sleepers on other pages of the same bucket wake spuriously,
 // find their page unchanged and set Waiters again.
 func (p *Page) waitClear(mask Flags) {
-	if p.flags.Load()&uint32(mask) == 0 {
-		return
+	for p.flags.Load()&uint32(mask) != 0 {
+		p.waitOnce(mask)
 	}
-	b := p.cache.bucket(p.slot)
-	b.mu.Lock()
-	for {
-		old := p.flags.Load()
-		if old&uint32(mask) == 0 {
-			break
-		}
-		if old&uint32(PageWaiters) == 0 && !p.flags.CompareAndSwap(old, old|uint32(PageWaiters)) {
-			continue
-		}
-		b.cond.Wait()
-	}
-	b.mu.Unlock()
 }
 
 // waitOnce sleeps until the next wake-up of the page's waiters, unless
