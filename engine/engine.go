@@ -108,6 +108,9 @@ type Engine struct {
 	// testFlushFirst breaks Sync on purpose, flushing before the writes
 	// it should cover, so crash tests can show they catch it.
 	testFlushFirst bool
+	// testBeforeJoin, if set, runs in SyncRange after its closed check
+	// and before it joins a round (tests widen that window with it).
+	testBeforeJoin func()
 }
 
 // passState is owned by the holder of the pass lock.

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"testing"
 	"time"
@@ -91,5 +92,40 @@ func TestCloseWaitsForInflight(t *testing.T) {
 	}
 	if !bytes.Equal(fr.img[:8*ps], bytes.Repeat([]byte{3}, 8*ps)) {
 		t.Fatal("the in-flight writes did not land before Close returned")
+	}
+}
+
+// TestSyncRacingClose: a Sync that passed its "closed?" check just
+// before Close, and joins a round only after Close stopped the
+// group-commit runner, fails with ErrClosed instead of waiting forever.
+func TestSyncRacingClose(t *testing.T) {
+	const ps = 4096
+	c := heapCache(t, ps, 64)
+	var fr *fakeRing
+	e, err := Open(c, Config{Path: testTarget(t, 64*ps), OpenRing: fakeOpen(&fr, ps)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	e.testBeforeJoin = func() {
+		close(entered)
+		<-release
+	}
+	errs := make(chan error, 1)
+	go func() { errs <- e.Sync(context.Background()) }()
+	<-entered
+	e.testBeforeJoin = nil // Close's own Sync goes straight through
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	select {
+	case err := <-errs:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("a Sync that joined after Close = %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a Sync that joined after Close hangs")
 	}
 }

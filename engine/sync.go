@@ -42,7 +42,14 @@ func (e *Engine) SyncRange(ctx context.Context, start, end uint64) error {
 		return fmt.Errorf("%w: SyncRange [%d, %d): end before start", ErrConfig, start, end)
 	}
 	e.stats.syncs.Add(1)
+	if e.testBeforeJoin != nil {
+		e.testBeforeJoin()
+	}
 	e.syncMu.Lock()
+	if e.syncClosed {
+		e.syncMu.Unlock()
+		return ErrClosed
+	}
 	b := e.nextSync
 	if b == nil {
 		b = &syncBatch{start: start, end: end, done: make(chan struct{})}
@@ -85,9 +92,10 @@ type syncBatch struct {
 
 // syncState is the group-commit machinery.
 type syncState struct {
-	syncMu   sync.Mutex // protects nextSync
-	nextSync *syncBatch // the round Syncs join now; nil when none waits
-	syncKick chan struct{}
+	syncMu     sync.Mutex // protects nextSync and syncClosed
+	nextSync   *syncBatch // the round Syncs join now; nil when none waits
+	syncClosed bool       // the runner has stopped: no round will run
+	syncKick   chan struct{}
 }
 
 // syncRunner runs group-commit rounds one after another until Close.
@@ -96,7 +104,18 @@ func (e *Engine) syncRunner() {
 	for {
 		select {
 		case <-e.bgStop:
-			// Close ran its own final round first; nothing can join now.
+			// Close ran its own final round first. A Sync that slipped
+			// in since (it checked closed before Close set it) fails
+			// rather than wait for a round that will not come.
+			e.syncMu.Lock()
+			e.syncClosed = true
+			b := e.nextSync
+			e.nextSync = nil
+			e.syncMu.Unlock()
+			if b != nil {
+				b.otherErr = ErrClosed
+				close(b.done)
+			}
 			return
 		case <-e.syncKick:
 		}
