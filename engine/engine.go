@@ -98,8 +98,9 @@ type Engine struct {
 	bgState   // background writeback and throttling (background.go)
 	syncState // group commit (sync.go)
 
-	closeMu sync.Mutex // serialises Close
-	closed  atomic.Bool
+	closeMu  sync.Mutex // serialises Close
+	closed   atomic.Bool
+	closedCh chan struct{} // closed with closed
 
 	// noStableCheck turns off the invariants check that a page's
 	// contents do not change while it is in flight, for tests that write
@@ -111,6 +112,9 @@ type Engine struct {
 	// testBeforeJoin, if set, runs in SyncRange after its closed check
 	// and before it joins a round (tests widen that window with it).
 	testBeforeJoin func()
+	// testBeforePass, if set, runs in WritePages after its closed check
+	// and before it takes the pass lock.
+	testBeforePass func()
 }
 
 // passState is owned by the holder of the pass lock.
@@ -188,6 +192,7 @@ func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 		nblocks:   uint64(t.Size) / uint64(ps),
 		needFlush: t.NeedsFlush() || cfg.FlushAlways,
 		pass:      make(chan struct{}, 1),
+		closedCh:  make(chan struct{}),
 		recs:      make([]record, backlogSlots(cfg.QueueDepth)),
 		freeRecs:  make(chan int32, backlogSlots(cfg.QueueDepth)),
 		slots:     make([]slotState, c.Capacity()),
@@ -283,6 +288,7 @@ func (e *Engine) Close() error {
 	defer cancel()
 	syncErr := e.SyncRange(ctx, 0, 0)
 	e.closed.Store(true)
+	close(e.closedCh)
 	close(e.bgStop)
 	stopped := make(chan struct{})
 	go func() { e.bgWG.Wait(); close(stopped) }()
@@ -335,6 +341,10 @@ func (e *Engine) acquirePass(ctx context.Context, wait bool) (bool, error) {
 		return true, nil
 	case <-ctx.Done():
 		return false, ctx.Err()
+	case <-e.closedCh:
+		// Close keeps the pass lock from now on: a pass that got past
+		// its "closed?" check just before must not wait for it.
+		return false, ErrClosed
 	}
 }
 

@@ -129,3 +129,38 @@ func TestSyncRacingClose(t *testing.T) {
 		t.Fatal("a Sync that joined after Close hangs")
 	}
 }
+
+// TestPassRacingClose: a SyncAll pass that got past its "closed?" check
+// just before Close, and asks for the pass lock only after Close took it
+// for good, fails with ErrClosed instead of waiting forever.
+func TestPassRacingClose(t *testing.T) {
+	const ps = 4096
+	c := heapCache(t, ps, 64)
+	var fr *fakeRing
+	e, err := Open(c, Config{Path: testTarget(t, 64*ps), OpenRing: fakeOpen(&fr, ps)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	e.testBeforePass = func() {
+		close(entered)
+		<-release
+	}
+	errs := make(chan error, 1)
+	go func() { errs <- e.WritePages(context.Background(), &WritebackControl{SyncMode: SyncAll}) }()
+	<-entered
+	e.testBeforePass = nil
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	select {
+	case err := <-errs:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("a pass that asked for the lock after Close = %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a pass that asked for the lock after Close hangs")
+	}
+}

@@ -75,6 +75,9 @@ func (e *Engine) WritePages(ctx context.Context, wbc *WritebackControl) error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
+	if e.testBeforePass != nil {
+		e.testBeforePass()
+	}
 	got, err := e.acquirePass(ctx, wbc.SyncMode == SyncAll)
 	if !got {
 		return err
