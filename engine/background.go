@@ -144,7 +144,13 @@ func (e *Engine) waitProgress(ctx context.Context, d time.Duration) bool {
 	return ctx.Err() == nil
 }
 
-func (e *Engine) nrDirtyWB() int64 { return e.cache.NrDirty() + e.cache.NrWriteback() }
+// nrDirtyWB is what the thresholds count: dirty pages plus pages under
+// writeback, less the pages held in error (no amount of writeback
+// cleans those; counting them would pace writers, and spin the flusher,
+// for as long as the device refuses them).
+func (e *Engine) nrDirtyWB() int64 {
+	return e.cache.NrDirty() + e.cache.NrWriteback() - e.nInError.Load()
+}
 
 // BalanceDirty paces a writer that has just dirtied nrDirtied pages
 // (pages.Ops; the kernel's balance_dirty_pages). Callers hold no page

@@ -102,13 +102,19 @@ func (e *Engine) endWrite(r *record, c *ring.Completion) {
 			st.failures.Store(0)
 			if p.Flags().IsError() {
 				p.ClearError()
-				delete(e.inError, p.Index())
+				if _, ok := e.inError[p.Index()]; ok {
+					delete(e.inError, p.Index())
+					e.nInError.Add(-1)
+				}
 			}
 			continue
 		}
 		held := int(st.failures.Add(1)) >= e.cfg.MaxRetries
 		if held {
 			p.SetError()
+			if _, ok := e.inError[p.Index()]; !ok {
+				e.nInError.Add(1)
+			}
 			e.inError[p.Index()] = c.Err
 		}
 		e.fails.add(p.Index(), c.Err, held)

@@ -65,6 +65,7 @@ type Engine struct {
 	complMu   sync.Mutex
 	slots     []slotState // by page slot
 	inError   map[uint64]syscall.Errno
+	nInError  atomic.Int64 // len(inError), for readers without complMu
 	fails     failLog
 	unflushed []*pages.Page // written since the last flush; each holds its write's pin
 	// spareUnflushed is the list a finished flush gave back, reused as

@@ -5,12 +5,15 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/wbengine/wbengine/mapper"
+	"github.com/wbengine/wbengine/ring"
 )
 
 func openFDs(t *testing.T) int {
@@ -162,5 +165,123 @@ func TestPassRacingClose(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a pass that asked for the lock after Close hangs")
+	}
+}
+
+// TestInvalidateThenDirectWrite: a direct writer that kept its pin on a
+// page across Invalidate, then dirties it, while the index gets a new
+// page: the old data is discarded, the new page is written, nothing
+// panics (a dropped page must never reach the dirty set).
+func TestInvalidateThenDirectWrite(t *testing.T) {
+	const ps = 4096
+	c := heapCache(t, ps, 16)
+	var fr *fakeRing
+	e, err := Open(c, Config{Path: testTarget(t, 64*ps), OpenRing: fakeOpen(&fr, ps)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	c.WriteAt(bytes.Repeat([]byte{1}, ps), 5*ps)
+	old := c.Lookup(5) // the direct writer's pin
+	if err := e.Invalidate(ctx, 5, 6); err != nil {
+		t.Fatal(err)
+	}
+	copy(old.Data(), bytes.Repeat([]byte{2}, ps))
+	c.SetDirty(old)
+	c.WriteAt(bytes.Repeat([]byte{3}, ps), 5*ps) // a new page at index 5
+	if err := e.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Put(old)
+	fr.mu.Lock()
+	got := fr.img[5*ps]
+	fr.mu.Unlock()
+	if got != 3 {
+		t.Fatalf("block 5 holds %d, want the new page's 3", got)
+	}
+	if c.NrDirty() != 0 {
+		t.Fatalf("%d dirty pages left", c.NrDirty())
+	}
+}
+
+// TestFlushFailRacingInvalidate: a failing flush makes its pages dirty
+// again while Invalidate drops them; whatever the order, no page that
+// left the cache comes back dirty, and the cache's pins balance.
+func TestFlushFailRacingInvalidate(t *testing.T) {
+	const (
+		ps = 4096
+		n  = 256
+	)
+	for round := 0; round < 30; round++ {
+		c := heapCache(t, ps, n)
+		var fr *fakeRing
+		e, err := Open(c, Config{Path: testTarget(t, n*ps), OpenRing: fakeOpen(&fr, ps), FlushAlways: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		c.WriteAt(bytes.Repeat([]byte{1}, n*ps), 0)
+		if err := e.WritePages(ctx, &WritebackControl{SyncMode: SyncAll}); err != nil {
+			t.Fatal(err)
+		}
+		fr.mu.Lock()
+		fr.flushErr, fr.flushFails = syscall.EIO, 1
+		fr.mu.Unlock()
+		fr.setHold(true)
+		synced := make(chan error, 1)
+		go func() { synced <- e.Sync(ctx) }()
+		for {
+			fr.mu.Lock()
+			ready := len(fr.pending) > 0 && fr.pending[0].Op == ring.OpFlush
+			fr.mu.Unlock()
+			if ready {
+				break
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); e.Invalidate(ctx, 0, 0) }()
+		go func() { defer wg.Done(); fr.completeAll() }()
+		wg.Wait()
+		fr.setHold(false)
+		<-synced
+		c.WriteAt(bytes.Repeat([]byte{2}, n*ps), 0)
+		if err := e.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+}
+
+// TestReclaimWithHeldPage: one page held in error does not stop a full
+// cache from making room: the writeback for reclaim fails (it names that
+// page) but cleans the rest, and Grab goes on.
+func TestReclaimWithHeldPage(t *testing.T) {
+	const ps = 4096
+	c := heapCache(t, ps, 8)
+	var fr *fakeRing
+	e, err := Open(c, Config{Path: testTarget(t, 64*ps), OpenRing: fakeOpen(&fr, ps), FlushAlways: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	fr.mu.Lock()
+	fr.failBlocks[0] = fault{errno: syscall.EIO, count: -1}
+	fr.mu.Unlock()
+	c.WriteAt(bytes.Repeat([]byte{1}, ps), 0)
+	if err := e.Sync(ctx); !errors.Is(err, ErrIO) {
+		t.Fatalf("Sync over a bad block = %v", err)
+	}
+	c.WriteAt(bytes.Repeat([]byte{2}, 7*ps), ps) // the cache is full of dirty pages
+	if _, err := c.WriteAt(bytes.Repeat([]byte{3}, ps), 20*ps); err != nil {
+		t.Fatalf("WriteAt needing room, with one page held in error: %v", err)
 	}
 }

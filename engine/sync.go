@@ -263,7 +263,8 @@ func (e *Engine) endFlush(list []*pages.Page, errno syscall.Errno) error {
 // the cache (the kernel's truncate_inode_pages_range): it waits for
 // their writeback, discards their dirty data and any error they are held
 // in, and removes them. Pinned pages leave the index at once and free
-// their slot when the last pin goes.
+// their slot when the last pin goes; a page dirtied after it was removed
+// stays discarded (SetDirty refuses it).
 func (e *Engine) Invalidate(ctx context.Context, start, end uint64) error {
 	if e.closed.Load() {
 		return ErrClosed
@@ -275,35 +276,44 @@ func (e *Engine) Invalidate(ctx context.Context, start, end uint64) error {
 		return err
 	}
 	defer e.releasePass()
+	e.invalidateLocked(start, end)
+	return nil
+}
+
+// invalidateLocked is Invalidate with the pass lock held.
+func (e *Engine) invalidateLocked(start, end uint64) {
 	e.drain()
 	e.cache.Range(start, end, func(p *pages.Page) bool {
 		p.Lock()
 		p.WaitWriteback()
-		if p.Flags().IsDirty() {
-			if !e.set.has(p) {
-				// On the intake list: take it off before clearing Dirty,
-				// which lets the page be pushed again.
-				e.drain()
-			}
-			if e.set.has(p) {
-				e.set.remove(p.Index())
-				e.cache.CancelDirty(p)
-				e.cache.Put(p) // the dirty pin
-			}
+		if p.Flags().IsDirty() && !e.set.has(p) {
+			// On the intake list: bring it into the set, so that it is
+			// off the list before its Dirty bit is cleared.
+			e.drain()
+		}
+		inSet := e.set.has(p)
+		if inSet {
+			e.set.remove(p.Index())
+		}
+		// From here SetDirty refuses the page. A SetDirty that won its
+		// race before this leaves it dirty and on the intake list, where
+		// the next drain retires it.
+		e.cache.Remove(p)
+		if inSet && e.cache.CancelDirty(p) {
+			e.cache.Put(p) // the dirty pin
 		}
 		e.complMu.Lock()
-		delete(e.inError, p.Index())
+		if _, ok := e.inError[p.Index()]; ok {
+			delete(e.inError, p.Index())
+			e.nInError.Add(-1)
+		}
 		e.slots[p.Slot()].failures.Store(0)
 		e.complMu.Unlock()
 		p.ClearError()
-		e.cache.Remove(p)
 		p.Unlock()
 		e.cache.Put(p)
 		return true
 	})
-	// Pages dropped while on the intake list or in the set are retired
-	// by the next pass that meets them.
-	return nil
 }
 
 // Discard invalidates the pages in [start, end) (end 0 = to the end of
@@ -313,9 +323,20 @@ func (e *Engine) Invalidate(ctx context.Context, start, end uint64) error {
 // Where the target cannot discard, the pages are still invalidated and
 // the error wraps ring.ErrNotSupported.
 func (e *Engine) Discard(ctx context.Context, start, end uint64) error {
-	if err := e.Invalidate(ctx, start, end); err != nil {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	if end != 0 && end < start {
+		return fmt.Errorf("%w: Discard [%d, %d): end before start", ErrConfig, start, end)
+	}
+	// Hold the pass lock from the invalidation through the device
+	// discard: no pass may write a page of the range in between, or the
+	// discard would erase a write the cache thinks is on the device.
+	if _, err := e.acquirePass(ctx, true); err != nil {
 		return err
 	}
+	defer e.releasePass()
+	e.invalidateLocked(start, end)
 	switch {
 	case e.mapper == nil && (end == 0 || end > e.nblocks):
 		end = e.nblocks

@@ -455,6 +455,15 @@ func (e *Engine) drain() {
 	}
 	now := time.Now().UnixNano()
 	for _, p := range e.drainBuf {
+		if p.Flags().IsDropped() {
+			// Dirtied just as Invalidate removed it: its data was
+			// discarded; retire it here (its index may already hold a
+			// new page).
+			if e.cache.ClearDirtyDropped(p) {
+				e.cache.Put(p)
+			}
+			continue
+		}
 		e.set.insert(p)
 		e.slots[p.Slot()].dirtiedAt = now
 	}

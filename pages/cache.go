@@ -184,7 +184,7 @@ func (c *Cache) Close() error {
 		return nil
 	}
 	for i := range c.pages {
-		if n := c.pages[i].pins.Load(); n != 0 {
+		if n := c.pages[i].Pins(); n != 0 {
 			c.closed.Store(false)
 			return fmt.Errorf("pages: close: page %d still has %d pins", c.pages[i].index, n)
 		}
@@ -233,6 +233,7 @@ func (c *Cache) GrabContext(ctx context.Context, index uint64) (*Page, error) {
 }
 
 func (c *Cache) grab(ctx context.Context, index uint64, reclaim bool) (*Page, error) {
+	var reclaimErr error
 	for attempt := 0; ; {
 		if p := c.Lookup(index); p != nil {
 			p.Lock()
@@ -253,12 +254,17 @@ func (c *Cache) grab(ctx context.Context, index uint64, reclaim bool) (*Page, er
 		}
 		ops := c.Ops()
 		if !reclaim || ops == nil || attempt >= maxReclaims {
+			if reclaimErr != nil {
+				err = fmt.Errorf("%w (writeback for reclaim: %w)", err, reclaimErr)
+			}
 			return nil, err
 		}
 		attempt++
 		c.reclaims.Add(1)
-		if rerr := ops.WritebackForReclaim(ctx); rerr != nil {
-			return nil, fmt.Errorf("%w (writeback for reclaim: %w)", err, rerr)
+		// Try again whatever the writeback returned: it may have made
+		// room even if some pages failed (say, one held in error).
+		if reclaimErr = ops.WritebackForReclaim(ctx); ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %w", err, ctx.Err())
 		}
 	}
 }
@@ -281,7 +287,7 @@ func (c *Cache) insert(index uint64) (*Page, error) {
 	// The slot is ours: nobody holds a pin on a free slot.
 	p.index = index
 	p.next = nil
-	p.pins.Store(1)
+	p.pins.Store(2) // the index's reference and the caller's pin
 	p.flags.Store(uint32(PageLocked | PageReferenced))
 	sh := c.shard(index)
 	sh.mu.Lock()
@@ -301,9 +307,9 @@ func (c *Cache) insert(index uint64) (*Page, error) {
 // evict takes the slot of a clean, unpinned, unlocked page not under
 // writeback, found by the CLOCK hand, out of the index. Pages with
 // Referenced set lose it and are passed over once. Only pages with no
-// pins qualify: the writeback engine holds a pin on every dirty page,
-// every page in flight and every page whose write no flush has covered
-// yet, so none of those can go.
+// pins but the index's own reference qualify: the writeback engine
+// holds a pin on every dirty page, every page in flight and every page
+// whose write no flush has covered yet, so none of those can go.
 func (c *Cache) evict() (uint32, bool) {
 	const busy = uint32(PageLocked | PageDirty | PageWriteback | PageDropped | PageHandoff)
 	n := uint64(c.capacity)
@@ -311,7 +317,7 @@ func (c *Cache) evict() (uint32, bool) {
 		slot := uint32(c.clock.Add(1) % n)
 		p := &c.pages[slot]
 		f := p.flags.Load()
-		if p.pins.Load() != 0 || f&busy != 0 {
+		if p.pins.Load() != 1 || f&busy != 0 {
 			continue
 		}
 		if f&uint32(PageReferenced) != 0 {
@@ -328,8 +334,9 @@ func (c *Cache) evict() (uint32, bool) {
 		sh := c.shard(p.index)
 		sh.mu.Lock()
 		// Under the shard's write lock nobody can pin the page (Lookup
-		// pins under the read lock).
-		if sh.m[p.index] != p || p.pins.Load() != 0 || p.flags.Load()&uint32(PageDirty|PageWriteback|PageDropped) != 0 {
+		// pins under the read lock): taking the index's reference with a
+		// CAS 1 → 0 makes the slot ours, once.
+		if sh.m[p.index] != p || p.flags.Load()&uint32(PageDirty|PageWriteback|PageDropped) != 0 || !p.pins.CompareAndSwap(1, 0) {
 			sh.mu.Unlock()
 			p.Unlock()
 			continue
@@ -368,21 +375,23 @@ func (c *Cache) freeSlot(s uint32) {
 
 // Put gives back a pin from Grab or Lookup (or the dirty pin, which the
 // writeback engine gives back when it retires a page). Data must not be
-// used after it. A page removed from the cache frees its slot when its
-// last pin goes.
+// used after it.
+//
+// The index holds a reference of its own on every cached page, so the
+// count reaches zero only once the page has left the index (Remove
+// drops that reference): whoever takes it to zero frees the slot, and
+// that happens exactly once.
 func (c *Cache) Put(p *Page) {
 	n := p.pins.Add(-1)
 	if n > 0 {
 		return
 	}
-	if n < 0 {
-		invariants.Failf("pages: Put of unpinned page %d", p.index)
+	if n < 0 || p.flags.Load()&uint32(PageDropped) == 0 {
+		invariants.Failf("pages: Put of unpinned page %d (%v)", p.index, p.Flags())
 	}
-	if p.flags.Load()&uint32(PageDropped) != 0 {
-		// The slot goes back to the free list still marked Dropped, so
-		// the eviction clock passes over it.
-		c.freeSlot(p.slot)
-	}
+	// The slot goes back to the free list marked Dropped (Remove set
+	// it), so the eviction clock passes over it.
+	c.freeSlot(p.slot)
 }
 
 // Pin takes another pin on a page the caller already holds pinned.
@@ -399,11 +408,12 @@ func (c *Cache) Pin(p *Page) {
 // once. Dirtying a dirty page is one atomic load. SetDirty never sleeps
 // and takes no lock: any goroutine may call it, with or without the page
 // lock. It also sets Uptodate: the caller says the memory now holds the
-// page's contents.
+// page's contents. A page that has left the cache (Remove) is not made
+// dirty: its data was discarded.
 func (c *Cache) SetDirty(p *Page) bool {
 	for {
 		old := p.flags.Load()
-		if old&uint32(PageDirty) != 0 {
+		if old&uint32(PageDirty|PageDropped) != 0 {
 			return false
 		}
 		if p.flags.CompareAndSwap(old, old|uint32(PageDirty|PageUptodate)) {
@@ -426,13 +436,15 @@ func (c *Cache) CancelDirty(p *Page) bool {
 	return p.ClearDirtyForIO()
 }
 
-// Remove takes a locked page that is neither dirty nor under writeback
-// out of the cache (the kernel's delete_from_page_cache). Its slot is
-// freed when the last pin goes; Grab and Lookup no longer find it, and
-// holders of a pin see PageDropped.
+// Remove takes a locked page that is not under writeback out of the
+// cache (the kernel's delete_from_page_cache): Grab and Lookup no longer
+// find it, pin holders see PageDropped, and SetDirty refuses it. Its
+// slot is freed when the last pin goes. A page dirtied by a SetDirty
+// that won its race with Remove stays dirty and on the intake list; the
+// writeback engine retires it there (ClearDirtyDropped).
 func (c *Cache) Remove(p *Page) {
 	f := p.Flags()
-	if f&PageLocked == 0 || f&(PageDirty|PageWriteback) != 0 {
+	if f&PageLocked == 0 || f&(PageWriteback|PageDropped) != 0 {
 		invariants.Failf("pages: Remove of page %d in state %v", p.index, f)
 	}
 	sh := c.shard(p.index)
@@ -441,8 +453,24 @@ func (c *Cache) Remove(p *Page) {
 		delete(sh.m, p.index)
 		c.nrCached.Add(-1)
 	}
-	sh.mu.Unlock()
 	p.flags.Or(uint32(PageDropped))
+	sh.mu.Unlock()
+	p.pins.Add(-1) // the index's reference; the caller still holds a pin
+}
+
+// ClearDirtyDropped clears Dirty on a page that has left the cache and
+// reports whether it was dirty; the writeback engine then gives back the
+// dirty pin. No lock is needed: nobody can dirty a dropped page again.
+func (c *Cache) ClearDirtyDropped(p *Page) bool {
+	if p.Flags()&PageDropped == 0 {
+		invariants.Failf("pages: ClearDirtyDropped of page %d still cached", p.index)
+	}
+	old := Flags(p.flags.And(^uint32(PageDirty)))
+	if old&PageDirty != 0 {
+		c.nrDirty.Add(-1)
+		return true
+	}
+	return false
 }
 
 // Range calls fn for every cached page with start ≤ index < end (end 0:

@@ -20,7 +20,7 @@ import (
 // page.
 type Page struct {
 	flags atomic.Uint32 // Flags; see the bit layout on Flags
-	pins  atomic.Int32  // pins held: callers of Grab/Lookup, the dirty pin, in-flight I/O
+	pins  atomic.Int32  // the index's reference while cached, plus pins: callers of Grab/Lookup, the dirty pin, in-flight I/O
 	slot  uint32        // position in the cache's page table and arena; fixed
 	_     uint32
 	// index is the page index in the cache's address space. It is set
@@ -50,8 +50,15 @@ func (p *Page) Slot() int { return int(p.slot) }
 // Flags loads the page's flags word.
 func (p *Page) Flags() Flags { return Flags(p.flags.Load()) }
 
-// Pins is the number of pins held (for tests and invariant checks).
-func (p *Page) Pins() int { return int(p.pins.Load()) }
+// Pins is the number of pins held (for tests and invariant checks),
+// not counting the index's own reference on a cached page.
+func (p *Page) Pins() int {
+	n := int(p.pins.Load())
+	if p.flags.Load()&uint32(PageDropped) == 0 && n > 0 {
+		n--
+	}
+	return n
+}
 
 // TryLock takes the page lock if it is free and reports whether it did.
 // It fails while a sleeper waits for the lock to be handed to it.

@@ -773,3 +773,68 @@ func TestEvictConcurrent(t *testing.T) {
 		t.Fatalf("%d pages cached in a cache of 32", n)
 	}
 }
+
+// TestPutNoDoubleFree: a Put that takes a page's pins to zero while
+// another goroutine finds the page, removes it and puts it, must not
+// free the slot twice (the index holds a reference of its own, so only
+// the last pin after Remove frees it).
+func TestPutNoDoubleFree(t *testing.T) {
+	c := newTestCache(t, 512, 4)
+	p, _ := c.Grab(1)
+	p.Unlock()
+	c.Put(p)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				if q := c.Lookup(1); q != nil {
+					c.Put(q)
+				}
+			}
+		}()
+	}
+	for iter := 0; iter < 200000; iter++ {
+		if q := c.Lookup(1); q != nil {
+			q.Lock()
+			c.Remove(q)
+			q.Unlock()
+			c.Put(q)
+		}
+		r, err := c.Grab(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Unlock()
+		c.Put(r)
+		c.freeMu.Lock()
+		seen := map[uint32]bool{}
+		for _, s := range c.free {
+			if seen[s] {
+				c.freeMu.Unlock()
+				stop.Store(true)
+				wg.Wait()
+				t.Fatalf("slot %d is on the free list twice (free %v)", s, c.free)
+			}
+			seen[s] = true
+		}
+		c.freeMu.Unlock()
+	}
+	stop.Store(true)
+	wg.Wait()
+}
+
+// TestSetDirtyRefusesDropped: a pin holder cannot dirty a page that has
+// left the cache.
+func TestSetDirtyRefusesDropped(t *testing.T) {
+	c := newTestCache(t, 512, 4)
+	p, _ := c.Grab(3)
+	c.Remove(p)
+	if c.SetDirty(p) || p.Flags().IsDirty() {
+		t.Fatal("SetDirty dirtied a removed page")
+	}
+	p.Unlock()
+	c.Put(p)
+}
