@@ -8,8 +8,8 @@ import (
 	"expvar"
 	"os"
 	"sync/atomic"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/ring"
