@@ -13,6 +13,10 @@
 // Grab and Lookup return a pinned page; Put gives the pin back. Data is
 // valid only while the caller holds a pin, and a slot is reused only
 // when nobody does, so a stale *Page never touches someone else's data.
+// The index holds a reference of its own on every cached page: eviction
+// takes the slot by taking that reference (only when it is the last);
+// Remove drops it, and the Put that then takes the count to zero frees
+// the slot, once.
 // A writer changes a pinned page and calls SetDirty (or uses WriteAt,
 // which does all of it). The flags word goes clean → dirty by
 // compare-and-swap; the one winner of that transition takes a pin of its
