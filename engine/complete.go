@@ -99,7 +99,9 @@ func (e *Engine) endWrite(r *record, c *ring.Completion) {
 					invariants.Failf("engine: page %d changed while its write was in flight", p.Index())
 				}
 			}
-			st.failures.Store(0)
+			if st.failures.Load() != 0 {
+				st.failures.Store(0)
+			}
 			if p.Flags().IsError() {
 				p.ClearError()
 				if _, ok := e.inError[p.Index()]; ok {
@@ -121,8 +123,8 @@ func (e *Engine) endWrite(r *record, c *ring.Completion) {
 		failed = append(failed, p.Index())
 		e.cache.SetDirty(p)
 	}
+	e.cache.EndWritebackPages(r.pages)
 	for i, p := range r.pages {
-		p.EndWriteback()
 		st := &e.slots[p.Slot()]
 		if i < okPages && e.needFlush && !st.unflushed {
 			st.unflushed = true

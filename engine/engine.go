@@ -127,6 +127,8 @@ type passState struct {
 	cyclicIndex uint64
 	nextGen     uint64
 	cur         int32   // the open run's record, or -1
+	spare       int32   // a free record set aside for the next run, or -1
+	started     int     // pages moved to writeback by the fast path, not yet accounted
 	queue       []int32 // sealed runs not yet submitted
 	reqs        []ring.Request
 	ext         mapper.Extent // the extent the walk mapped last
@@ -205,6 +207,7 @@ func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 	e.waitCond.L = &e.waitMu
 	e.set = newDirtySet()
 	e.cur = -1
+	e.spare = -1
 	e.queue = make([]int32, 0, len(e.recs))
 	e.reqs = make([]ring.Request, 0, len(e.recs))
 	e.recGen = make([]atomic.Uint64, len(e.recs))

@@ -172,6 +172,10 @@ func (e *Engine) writePagesOpt(ctx context.Context, wbc *WritebackControl, opt p
 	if err := e.submitQueued(); err != nil {
 		note(err)
 	}
+	if e.spare >= 0 {
+		e.freeRecs <- e.spare
+		e.spare = -1
+	}
 	if wbc.RangeCyclic {
 		if stopped {
 			e.cyclicIndex = pos
@@ -204,6 +208,40 @@ const (
 // write_cache_pages loop body plus mpage_write_folio).
 func (e *Engine) writePage(ctx context.Context, p *pages.Page, sync bool) (pageOutcome, error) {
 	idx := p.Index()
+	// Fast path, for the common page: unlocked, dirty, not in flight.
+	// Map it and get the run it goes into first (both may wait), then
+	// move it to writeback in one CAS (pages.TryStartWriteback). If the
+	// page changed meanwhile, the slow path below takes over; a record
+	// taken for it stays reserved for the next run.
+	if f := p.Flags(); f.IsDirty() && f&(pages.PageLocked|pages.PageWriteback|pages.PageDropped|pages.PageHandoff) == 0 {
+		block, boundary, err := e.mapPage(idx)
+		if err != nil {
+			return pageFailed, err
+		}
+		alone := e.mapper == nil || e.slots[p.Slot()].failures.Load() > 0
+		buf := e.bufOf(p)
+		extends := e.extends(idx, block, buf, p, alone)
+		if !extends {
+			e.seal()
+			if err := e.reserveRecord(ctx); err != nil {
+				return pageFailed, err
+			}
+		}
+		if p.TryStartWriteback() {
+			if !extends {
+				e.openRun(block, buf)
+			}
+			r := &e.recs[e.cur]
+			e.slots[p.Slot()].gen = r.gen
+			e.appendPage(r, p)
+			e.started++
+			e.set.remove(idx)
+			if r.bytes >= int64(e.maxPages*e.ps) || boundary || alone {
+				e.seal()
+			}
+			return pageWritten, nil
+		}
+	}
 	if !p.TryLock() {
 		// Submit what is queued before sleeping: the lock holder may be
 		// waiting for one of those writes.
@@ -301,24 +339,56 @@ func (e *Engine) mapPage(idx uint64) (block uint64, boundary bool, err error) {
 // written alone (no mapper, or its last write failed) gets a run of its
 // own.
 func (e *Engine) runFor(ctx context.Context, idx, block uint64, p *pages.Page, alone bool) (*record, error) {
-	buf := -1
-	if e.fixed {
-		buf = e.cache.BufIndex(p)
+	buf := e.bufOf(p)
+	if e.extends(idx, block, buf, p, alone) {
+		return &e.recs[e.cur], nil
 	}
-	if e.cur >= 0 {
-		r := &e.recs[e.cur]
-		last := r.pages[len(r.pages)-1]
-		lastBlock := uint64(r.off)/uint64(e.ps) + uint64(len(r.pages)) - 1
-		if !alone && idx == last.Index()+1 && block == lastBlock+1 && buf == r.buf &&
-			(len(r.iov) < cap(r.iov) || adjacent(r, p)) {
-			return r, nil
-		}
-		e.seal()
+	e.seal()
+	if err := e.reserveRecord(ctx); err != nil {
+		return nil, err
+	}
+	return e.openRun(block, buf), nil
+}
+
+// bufOf is the registered buffer holding p, or -1.
+func (e *Engine) bufOf(p *pages.Page) int {
+	if e.fixed {
+		return e.cache.BufIndex(p)
+	}
+	return -1
+}
+
+// extends reports whether page idx at block can join the open run.
+func (e *Engine) extends(idx, block uint64, buf int, p *pages.Page, alone bool) bool {
+	if e.cur < 0 || alone {
+		return false
+	}
+	r := &e.recs[e.cur]
+	last := r.pages[len(r.pages)-1]
+	lastBlock := uint64(r.off)/uint64(e.ps) + uint64(len(r.pages)) - 1
+	return idx == last.Index()+1 && block == lastBlock+1 && buf == r.buf &&
+		(len(r.iov) < cap(r.iov) || adjacent(r, p))
+}
+
+// reserveRecord makes sure a free record is set aside for the next run
+// (e.spare), waiting for one if need be.
+func (e *Engine) reserveRecord(ctx context.Context) error {
+	if e.spare >= 0 {
+		return nil
 	}
 	ri, err := e.takeRecord(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	e.spare = ri
+	return nil
+}
+
+// openRun opens a run at block in the reserved record and gives it the
+// next generation.
+func (e *Engine) openRun(block uint64, buf int) *record {
+	ri := e.spare
+	e.spare = -1
 	r := &e.recs[ri]
 	e.nextGen++
 	e.recGen[ri].Store(e.nextGen) // before lastGen: see advanceCompleted
@@ -331,7 +401,7 @@ func (e *Engine) runFor(ctx context.Context, idx, block uint64, p *pages.Page, a
 	r.iov = r.iov[:0]
 	r.sums = r.sums[:0]
 	e.cur = ri
-	return r, nil
+	return r
 }
 
 // adjacent reports whether p's memory follows the run's last iovec.
@@ -405,6 +475,8 @@ func (e *Engine) batchSize() int { return max(1, e.cfg.QueueDepth/4) }
 // write would be.
 func (e *Engine) submitQueued() error {
 	e.seal0()
+	e.cache.AccountStartedWriteback(e.started)
+	e.started = 0
 	if len(e.queue) == 0 {
 		return nil
 	}

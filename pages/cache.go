@@ -540,6 +540,24 @@ func (c *Cache) Ops() Ops {
 	return nil
 }
 
+// AccountStartedWriteback moves n pages from the dirty to the writeback
+// count: the accounting for n TryStartWriteback calls that succeeded.
+func (c *Cache) AccountStartedWriteback(n int) {
+	if n != 0 {
+		c.nrDirty.Add(-int64(n))
+		c.nrWriteback.Add(int64(n))
+	}
+}
+
+// EndWritebackPages is EndWriteback for every page of ps, with the
+// writeback count updated once.
+func (c *Cache) EndWritebackPages(ps []*Page) {
+	for _, p := range ps {
+		p.endWriteback()
+	}
+	c.nrWriteback.Add(-int64(len(ps)))
+}
+
 // Buffers returns the arena cut at Config.BufferSize, for registering
 // with io_uring. Page p lies wholly inside Buffers()[BufIndex(p)].
 func (c *Cache) Buffers() [][]byte {

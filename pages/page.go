@@ -164,17 +164,43 @@ func (p *Page) TestSetWriteback() bool {
 	return old&PageWriteback != 0
 }
 
+// TryStartWriteback moves an unlocked, dirty page that is not under
+// writeback straight to writeback in one compare-and-swap: the
+// writeback pass's lock, ClearDirtyForIO, TestSetWriteback, Unlock, with
+// nothing anyone can see in between, so the rule "Writeback is set only
+// under the page lock right after Dirty was cleared" holds. It reports
+// false, changing nothing, when the page is locked (or a sleeper claimed
+// the lock), not dirty, already under writeback, or dropped. The dirty
+// pin passes to the write. The caller accounts for the pages it started
+// with Cache.AccountStartedWriteback (once per batch, not per page).
+func (p *Page) TryStartWriteback() bool {
+	const busy = uint32(PageLocked | PageWriteback | PageDropped | PageHandoff)
+	for {
+		old := p.flags.Load()
+		if old&busy != 0 || old&uint32(PageDirty) == 0 {
+			return false
+		}
+		if p.flags.CompareAndSwap(old, old&^uint32(PageDirty)|uint32(PageWriteback)) {
+			return true
+		}
+	}
+}
+
 // EndWriteback clears Writeback and wakes the page's waiters (the
 // kernel's folio_end_writeback). It needs no page lock and never
 // blocks for long (it takes the wait bucket's mutex only when someone
 // sleeps on the page). Ending writeback that is not set panics: it would
 // mean a completion was delivered twice.
 func (p *Page) EndWriteback() {
+	p.endWriteback()
+	p.cache.nrWriteback.Add(-1)
+}
+
+func (p *Page) endWriteback() {
 	old := Flags(p.flags.And(^uint32(PageWriteback | PageWaiters)))
 	if old&PageWriteback == 0 {
 		invariants.Failf("pages: EndWriteback on page %d not under writeback (%v)", p.index, old)
 	}
-	p.cache.nrWriteback.Add(-1)
 	if old&PageWaiters != 0 {
 		p.wake()
 	}
