@@ -838,3 +838,41 @@ func TestSetDirtyRefusesDropped(t *testing.T) {
 	p.Unlock()
 	c.Put(p)
 }
+
+func TestTryStartWriteback(t *testing.T) {
+	c := newTestCache(t, 512, 4)
+	p, _ := c.Grab(1)
+	c.SetDirty(p)
+	if p.TryStartWriteback() {
+		t.Fatal("TryStartWriteback on a locked page succeeded")
+	}
+	p.Unlock()
+	if !p.TryStartWriteback() {
+		t.Fatal("TryStartWriteback on an unlocked dirty page failed")
+	}
+	if f := p.Flags(); f.IsDirty() || !f.IsWriteback() || f.IsLocked() {
+		t.Fatalf("flags after TryStartWriteback: %v", f)
+	}
+	if p.TryStartWriteback() {
+		t.Fatal("TryStartWriteback twice succeeded")
+	}
+	c.AccountStartedWriteback(1)
+	if c.NrDirty() != 0 || c.NrWriteback() != 1 {
+		t.Fatalf("counters dirty %d writeback %d", c.NrDirty(), c.NrWriteback())
+	}
+	c.SetDirty(p) // redirtied in flight: stays dirty, not startable
+	if p.TryStartWriteback() {
+		t.Fatal("TryStartWriteback of a page under writeback succeeded")
+	}
+	c.EndWritebackPages([]*Page{p})
+	if c.NrWriteback() != 0 || p.Flags().IsWriteback() {
+		t.Fatal("EndWritebackPages did not end writeback")
+	}
+	q, _ := c.Grab(2)
+	c.Remove(q)
+	q.Unlock()
+	if q.TryStartWriteback() {
+		t.Fatal("TryStartWriteback of a removed page succeeded")
+	}
+	c.Put(q)
+}
