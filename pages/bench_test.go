@@ -81,7 +81,10 @@ func BenchmarkSetDirty(b *testing.B) {
 			b.Fatal(err)
 		}
 		for i := range c.pages {
-			c.pages[i].pins.Store(1) // as if grabbed; SetDirty needs a pin
+			// As if cached and grabbed: the index's reference and a pin
+			// (SetDirty needs one), and no longer a free slot.
+			c.pages[i].pins.Store(2)
+			c.pages[i].flags.Store(0)
 		}
 		procs := runtime.GOMAXPROCS(0)
 		per := n / procs
@@ -106,6 +109,9 @@ func BenchmarkSetDirty(b *testing.B) {
 		})
 		b.StopTimer()
 		b.ReportMetric(float64(cleanOps.Load())/float64(b.N), "clean-frac")
+		if cleanOps.Load() == 0 {
+			b.Fatal("no SetDirty made a clean → dirty transition: the benchmark measures nothing")
+		}
 		clean(c, nil)
 	})
 }
