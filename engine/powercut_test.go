@@ -186,7 +186,11 @@ func (h *hotRun) check(t *testing.T) (failures int) {
 func TestPowerCut(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	r := rand.New(rand.NewPCG(2026, 11))
-	for round := 0; round < 5; round++ {
+	rounds := 5
+	if *stressLong {
+		rounds = 25
+	}
+	for round := 0; round < rounds; round++ {
 		seed := r.Uint64()
 		cut := time.Duration(r.IntN(300)) * time.Millisecond
 		h := runHot(t, seed, cut, false)
