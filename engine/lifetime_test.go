@@ -98,10 +98,13 @@ func TestCloseWaitsForInflight(t *testing.T) {
 	}
 }
 
-// TestSyncRacingClose: a Sync that passed its "closed?" check just
-// before Close, and joins a round only after Close stopped the
-// group-commit runner, fails with ErrClosed instead of waiting forever.
-func TestSyncRacingClose(t *testing.T) {
+// callRacingClose runs call on an engine in a goroutine, stops it at a
+// test hook (installed by hook, which is given the function to put
+// there, or nil to take it out) right after its "closed?" check, closes
+// the engine, then lets call go on: it must fail with ErrClosed, not
+// wait forever for machinery Close has stopped.
+func callRacingClose(t *testing.T, what string, hook func(e *Engine, fn func()), call func(e *Engine) error) {
+	t.Helper()
 	const ps = 4096
 	c := heapCache(t, ps, 64)
 	var fr *fakeRing
@@ -111,14 +114,14 @@ func TestSyncRacingClose(t *testing.T) {
 	}
 	entered := make(chan struct{})
 	release := make(chan struct{})
-	e.testBeforeJoin = func() {
+	hook(e, func() {
 		close(entered)
 		<-release
-	}
+	})
 	errs := make(chan error, 1)
-	go func() { errs <- e.Sync(context.Background()) }()
+	go func() { errs <- call(e) }()
 	<-entered
-	e.testBeforeJoin = nil // Close's own Sync goes straight through
+	hook(e, nil) // Close's own Sync goes straight through
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -126,46 +129,31 @@ func TestSyncRacingClose(t *testing.T) {
 	select {
 	case err := <-errs:
 		if !errors.Is(err, ErrClosed) {
-			t.Fatalf("a Sync that joined after Close = %v, want ErrClosed", err)
+			t.Fatalf("%s after Close = %v, want ErrClosed", what, err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("a Sync that joined after Close hangs")
+		t.Fatalf("%s after Close hangs", what)
 	}
+}
+
+// TestSyncRacingClose: a Sync that passed its "closed?" check just
+// before Close, and joins a round only after Close stopped the
+// group-commit runner, fails with ErrClosed instead of waiting forever.
+func TestSyncRacingClose(t *testing.T) {
+	callRacingClose(t, "a Sync that joined",
+		func(e *Engine, fn func()) { e.testBeforeJoin = fn },
+		func(e *Engine) error { return e.Sync(context.Background()) })
 }
 
 // TestPassRacingClose: a SyncAll pass that got past its "closed?" check
 // just before Close, and asks for the pass lock only after Close took it
 // for good, fails with ErrClosed instead of waiting forever.
 func TestPassRacingClose(t *testing.T) {
-	const ps = 4096
-	c := heapCache(t, ps, 64)
-	var fr *fakeRing
-	e, err := Open(c, Config{Path: testTarget(t, 64*ps), OpenRing: fakeOpen(&fr, ps)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	entered := make(chan struct{})
-	release := make(chan struct{})
-	e.testBeforePass = func() {
-		close(entered)
-		<-release
-	}
-	errs := make(chan error, 1)
-	go func() { errs <- e.WritePages(context.Background(), &WritebackControl{SyncMode: SyncAll}) }()
-	<-entered
-	e.testBeforePass = nil
-	if err := e.Close(); err != nil {
-		t.Fatal(err)
-	}
-	close(release)
-	select {
-	case err := <-errs:
-		if !errors.Is(err, ErrClosed) {
-			t.Fatalf("a pass that asked for the lock after Close = %v, want ErrClosed", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("a pass that asked for the lock after Close hangs")
-	}
+	callRacingClose(t, "a pass that asked for the lock",
+		func(e *Engine, fn func()) { e.testBeforePass = fn },
+		func(e *Engine) error {
+			return e.WritePages(context.Background(), &WritebackControl{SyncMode: SyncAll})
+		})
 }
 
 // TestInvalidateThenDirectWrite: a direct writer that kept its pin on a
