@@ -12,9 +12,12 @@
 // lock the page; skip it if it is no longer dirty or cached; if a write
 // of it is in flight, skip it (SyncNone) or wait for that write
 // (SyncAll); clear Dirty; map it to a block; add it to the open run or
-// seal the run first; set Writeback; unlock — and submits the sealed runs
-// as vectored writes in batches, one io_uring_enter per batch, never more
-// than QueueDepth in flight. A run is pages contiguous by index and by
+// seal the run first; set Writeback; unlock (for the common page, an
+// unlocked dirty one, that whole sequence is one compare-and-swap) — and
+// submits the sealed runs as vectored writes in batches, one
+// io_uring_enter per batch, never more than QueueDepth in flight; the
+// ring holds as many again waiting and feeds them to the device as
+// writes complete, so the device does not wait for the pass. A run is pages contiguous by index and by
 // block; it is sealed at a discontiguity, at MaxIOBytes, at 1024 iovecs,
 // at a mapper boundary and at a registered-buffer edge. Pages adjacent in
 // memory share an iovec.
