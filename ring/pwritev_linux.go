@@ -307,13 +307,6 @@ func (p *slotPool) release(slots []int32) {
 	p.mu.Unlock()
 }
 
-// inUse is the number of slots taken.
-func (p *slotPool) inUse() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.n - len(p.free)
-}
-
 // closeAndDrain refuses further acquisitions (waiting ones return
 // ErrClosed) and waits until every slot was released.
 func (p *slotPool) closeAndDrain() {
