@@ -4,7 +4,6 @@ package ring
 
 import (
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -158,56 +157,8 @@ func TestIceberShortRead(t *testing.T) {
 // is never entered twice at once.
 func TestIceberConcurrentSubmitters(t *testing.T) {
 	icNoLeaks(t)
-	const depth, workers, per = 16, 4, 500
-	var inside atomic.Int32
-	var overlap atomic.Bool
-	var mu sync.Mutex
-	seen := make(map[uint64]int)
-	r := icOpen(t, tkFileTarget(t, 1<<20), depth, func(cs []Completion) {
-		if inside.Add(1) != 1 {
-			overlap.Store(true)
-		}
-		mu.Lock()
-		for _, c := range cs {
-			seen[c.Tag]++
-		}
-		mu.Unlock()
-		inside.Add(-1)
-	})
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < per; {
-				n := min(1+(i+w)%depth, per-i)
-				reqs := make([]Request, n)
-				for j := range reqs {
-					reqs[j] = Request{Op: OpNop, Tag: uint64(w*per + i + j)}
-				}
-				if err := r.Submit(reqs); err != nil {
-					t.Error(err)
-					return
-				}
-				i += n
-			}
-		}()
-	}
-	wg.Wait()
-	if err := r.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if overlap.Load() {
-		t.Error("Handler called concurrently")
-	}
-	if len(seen) != workers*per {
-		t.Errorf("%d distinct tags completed, want %d", len(seen), workers*per)
-	}
-	for tag, n := range seen {
-		if n != 1 {
-			t.Errorf("tag %d completed %d times", tag, n)
-		}
-	}
+	tg := tkFileTarget(t, 1<<20)
+	checkConcurrentSubmitters(t, 16, func(h Handler) Ring { return icOpen(t, tg, 16, h) })
 }
 
 // The fault wrapper works over iceber too (every injected kind, the

@@ -140,44 +140,14 @@ func TestNativeDeepBatch(t *testing.T) {
 // every request completes exactly once.
 func TestNativeConcurrentSubmitters(t *testing.T) {
 	tkNoLeaks(t)
-	r, sink := tkNative(t, tkFileTarget(t, 1<<20), 8)
-	const goroutines, perG = 4, 500
-	var wg sync.WaitGroup
-	for g := 0; g < goroutines; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < perG; {
-				n := 1 + (i+g)%3
-				if i+n > perG {
-					n = perG - i
-				}
-				reqs := make([]Request, n)
-				for j := range reqs {
-					reqs[j] = Request{Op: OpNop, Tag: uint64(g*perG + i + j)}
-				}
-				if err := r.Submit(reqs); err != nil {
-					t.Error(err)
-					return
-				}
-				i += n
-			}
-		}()
-	}
-	wg.Wait()
-	seen := make([]bool, goroutines*perG)
-	for _, c := range sink.take(t, goroutines*perG) {
-		if seen[c.Tag] {
-			t.Fatalf("tag %d completed twice", c.Tag)
+	tg := tkFileTarget(t, 1<<20)
+	checkConcurrentSubmitters(t, 8, func(h Handler) Ring {
+		r, err := Open(tg, "native", Config{Depth: 8, Handler: h})
+		if err != nil {
+			t.Fatal(err)
 		}
-		seen[c.Tag] = true
-	}
-	if err := r.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if n := sink.count(); n != 0 {
-		t.Errorf("%d completions too many", n)
-	}
+		return r
+	})
 }
 
 func TestNativeRefused(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -161,56 +160,8 @@ func TestPwritevCloseReleasesBlockedSubmit(t *testing.T) {
 // and no batch waits forever (FIFO slot hand-out).
 func TestPwritevConcurrentSubmitters(t *testing.T) {
 	tkNoLeaks(t)
-	const depth, workers, per = 8, 4, 500
-	var inside atomic.Int32
-	var overlap atomic.Bool
-	var mu sync.Mutex
-	seen := make(map[uint64]int)
-	r := pwOpen(t, tkFileTarget(t, 1<<20), depth, func(cs []Completion) {
-		if inside.Add(1) != 1 {
-			overlap.Store(true)
-		}
-		mu.Lock()
-		for _, c := range cs {
-			seen[c.Tag]++
-		}
-		mu.Unlock()
-		inside.Add(-1)
-	})
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < per; {
-				n := min(1+(i+w)%depth, per-i)
-				reqs := make([]Request, n)
-				for j := range reqs {
-					reqs[j] = Request{Op: OpNop, Tag: uint64(w*per + i + j)}
-				}
-				if err := r.Submit(reqs); err != nil {
-					t.Error(err)
-					return
-				}
-				i += n
-			}
-		}()
-	}
-	wg.Wait()
-	if err := r.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if overlap.Load() {
-		t.Error("Handler called concurrently")
-	}
-	if len(seen) != workers*per {
-		t.Errorf("%d distinct tags completed, want %d", len(seen), workers*per)
-	}
-	for tag, n := range seen {
-		if n != 1 {
-			t.Errorf("tag %d completed %d times", tag, n)
-		}
-	}
+	tg := tkFileTarget(t, 1<<20)
+	checkConcurrentSubmitters(t, 8, func(h Handler) Ring { return pwOpen(t, tg, 8, h) })
 }
 
 // A read that runs past the end of the target is resumed after its
