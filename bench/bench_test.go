@@ -20,29 +20,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fileTarget is a zero-filled O_DIRECT file of size bytes in /dev/shm
-// (memory, like wbbench's own default target without root), or in the
-// test's temp dir where /dev/shm does not take O_DIRECT. It is removed
-// at the end of the test.
-func fileTarget(t *testing.T, size int64) string {
-	t.Helper()
-	f, err := os.CreateTemp("/dev/shm", "wbbench-test-*.img")
-	if err != nil {
-		return loopdev.TempFile(t, size)
-	}
-	name := f.Name()
-	t.Cleanup(func() { os.Remove(name) })
-	err = f.Truncate(size)
-	f.Close()
-	if err == nil {
-		_, err = probe(name) // O_DIRECT, as the engine opens it
-	}
-	if err != nil {
-		return loopdev.TempFile(t, size)
-	}
-	return name
-}
-
 func TestHotStateWatermark(t *testing.T) {
 	const writers = 4
 	s := newHotState(100, writers)
@@ -143,7 +120,7 @@ func TestAggregate(t *testing.T) {
 // TestRunFile runs the runs pattern on an O_DIRECT file against the
 // pwrite baseline, with fio asked for but absent.
 func TestRunFile(t *testing.T) {
-	path := fileTarget(t, 8<<20)
+	path := loopdev.ShmFile(t, 8<<20)
 	var notes []string
 	var mu sync.Mutex
 	b, err := Open(Options{
@@ -202,7 +179,7 @@ func TestRunFile(t *testing.T) {
 }
 
 func TestVerifyAndCheck(t *testing.T) {
-	path := fileTarget(t, 4<<20)
+	path := loopdev.ShmFile(t, 4<<20)
 	journal := t.TempDir() + "/journal"
 	b, err := Open(Options{Device: path, Pattern: Hot, Duration: 300 * time.Millisecond, SyncEvery: 50 * time.Millisecond, Writers: 3, Journal: journal})
 	if err != nil {
@@ -255,7 +232,7 @@ func TestRefuseTooBigForMemory(t *testing.T) {
 	old := procRoot
 	procRoot = root
 	t.Cleanup(func() { procRoot = old })
-	path := fileTarget(t, 8<<20)
+	path := loopdev.ShmFile(t, 8<<20)
 	_, err := Open(Options{Device: path, Pattern: Seq, Baselines: []string{"pwrite"}})
 	if !IsUsage(err) || !strings.Contains(err.Error(), "need 16 MiB of memory") || !strings.Contains(err.Error(), "4.0 MiB is available") {
 		t.Fatalf("Open: %v; want a refusal naming the memory needed and available", err)

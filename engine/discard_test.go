@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wbengine/wbengine/internal/loopdev"
 	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/ring"
 )
@@ -24,7 +25,7 @@ func TestDiscard(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			var path string
 			if kind == "file" {
-				path = shmOrTempFile(t, 64*ps)
+				path = loopdev.ShmFile(t, 64*ps)
 			} else {
 				path = testTarget(t, 64*ps)
 			}
@@ -69,28 +70,12 @@ func TestDiscard(t *testing.T) {
 	}
 }
 
-// shmOrTempFile makes a file target on /dev/shm (which punches holes)
-// or in the test's temp dir.
-func shmOrTempFile(t *testing.T, size int64) string {
-	f, err := os.CreateTemp("/dev/shm", "wbengine-discard-*.img")
-	if err != nil {
-		f, err = os.CreateTemp(t.TempDir(), "wbengine-discard-*.img")
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() { os.Remove(f.Name()) })
-	f.Truncate(size)
-	f.Close()
-	return f.Name()
-}
-
 // TestPublish: Stats through expvar, as JSON.
 func TestPublish(t *testing.T) {
 	const ps = 4096
 	c := heapCache(t, ps, 16)
 	var fr *fakeRing
-	e, err := Open(c, Config{Path: shmOrTempFile(t, 16*ps), OpenRing: fakeOpen(&fr, ps)})
+	e, err := Open(c, Config{Path: loopdev.ShmFile(t, 16*ps), OpenRing: fakeOpen(&fr, ps)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +113,7 @@ func (m *hookMapper) Map(i uint64) (mapper.Extent, error) {
 // pass waits for it.
 func TestDiscardRacingWriter(t *testing.T) {
 	const ps = 4096
-	path := shmOrTempFile(t, 64*ps)
+	path := loopdev.ShmFile(t, 64*ps)
 	c := heapCache(t, ps, 64)
 	m := &hookMapper{Mapper: mapper.Linear(0, 64)}
 	e, err := Open(c, Config{Path: path, Mapper: m, Ring: "pwritev"})

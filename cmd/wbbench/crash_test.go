@@ -189,7 +189,7 @@ func TestFaultsEndToEnd(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			var path string
 			if kind == "file" {
-				path = shmFile(t, 32<<20)
+				path = loopdev.ShmFile(t, 32<<20)
 			} else {
 				path = loopdev.ForTest(t, 32<<20, 0).Path
 			}

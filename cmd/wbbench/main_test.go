@@ -38,34 +38,9 @@ func e2eTarget(t *testing.T, size int64) (path, baselines string) {
 	t.Helper()
 	if err := loopdev.Available(); err != nil {
 		t.Logf("no loop device (%v): running on an O_DIRECT file with -baseline pwrite; the kernel baseline is skipped", err)
-		return shmFile(t, size), "pwrite"
+		return loopdev.ShmFile(t, size), "pwrite"
 	}
 	return loopdev.ForTest(t, size, 0).Path, "kernel,pwrite"
-}
-
-// shmFile is a zero-filled file of size bytes in /dev/shm (memory, as
-// wbbench's own default target), or in the test's temp dir where
-// /dev/shm is missing or does not take O_DIRECT. It is removed at the
-// end of the test.
-func shmFile(t *testing.T, size int64) string {
-	t.Helper()
-	f, err := os.CreateTemp("/dev/shm", "wbbench-test-*.img")
-	if err != nil {
-		return loopdev.TempFile(t, size)
-	}
-	name := f.Name()
-	t.Cleanup(func() { os.Remove(name) })
-	err = f.Truncate(size)
-	f.Close()
-	if err != nil {
-		return loopdev.TempFile(t, size)
-	}
-	fd, err := unix.Open(name, unix.O_RDWR|unix.O_DIRECT, 0)
-	if err != nil {
-		return loopdev.TempFile(t, size)
-	}
-	unix.Close(fd)
-	return name
 }
 
 // oneLine checks a usage failure: status 2, nothing on stdout, one line

@@ -225,3 +225,29 @@ func TempFile(t testing.TB, size int64) string {
 	}
 	return f.Name()
 }
+
+// ShmFile creates a zero-filled file of size bytes in /dev/shm (memory,
+// like wbbench's default target without root) for a test, removed when
+// the test ends. Where /dev/shm is missing or does not take O_DIRECT it
+// falls back to TempFile.
+func ShmFile(t testing.TB, size int64) string {
+	t.Helper()
+	f, err := os.CreateTemp("/dev/shm", "wbengine-test-*.img")
+	if err != nil {
+		return TempFile(t, size)
+	}
+	name := f.Name()
+	t.Cleanup(func() { os.Remove(name) })
+	err = f.Truncate(size)
+	f.Close()
+	if err == nil {
+		var fd int
+		if fd, err = syscall.Open(name, syscall.O_RDWR|syscall.O_DIRECT, 0); err == nil {
+			syscall.Close(fd)
+		}
+	}
+	if err != nil {
+		return TempFile(t, size)
+	}
+	return name
+}
