@@ -139,7 +139,7 @@ func runHot(t *testing.T, seed uint64, cutAfter time.Duration, breakOrder bool) 
 	time.Sleep(cutAfter)
 	// Cut while everything runs; the journal's last line is what was
 	// synced before the cut.
-	h.pc.Cut()
+	h.pc.Cut(seed)
 	h.synced = synced.Load()
 	close(stop)
 	wg.Wait()
@@ -196,8 +196,8 @@ func TestPowerCut(t *testing.T) {
 		h := runHot(t, seed, cut, false)
 		fails := h.check(t)
 		st := h.pc.Stats()
-		t.Logf("round %d: cut after %v; synced V=%d after %d syncs; %d pages required; durable writes %d, lost at the cut %d; %d failures",
-			round, cut, h.synced, h.syncs, h.required, st.Durable, st.Lost, fails)
+		t.Logf("round %d: cut after %v; synced V=%d after %d syncs; %d pages required; durable writes %d, unflushed at the cut: %d lost, %d kept; %d failures",
+			round, cut, h.synced, h.syncs, h.required, st.Durable, st.Lost, st.Survived, fails)
 		if fails != 0 {
 			t.Fatalf("round %d: %d pages broke the promise of a successful Sync", round, fails)
 		}

@@ -3,6 +3,9 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -25,9 +28,13 @@ var ErrPowerCut = errors.New("ring: power cut")
 //     successfully, their data is applied to the durable image in the
 //     order they completed. A failed flush covers nothing: its writes
 //     wait for the next flush.
-//   - Cut discards everything not durable: the durable image is frozen,
-//     every request in flight completes with EIO, and every later
-//     Submit fails with ErrPowerCut.
+//   - Cut keeps a random subset of the writes that completed but that no
+//     successful flush covered, and loses the rest: a volatile cache
+//     writes back whatever it holds, in any order, until the power goes.
+//     The survivors are applied to the durable image in a random order
+//     (so of two unflushed writes to one block either may win). Then the
+//     image is frozen, every request in flight completes with EIO, and
+//     every later Submit fails with ErrPowerCut.
 //
 // Writes and reads still go to the inner ring (so the engine's own
 // behaviour is the real one); only the durable image says what survives.
@@ -51,7 +58,8 @@ type PowerCutStats struct {
 	Writes      int // writes completed before the cut
 	Flushes     int // flushes that made writes durable
 	Durable     int // writes applied to the durable image
-	Lost        int // completed writes not durable at the cut
+	Lost        int // completed writes not durable at the cut, lost
+	Survived    int // completed writes not covered by a flush that the cut kept anyway
 	FailedAfter int // requests failed because of the cut
 }
 
@@ -181,19 +189,34 @@ func gather(iov [][]byte, n int64) []byte {
 	return out
 }
 
-// Cut cuts the power: from now on only the durable image counts.
-func (p *PowerCut) Cut() {
+// Cut cuts the power. Of the completed writes no successful flush
+// covered (also those whose flush is still in flight), each survives
+// with probability 1/2, drawn from seed; the survivors are applied to
+// the durable image in an order drawn from seed too. From then on only
+// the durable image counts. A second Cut does nothing.
+func (p *PowerCut) Cut(seed uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cut {
 		return
 	}
 	p.cut = true
-	p.stats.Lost = len(p.completed)
-	for _, ws := range p.flushes {
-		p.stats.Lost += len(ws)
+	unflushed := p.completed
+	// Flushes in flight in tag order, so the outcome depends on seed only.
+	for _, tag := range slices.Sorted(maps.Keys(p.flushes)) {
+		unflushed = append(unflushed, p.flushes[tag]...)
 	}
 	p.completed = nil
+	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
+	rng.Shuffle(len(unflushed), func(i, j int) { unflushed[i], unflushed[j] = unflushed[j], unflushed[i] })
+	for _, w := range unflushed {
+		if rng.IntN(2) == 0 {
+			p.stats.Lost++
+			continue
+		}
+		copy(p.durable[w.off:], w.data)
+		p.stats.Survived++
+	}
 }
 
 // Image returns a copy of the durable image: what the device would
