@@ -116,6 +116,16 @@ type Engine struct {
 	// testBeforePass, if set, runs in WritePages after its closed check
 	// and before it takes the pass lock.
 	testBeforePass func()
+	// testBeforeRound, if set, runs in the group-commit runner when it
+	// wakes for a round, before it takes the round's members (tests hold
+	// it there so several syncs join one round).
+	testBeforeRound func()
+	// testInFlush, if set, runs in flush after it took the list of pages
+	// the flush covers and before it submits the flush.
+	testInFlush func()
+	// testInClose, if set, runs in Close at the point where a writeback
+	// pass could still slip in before Close holds the pass lock for good.
+	testInClose func()
 }
 
 // passState is owned by the holder of the pass lock.
@@ -291,6 +301,9 @@ func (e *Engine) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.CloseTimeout)
 	defer cancel()
 	syncErr := e.SyncRange(ctx, 0, 0)
+	if e.testInClose != nil {
+		e.testInClose()
+	}
 	e.closed.Store(true)
 	close(e.closedCh)
 	close(e.bgStop)

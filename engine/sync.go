@@ -119,6 +119,9 @@ func (e *Engine) syncRunner() {
 			return
 		case <-e.syncKick:
 		}
+		if e.testBeforeRound != nil {
+			e.testBeforeRound()
+		}
 		e.syncMu.Lock()
 		b := e.nextSync
 		e.nextSync = nil
@@ -199,6 +202,9 @@ func (e *Engine) flush(ctx context.Context) error {
 		e.slots[p.Slot()].unflushed = false
 	}
 	e.complMu.Unlock()
+	if e.testInFlush != nil {
+		e.testInFlush()
+	}
 	req := [1]ring.Request{{Op: ring.OpFlush, Tag: flushTag}}
 	if err := e.ring.Submit(req[:]); err != nil {
 		e.endFlush(list, syscall.EIO)
