@@ -111,6 +111,19 @@ func (e *Engine) endWrite(r *record, c *ring.Completion) {
 					e.nInError.Add(-1)
 				}
 			}
+			// Listed before writeback ends: from then on a pass may take
+			// the page again and overwrite wbSince.
+			switch {
+			case !e.needFlush:
+				e.put = append(e.put, p) // durable now
+			case st.unflushedAt == 0:
+				e.unflushed = append(e.unflushed, unflushedPage{p: p, since: st.wbSince})
+				st.unflushedAt = int32(len(e.unflushed)) // the write's pin moves to the list
+			default:
+				u := &e.unflushed[st.unflushedAt-1]
+				u.since = min(u.since, st.wbSince)
+				e.put = append(e.put, p) // listed already, with a pin
+			}
 			continue
 		}
 		held := int(st.failures.Add(1)) >= e.cfg.MaxRetries
@@ -130,22 +143,14 @@ func (e *Engine) endWrite(r *record, c *ring.Completion) {
 		if !e.cache.SetDirty(p) {
 			e.lowered = append(e.lowered, p) // dirtied meanwhile: maybe in the set
 		}
+		e.put = append(e.put, p)
 	}
 	e.cache.EndWritebackPages(r.pages)
-	for i, p := range r.pages {
-		st := &e.slots[p.Slot()]
-		switch {
-		case i >= okPages || !e.needFlush:
-			e.cache.Put(p) // failed, or durable now
-		case st.unflushedAt == 0:
-			e.unflushed = append(e.unflushed, unflushedPage{p: p, since: st.wbSince})
-			st.unflushedAt = int32(len(e.unflushed))
-		default:
-			u := &e.unflushed[st.unflushedAt-1]
-			u.since = min(u.since, st.wbSince)
-			e.cache.Put(p) // listed already, with a pin
-		}
+	for _, p := range e.put {
+		e.cache.Put(p) // the write's pin
 	}
+	clear(e.put)
+	e.put = e.put[:0]
 	e.stats.writes.Add(1)
 	e.stats.pagesIO.Add(int64(len(r.pages)))
 	if okPages > 0 {

@@ -84,7 +84,8 @@ type Engine struct {
 	// back (older): the next drain lowers their chunk's bound in the
 	// dirty set (which only the pass may touch).
 	lowered  []*pages.Page
-	onErrors []error // for Config.OnError, delivered outside the handler
+	put      []*pages.Page // the handler's: pins to give back once writeback ended
+	onErrors []error       // for Config.OnError, delivered outside the handler
 
 	// Generations: every write gets the next number when its run is
 	// opened. completed is "every write with generation ≤ completed has
@@ -320,6 +321,7 @@ func (e *Engine) open() error {
 	e.inError = make(map[uint64]syscall.Errno)
 	e.mapErrs = make(map[uint64]error)
 	e.unflushed = make([]unflushedPage, 0, c.Capacity())
+	e.put = make([]*pages.Page, 0, e.maxPages)
 	e.spareUnflushed = make([]unflushedPage, 0, c.Capacity())
 	e.waitCh = make(chan struct{})
 	e.flushSem = make(chan struct{}, 1)

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/wbengine/wbengine/mapper"
@@ -118,6 +119,9 @@ type syncState struct {
 	nextSync   *syncBatch // the round Syncs join now; nil when none waits
 	syncClosed bool       // the runner has stopped: no round will run
 	syncKick   chan struct{}
+	// roundBusy is set while the runner works on a round (tests wait
+	// for it to be idle).
+	roundBusy atomic.Bool
 }
 
 // syncRunner runs group-commit rounds one after another until Close.
@@ -149,6 +153,9 @@ func (e *Engine) syncRunner() {
 		e.syncMu.Lock()
 		b := e.nextSync
 		e.nextSync = nil
+		if b != nil {
+			e.roundBusy.Store(true)
+		}
 		e.syncMu.Unlock()
 		if b == nil {
 			continue
@@ -156,6 +163,7 @@ func (e *Engine) syncRunner() {
 		e.syncRound(context.Background(), b, false)
 		e.stats.syncRounds.Add(1)
 		close(b.done)
+		e.roundBusy.Store(false)
 	}
 }
 
@@ -215,6 +223,16 @@ func (e *Engine) syncRound(ctx context.Context, b *syncBatch, held bool) {
 			fail(err)
 			return
 		}
+		if e.testBreak == breakRoundResult {
+			// The defect put back: no retry, no look at the pages; every
+			// member gets the round's first error (a write failure is
+			// not one) if it names a page of its range.
+			first := errors.Join(passErr, e.flush(ctx))
+			for i := range b.members {
+				b.members[i].err = inRange(first, b.members[i].start, b.members[i].end)
+			}
+			return
+		}
 		if e.stats.writeErrors.Load() != failedBefore && attempt < e.cfg.MaxRetries {
 			// Writes failed: pages of the range that may yet be written
 			// are written again before the flush, not after.
@@ -237,15 +255,6 @@ func (e *Engine) syncRound(ctx context.Context, b *syncBatch, held bool) {
 		}
 		st := e.checkLocked(since, b.members, true)
 		unlock()
-		if e.testBreak == breakRoundResult {
-			// The defect put back: every member gets the round's first
-			// error if it names a page of its range.
-			first := errors.Join(passErr, flushErr)
-			for i := range b.members {
-				b.members[i].err = inRange(first, b.members[i].start, b.members[i].end)
-			}
-			return
-		}
 		if flushErr == nil && st.retry && attempt < e.cfg.MaxRetries {
 			continue
 		}
