@@ -125,7 +125,7 @@ func (e *Engine) flusher() {
 			cutoff := time.Now().Add(-e.thresh.expire).UnixNano()
 			if _, err := e.acquirePass(ctx, true); err == nil {
 				wbc := &WritebackControl{SyncMode: SyncNone}
-				err := e.writeCachePages(ctx, wbc, passOpts{olderThan: cutoff})
+				err := e.runPass(ctx, wbc, passOpts{olderThan: cutoff})
 				e.releasePass()
 				e.stats.expiredWritten.Add(wbc.PagesWritten)
 				if err != nil && ctx.Err() == nil {

@@ -24,14 +24,22 @@ type nullRing struct {
 	free  int
 	stop  bool
 	done  chan struct{}
+	cq    *ring.CallerQueue
 }
 
 func newNullRing(cfg ring.Config) *nullRing {
 	r := &nullRing{h: cfg.Handler, depth: cfg.InFlight, free: cfg.InFlight, done: make(chan struct{})}
 	r.cond = sync.NewCond(&r.mu)
+	r.cq = ring.NewCallerQueue(r.Submit, func() int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.depth - r.free
+	}, r.depth)
 	go r.loop()
 	return r
 }
+
+func (r *nullRing) Run(ctx context.Context, fn func(ring.Queue)) error { return r.cq.Run(ctx, fn) }
 
 func (r *nullRing) Submit(reqs []ring.Request) error {
 	r.mu.Lock()
@@ -62,6 +70,7 @@ func (r *nullRing) loop() {
 		r.q = r.spare[:0]
 		r.mu.Unlock()
 		r.h(cs)
+		r.cq.Delivered()
 		r.mu.Lock()
 		r.free += len(cs)
 		r.spare = cs

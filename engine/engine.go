@@ -177,11 +177,14 @@ type passState struct {
 	// kernel's mapping->writeback_index).
 	cyclicIndex uint64
 	nextGen     uint64
-	cur         int32   // the open run's record, or -1
-	spare       int32   // a free record set aside for the next run, or -1
-	started     int     // pages moved to writeback by the fast path, not yet accounted
-	queue       []int32 // sealed runs not yet submitted
-	reqs        []ring.Request
+	cur         int32        // the open run's record, or -1
+	spare       int32        // a free record set aside for the next run, or -1
+	started     int          // pages moved to writeback by the fast path, not yet accounted
+	queue       []int32      // sealed runs not yet submitted
+	req         ring.Request // scratch for Queue.Add
+	q           ring.Queue   // the ring's queue while a pass runs (ring.Run)
+	passFn      func(ring.Queue)
+	passArgs    passArgs
 	ext         mapper.Extent // the extent the walk mapped last
 	extOK       bool
 }
@@ -332,7 +335,7 @@ func (e *Engine) open() error {
 	e.cur = -1
 	e.spare = -1
 	e.queue = make([]int32, 0, len(e.recs))
-	e.reqs = make([]ring.Request, 0, len(e.recs))
+	e.passFn = e.runPassOnRing
 	e.recGen = make([]atomic.Uint64, len(e.recs))
 	e.initReads()
 	iovs := min(e.maxPages, maxIovecs)

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"syscall"
@@ -44,6 +45,7 @@ type fakeRing struct {
 	writes int
 	iovs   int
 	done   chan struct{}
+	cq     *ring.CallerQueue // Run's
 }
 
 // sub is a write as submitted.
@@ -70,9 +72,17 @@ func newFakeRing(size int64, bs int, cfg ring.Config) *fakeRing {
 		done:       make(chan struct{}),
 	}
 	f.cond = sync.NewCond(&f.mu)
+	f.cq = ring.NewCallerQueue(f.Submit, func() int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.depth - f.free
+	}, f.depth)
 	go f.loop()
 	return f
 }
+
+// Run implements ring.Ring: on the caller's goroutine.
+func (f *fakeRing) Run(ctx context.Context, fn func(ring.Queue)) error { return f.cq.Run(ctx, fn) }
 
 func (f *fakeRing) Caps() ring.Caps {
 	return ring.Caps{Backend: "fake", Depth: f.depth, Writev: true, Fsync: true, WritevFixed: f.fixedOK || f.regErr != nil, RegisteredBuffers: f.bufs != nil}
@@ -157,6 +167,9 @@ func (f *fakeRing) loop() {
 		f.mu.Lock()
 		f.free += len(cs)
 		f.cond.Broadcast()
+		f.mu.Unlock()
+		f.cq.Delivered()
+		f.mu.Lock()
 	}
 }
 
@@ -173,6 +186,7 @@ func (f *fakeRing) completeAll() int {
 	f.free += len(cs)
 	f.cond.Broadcast()
 	f.mu.Unlock()
+	f.cq.Delivered()
 	return len(cs)
 }
 

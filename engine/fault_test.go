@@ -16,16 +16,21 @@ import (
 	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/pages"
 	"github.com/wbengine/wbengine/ring"
+	"github.com/wbengine/wbengine/ring/faultring"
 )
 
 // openFaulty opens an engine whose ring injects faults; *out gets the
-// wrapper.
-func openFaulty(t *testing.T, c *pages.Cache, cfg Config, out **ring.Faulty, rules ...ring.FaultRule) *Engine {
+// injector.
+func openFaulty(t *testing.T, c *pages.Cache, cfg Config, out **faultring.Injector, rules ...faultring.Rule) *Engine {
 	t.Helper()
 	cfg.OpenRing = func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {
-		f, err := ring.OpenFaulty(tg, "auto", rc, ring.FaultConfig{Rules: rules, BlockSize: int64(c.PageSize())})
+		f, err := faultring.New(faultring.Config{Rules: rules, BlockSize: int64(c.PageSize()), Align: int64(tg.LogicalBlockSize)})
+		if err != nil {
+			return nil, err
+		}
 		*out = f
-		return f, err
+		rc.Interposers = append(rc.Interposers, f)
+		return ring.Open(tg, "auto", rc)
 	}
 	e, err := Open(c, cfg)
 	if err != nil {
@@ -46,14 +51,14 @@ func TestFaultsRandom(t *testing.T) {
 	)
 	path := testTarget(t, npages*ps)
 	c := heapCache(t, ps, npages)
-	var fw *ring.Faulty
+	var fw *faultring.Injector
 	var recovered int
 	var mu sync.Mutex
 	e := openFaulty(t, c, Config{Path: path, Mapper: mapper.Linear(0, npages), QueueDepth: 16, MaxIOBytes: 64 << 10,
 		OnError: func(error) { mu.Lock(); recovered++; mu.Unlock() }}, &fw,
-		ring.FaultRule{Kind: ring.FaultEIO, Fraction: 0.01, Seed: 1},
-		ring.FaultRule{Kind: ring.FaultShort, Fraction: 0.01, Seed: 2},
-		ring.FaultRule{Kind: ring.FaultEAGAIN, Fraction: 0.01, Seed: 3, Times: 2},
+		faultring.Rule{Kind: faultring.EIO, Fraction: 0.01, Seed: 1},
+		faultring.Rule{Kind: faultring.Short, Fraction: 0.01, Seed: 2},
+		faultring.Rule{Kind: faultring.EAGAIN, Fraction: 0.01, Seed: 3, Times: 2},
 	)
 	versions := make([]uint64, npages)
 	buf := make([]byte, ps)
@@ -129,9 +134,9 @@ func TestFaultsBadBlock(t *testing.T) {
 	)
 	path := testTarget(t, npages*ps)
 	c := heapCache(t, ps, npages)
-	var fw *ring.Faulty
+	var fw *faultring.Injector
 	e := openFaulty(t, c, Config{Path: path, Mapper: mapper.Linear(0, npages)}, &fw,
-		ring.FaultRule{Kind: ring.FaultEIO, FirstBlock: bad, EndBlock: bad + 1})
+		faultring.Rule{Kind: faultring.EIO, FirstBlock: bad, EndBlock: bad + 1})
 	buf := make([]byte, ps)
 	for i := uint64(0); i < npages; i++ {
 		pageContent(buf, i, 1)
@@ -180,8 +185,8 @@ func TestFaultsFlush(t *testing.T) {
 	const ps = 4096
 	path := testTarget(t, 64*ps)
 	c := heapCache(t, ps, 64)
-	var fw *ring.Faulty
-	e := openFaulty(t, c, Config{Path: path, FlushAlways: true}, &fw, ring.FaultRule{Kind: ring.FaultFlushErr, Nth: 1})
+	var fw *faultring.Injector
+	e := openFaulty(t, c, Config{Path: path, FlushAlways: true}, &fw, faultring.Rule{Kind: faultring.FlushErr, Nth: 1})
 	defer e.Close()
 	c.WriteAt(bytes.Repeat([]byte{5}, 4*ps), 0)
 	err := e.Sync(context.Background())
@@ -206,9 +211,9 @@ func TestSlowWrite(t *testing.T) {
 	const ps = 4096
 	path := testTarget(t, 2048*ps)
 	c := heapCache(t, ps, 2048)
-	var fw *ring.Faulty
+	var fw *faultring.Injector
 	e := openFaulty(t, c, Config{Path: path, Mapper: mapper.Linear(0, 2048), QueueDepth: 4, MaxIOBytes: ps}, &fw,
-		ring.FaultRule{Kind: ring.FaultDelay, Nth: 1, Delay: 300 * time.Millisecond})
+		faultring.Rule{Kind: faultring.Delay, Nth: 1, Delay: 300 * time.Millisecond})
 	defer e.Close()
 	buf := make([]byte, ps)
 	for i := uint64(0); i < 1000; i++ {

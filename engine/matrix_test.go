@@ -49,6 +49,8 @@ import (
 	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/pages"
 	"github.com/wbengine/wbengine/ring"
+	"github.com/wbengine/wbengine/ring/faultring"
+	"github.com/wbengine/wbengine/ring/powercut"
 )
 
 const (
@@ -178,33 +180,35 @@ func (c *mxCounts) of(k mxKind) int64 {
 	return c.closeReqs.Load()
 }
 
-// mxRing counts requests on their way to the fault wrapper, and cancels
-// the current call's context at the N-th (mxCancel).
-type mxRing struct {
-	ring.Ring
-	run *mxRun
+// mxCounter is the first interposer: it counts requests (first
+// attempts) on their way to the fault injector, and cancels the current
+// call's context at the N-th (mxCancel).
+type mxCounter struct{ run *mxRun }
+
+func (m *mxCounter) Attach(int) {}
+
+func (m *mxCounter) Issue(a *ring.Attempt) {
+	if a.Seq != 0 {
+		return
+	}
+	r := m.run
+	n := r.counts.requests.Add(1)
+	switch a.Req.Op {
+	case ring.OpWrite:
+		r.counts.writes.Add(1)
+	case ring.OpFlush:
+		r.counts.flushes.Add(1)
+	}
+	if r.inClose.Load() {
+		r.counts.closeReqs.Add(1)
+	}
+	if r.kind == mxCancel && r.armed.Load() && n == int64(r.nth) {
+		r.fired.Store(true)
+		r.cancelOp()
+	}
 }
 
-func (m *mxRing) Submit(reqs []ring.Request) error {
-	r := m.run
-	for i := range reqs {
-		n := r.counts.requests.Add(1)
-		switch reqs[i].Op {
-		case ring.OpWrite:
-			r.counts.writes.Add(1)
-		case ring.OpFlush:
-			r.counts.flushes.Add(1)
-		}
-		if r.inClose.Load() {
-			r.counts.closeReqs.Add(1)
-		}
-		if r.kind == mxCancel && r.armed.Load() && n == int64(r.nth) {
-			r.fired.Store(true)
-			r.cancelOp()
-		}
-	}
-	return m.Ring.Submit(reqs)
-}
+func (m *mxCounter) Done(*ring.Attempt) {}
 
 // mxMapper maps pages in extents of 16 (so a pass looks up often) and
 // finds a hole at the N-th lookup (mxHole).
@@ -240,8 +244,8 @@ type mxRun struct {
 
 	c  *pages.Cache
 	e  *Engine
-	pc *ring.PowerCut
-	fy *ring.Faulty
+	pc *powercut.Model
+	fy *faultring.Injector
 
 	opMu     sync.Mutex
 	opCancel context.CancelFunc
@@ -293,17 +297,17 @@ func (r *mxRun) open(initial []byte, faults bool) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	var rules []ring.FaultRule
+	var rules []faultring.Rule
 	if faults {
 		switch r.kind {
 		case mxEIO:
-			rules = []ring.FaultRule{{Kind: ring.FaultEIO, Nth: uint64(r.nth)}}
+			rules = []faultring.Rule{{Kind: faultring.EIO, Nth: uint64(r.nth)}}
 		case mxPartialEIO:
-			rules = []ring.FaultRule{{Kind: ring.FaultPartialEIO, Nth: uint64(r.nth)}}
+			rules = []faultring.Rule{{Kind: faultring.PartialEIO, Nth: uint64(r.nth)}}
 		case mxShort:
-			rules = []ring.FaultRule{{Kind: ring.FaultShort, Nth: uint64(r.nth)}}
+			rules = []faultring.Rule{{Kind: faultring.Short, Nth: uint64(r.nth)}}
 		case mxFlushErr:
-			rules = []ring.FaultRule{{Kind: ring.FaultFlushErr, Nth: uint64(r.nth)}}
+			rules = []faultring.Rule{{Kind: faultring.FlushErr, Nth: uint64(r.nth)}}
 		}
 	}
 	e, err := Open(r.c, Config{
@@ -314,33 +318,28 @@ func (r *mxRun) open(initial []byte, faults bool) {
 		FlushAlways:  true,
 		CloseTimeout: 100 * time.Millisecond,
 		OpenRing: func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {
-			native := func(c ring.Config) (ring.Ring, error) {
-				c.EnterFault = func(uint32) syscall.Errno {
-					n := r.counts.enters.Add(1)
-					if r.armed.Load() && n == int64(r.nth) {
-						switch r.kind {
-						case mxEnterEAGAIN:
-							r.fired.Store(true)
-							return syscall.EAGAIN
-						case mxEnterEBUSY:
-							r.fired.Store(true)
-							return syscall.EBUSY
-						}
+			rc.EnterFault = func(uint32) syscall.Errno {
+				n := r.counts.enters.Add(1)
+				if r.armed.Load() && n == int64(r.nth) {
+					switch r.kind {
+					case mxEnterEAGAIN:
+						r.fired.Store(true)
+						return syscall.EAGAIN
+					case mxEnterEBUSY:
+						r.fired.Store(true)
+						return syscall.EBUSY
 					}
-					return 0
 				}
-				return ring.Open(tg, "native", c)
+				return 0
 			}
-			fy, err := ring.NewFaulty(func(c ring.Config) (ring.Ring, error) {
-				pc, err := ring.NewPowerCut(native, c, tg.Size, initial)
-				r.pc = pc
-				return pc, err
-			}, rc, ring.FaultConfig{Rules: rules, BlockSize: mxPS, Align: mxPS})
+			fy, err := faultring.New(faultring.Config{Rules: rules, BlockSize: mxPS, Align: mxPS})
 			if err != nil {
 				return nil, err
 			}
 			r.fy = fy
-			return &mxRing{Ring: fy, run: r}, nil
+			r.pc = powercut.New(tg.Size, initial)
+			rc.Interposers = []ring.Interposer{&mxCounter{run: r}, fy, r.pc}
+			return ring.Open(tg, "native", rc)
 		},
 	})
 	if err != nil {
@@ -539,7 +538,7 @@ func (r *mxRun) closeEngine() error {
 // checks.
 func (r *mxRun) finish() {
 	if r.kind == mxCloseTimeout {
-		r.fy.SetRules([]ring.FaultRule{{Kind: ring.FaultDelay, Nth: uint64(r.nth), Delay: 300 * time.Millisecond}})
+		r.fy.SetRules([]faultring.Rule{{Kind: faultring.Delay, Nth: uint64(r.nth), Delay: 300 * time.Millisecond}})
 		r.armed.Store(true)
 	}
 	snap := r.cur
@@ -768,8 +767,17 @@ func TestFaultStress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pc *ring.PowerCut
-	var fy *ring.Faulty
+	pc := powercut.New(mxPages*mxPS, nil)
+	fy, err := faultring.New(faultring.Config{BlockSize: mxPS, Align: mxPS, Rules: []faultring.Rule{
+		{Kind: faultring.EIO, Fraction: 0.02, Seed: seed},
+		{Kind: faultring.PartialEIO, Fraction: 0.01, Seed: seed},
+		{Kind: faultring.Short, Fraction: 0.03, Seed: seed},
+		{Kind: faultring.FlushErr, Fraction: 0.05, Seed: seed},
+		{Kind: faultring.Delay, Fraction: 0.01, Delay: 2 * time.Millisecond, Seed: seed},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var faultsOn atomic.Bool
 	faultsOn.Store(true)
 	var enterMu sync.Mutex
@@ -779,39 +787,25 @@ func TestFaultStress(t *testing.T) {
 		Path: path, Mapper: mapper.Linear(0, mxPages), QueueDepth: 8, MaxIOBytes: 16 * mxPS, FlushAlways: true,
 		DirtyBackgroundBytes: 32 * mxPS, DirtyBytes: 128 * mxPS, WritebackInterval: 10 * time.Millisecond, DirtyExpire: 20 * time.Millisecond,
 		OpenRing: func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {
-			native := func(c ring.Config) (ring.Ring, error) {
-				c.EnterFault = func(uint32) syscall.Errno {
-					if !faultsOn.Load() {
-						return 0
-					}
-					enterMu.Lock()
-					x := enterRng.IntN(100)
-					enterMu.Unlock()
-					switch {
-					case x < 2:
-						enterFaults.Add(1)
-						return syscall.EAGAIN
-					case x < 3:
-						enterFaults.Add(1)
-						return syscall.EBUSY
-					}
+			rc.EnterFault = func(uint32) syscall.Errno {
+				if !faultsOn.Load() {
 					return 0
 				}
-				return ring.Open(tg, "native", c)
+				enterMu.Lock()
+				x := enterRng.IntN(100)
+				enterMu.Unlock()
+				switch {
+				case x < 2:
+					enterFaults.Add(1)
+					return syscall.EAGAIN
+				case x < 3:
+					enterFaults.Add(1)
+					return syscall.EBUSY
+				}
+				return 0
 			}
-			f, err := ring.NewFaulty(func(c ring.Config) (ring.Ring, error) {
-				p, err := ring.NewPowerCut(native, c, tg.Size, nil)
-				pc = p
-				return p, err
-			}, rc, ring.FaultConfig{BlockSize: mxPS, Align: mxPS, Rules: []ring.FaultRule{
-				{Kind: ring.FaultEIO, Fraction: 0.02, Seed: seed},
-				{Kind: ring.FaultPartialEIO, Fraction: 0.01, Seed: seed},
-				{Kind: ring.FaultShort, Fraction: 0.03, Seed: seed},
-				{Kind: ring.FaultFlushErr, Fraction: 0.05, Seed: seed},
-				{Kind: ring.FaultDelay, Fraction: 0.01, Delay: 2 * time.Millisecond, Seed: seed},
-			}})
-			fy = f
-			return f, err
+			rc.Interposers = []ring.Interposer{fy, pc}
+			return ring.Open(tg, "native", rc)
 		},
 	})
 	if err != nil {

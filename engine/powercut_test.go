@@ -14,6 +14,7 @@ import (
 	"github.com/wbengine/wbengine/internal/verify"
 	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/ring"
+	"github.com/wbengine/wbengine/ring/powercut"
 )
 
 // hotRun is an in-process `wbbench -pattern hot -verify` over a ring
@@ -23,7 +24,7 @@ type hotRun struct {
 	nonce    uint32
 	synced   uint64 // the journal's last "synced V"
 	syncs    int
-	pc       *ring.PowerCut
+	pc       *powercut.Model
 	required int // pages the check required (need > 0)
 }
 
@@ -48,9 +49,9 @@ func runHot(t *testing.T, seed uint64, cutAfter time.Duration, breakOrder bool) 
 		Mapper:      mapper.Linear(0, npages),
 		FlushAlways: true, // the model has a volatile cache, whatever the loop device says
 		OpenRing: func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {
-			pc, err := ring.NewPowerCut(func(c ring.Config) (ring.Ring, error) { return ring.Open(tg, "auto", c) }, rc, tg.Size, nil)
-			h.pc = pc
-			return pc, err
+			h.pc = powercut.New(tg.Size, nil)
+			rc.Interposers = append(rc.Interposers, h.pc)
+			return ring.Open(tg, "auto", rc)
 		},
 	})
 	if err != nil {
@@ -123,7 +124,7 @@ func runHot(t *testing.T, seed uint64, cutAfter time.Duration, breakOrder bool) 
 			if err := e.Sync(context.Background()); err == nil {
 				synced.Store(v)
 				syncs.Add(1)
-			} else if !errors.Is(err, ErrIO) && !errors.Is(err, ring.ErrPowerCut) {
+			} else if !errors.Is(err, ErrIO) {
 				t.Errorf("Sync: %v", err)
 			}
 		}

@@ -212,7 +212,7 @@ func (e *Engine) syncRound(ctx context.Context, b *syncBatch, held bool) {
 		}
 		failedBefore := e.stats.writeErrors.Load()
 		wbc := WritebackControl{SyncMode: SyncAll, RangeStart: start, RangeEnd: end}
-		passErr := e.writeCachePages(ctx, &wbc, passOpts{})
+		passErr := e.runPass(ctx, &wbc, passOpts{})
 		last := e.nextGen
 		unlock()
 		if ctx.Err() != nil {
@@ -286,7 +286,7 @@ func (e *Engine) brokenRound(ctx context.Context, b *syncBatch, lock func() bool
 	}
 	start, end := b.union()
 	wbc := WritebackControl{SyncMode: SyncAll, RangeStart: start, RangeEnd: end}
-	e.writeCachePages(ctx, &wbc, passOpts{})
+	e.runPass(ctx, &wbc, passOpts{})
 	last := e.nextGen
 	unlock()
 	e.waitGen(ctx, last)

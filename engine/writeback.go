@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -93,8 +94,8 @@ func (e *Engine) WritePages(ctx context.Context, wbc *WritebackControl) error {
 		return err
 	}
 	since := e.epoch + 1 // the pass's drain stamps with this
-	err = e.writeCachePages(ctx, wbc, passOpts{})
-	if sync && ctx.Err() == nil {
+	err = e.runPass(ctx, wbc, passOpts{})
+	if sync && ctx.Err() == nil && !errors.Is(err, ErrClosed) {
 		if werr := e.waitGen(ctx, e.nextGen); werr != nil {
 			err = werr
 		} else if cerr := e.checkLocked(since, []syncMember{{start: wbc.RangeStart, end: wbc.RangeEnd}}, false); cerr.members[0].err != nil {
@@ -113,10 +114,46 @@ type passOpts struct {
 	olderThan int64
 }
 
-// writeCachePages is one pass with the pass lock held (the kernel's
-// write_cache_pages): drain, walk, submit. It does not wait for the
-// writes it submitted. Its error is the first the walk met (a page it
-// could not map, a refused submission, ctx).
+// runPass runs one pass (writeCachePages) through ring.Run: on the
+// native ring on its owner thread, where the pass puts its writes into
+// the submission queue itself and reaps completions inline — the caller
+// hands the ring its work once per pass, not per batch. The caller holds
+// the pass lock. It returns ErrClosed if the ring was closed.
+func (e *Engine) runPass(ctx context.Context, wbc *WritebackControl, opt passOpts) error {
+	e.passArgs = passArgs{ctx: ctx, wbc: wbc, opt: opt}
+	rerr := e.ring.Run(ctx, e.passFn)
+	err := e.passArgs.err
+	e.passArgs = passArgs{}
+	if rerr != nil {
+		return fmt.Errorf("%w: %w", ErrClosed, rerr)
+	}
+	return err
+}
+
+// runPassOnRing is the function runPass gives ring.Run (made once, as passFn, so
+// a pass allocates nothing).
+func (e *Engine) runPassOnRing(q ring.Queue) {
+	a := &e.passArgs
+	e.q = q
+	a.err = e.writeCachePages(a.ctx, a.wbc, a.opt)
+	e.q = nil
+}
+
+// passArgs are runPass's arguments and result, for pass.
+type passArgs struct {
+	ctx context.Context
+	wbc *WritebackControl
+	opt passOpts
+	err error
+}
+
+// writeCachePages is one pass, run by runPass with the pass lock held
+// (the kernel's write_cache_pages): drain, walk, submit. It does not
+// wait for the writes it submitted. Its error is the first the walk met
+// (a page it could not map, a refused submission, ctx). Where it must
+// wait — for a page's lock, for a write in flight, for a free record —
+// it waits through the ring's Queue, which reaps completions meanwhile:
+// on the native ring it runs on the thread that reaps them.
 func (e *Engine) writeCachePages(ctx context.Context, wbc *WritebackControl, opt passOpts) error {
 	e.stats.passes.Add(1)
 	e.drain()
@@ -256,12 +293,9 @@ func (e *Engine) writePage(ctx context.Context, p *pages.Page, sync bool) (pageO
 		}
 	}
 	if !p.TryLock() {
-		// Submit what is queued before sleeping: the lock holder may be
-		// waiting for one of those writes.
-		if err := e.submitQueued(); err != nil {
+		if err := e.lockPage(ctx, p); err != nil {
 			return pageFailed, err
 		}
-		p.Lock()
 	}
 	f := p.Flags()
 	if f.IsDropped() || !f.IsDirty() {
@@ -281,11 +315,7 @@ func (e *Engine) writePage(ctx context.Context, p *pages.Page, sync bool) (pageO
 		}
 		// Dirtied again while in flight: wait for that write (its
 		// generation), then write the page again.
-		if err := e.submitQueued(); err != nil {
-			p.Unlock()
-			return pageFailed, err
-		}
-		if err := e.waitGen(ctx, e.slots[p.Slot()].gen); err != nil {
+		if err := e.passWaitGen(ctx, e.slots[p.Slot()].gen); err != nil {
 			p.Unlock()
 			return pageFailed, err
 		}
@@ -506,22 +536,69 @@ func (e *Engine) appendPage(r *record, p *pages.Page) {
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // takeRecord takes a free in-flight record, submitting what is queued
-// and waiting for a completion when none is free.
+// and reaping completions until one is free.
 func (e *Engine) takeRecord(ctx context.Context) (int32, error) {
-	select {
-	case ri := <-e.freeRecs:
-		return ri, nil
-	default:
+	for {
+		select {
+		case ri := <-e.freeRecs:
+			return ri, nil
+		default:
+		}
+		if err := e.submitQueued(); err != nil {
+			return 0, err
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if err := e.q.Wait(); err != nil {
+			return 0, err
+		}
 	}
+}
+
+// lockPage takes p's lock in a pass. Its holder may be waiting for a
+// completion the pass's thread reaps (WriteAt waits for the page's
+// writeback; a reader for its read), so the pass submits what is queued
+// and reaps while it waits, and yields when nothing is in flight.
+func (e *Engine) lockPage(ctx context.Context, p *pages.Page) error {
+	for !p.TryLock() {
+		if err := e.submitQueued(); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if e.q.InFlight() > 0 {
+			if err := e.q.Wait(); err != nil {
+				return err
+			}
+		} else {
+			runtime.Gosched()
+		}
+	}
+	return nil
+}
+
+// passWaitGen is waitGen for a pass: it submits what is queued and reaps
+// until every write with generation ≤ g has completed.
+func (e *Engine) passWaitGen(ctx context.Context, g uint64) error {
 	if err := e.submitQueued(); err != nil {
-		return 0, err
+		return err
 	}
-	select {
-	case ri := <-e.freeRecs:
-		return ri, nil
-	case <-ctx.Done():
-		return 0, ctx.Err()
+	if e.completed.Load() >= g {
+		return nil
 	}
+	e.nWaiters.Add(1) // counted as a waiter (Stats, tests), woken by reaping
+	defer e.nWaiters.Add(-1)
+	for e.completed.Load() < g {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := e.q.Wait(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // seal closes the open run and queues it; a full batch is submitted.
@@ -544,10 +621,11 @@ func (e *Engine) seal() {
 // the device has work while the pass builds the next batch.
 func (e *Engine) batchSize() int { return max(1, e.cfg.QueueDepth/4) }
 
-// submitQueued seals the open run and submits every queued run in one
-// batch (the kernel's blk_finish_plug). If the ring refuses the batch,
-// its pages are made dirty again and their writeback ended, as a failed
-// write would be.
+// submitQueued seals the open run and hands every queued run to the
+// ring in one batch (the kernel's blk_finish_plug): one io_uring_enter on
+// the native ring, which also reaps what has completed. If the ring
+// refuses the batch (it was closed), its pages are made dirty again and
+// their writeback ended, as a failed write would be.
 func (e *Engine) submitQueued() error {
 	e.seal0()
 	e.cache.AccountStartedWriteback(e.started)
@@ -555,20 +633,21 @@ func (e *Engine) submitQueued() error {
 	if len(e.queue) == 0 {
 		return nil
 	}
-	e.reqs = e.reqs[:0]
 	for _, ri := range e.queue {
 		r := &e.recs[ri]
-		e.reqs = append(e.reqs, ring.Request{
+		e.req = ring.Request{
 			Op:       ring.OpWrite,
 			Fixed:    r.buf >= 0,
 			BufIndex: uint16(max(r.buf, 0)),
 			Off:      r.off,
 			Iov:      r.iov,
 			Tag:      uint64(ri),
-		})
+		}
+		e.q.Add(&e.req)
 	}
+	e.req = ring.Request{}
 	e.stats.inFlight.Add(int64(len(e.queue)))
-	err := e.ring.Submit(e.reqs)
+	err := e.q.Flush()
 	if err != nil {
 		errno := syscall.EIO
 		if errors.Is(err, ring.ErrClosed) {
@@ -582,7 +661,6 @@ func (e *Engine) submitQueued() error {
 		err = fmt.Errorf("engine: submit to %s: %w", e.cfg.Path, err)
 	}
 	e.queue = e.queue[:0]
-	clear(e.reqs) // drop the iovec references
 	return err
 }
 

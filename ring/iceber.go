@@ -37,9 +37,11 @@ package ring
 // RegisterBuffers returns ErrNotSupported.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	iouring "github.com/iceber/iouring-go"
 	iouring_syscall "github.com/iceber/iouring-go/syscall"
@@ -63,6 +65,14 @@ type iceberRing struct {
 	results chan iouring.Result // capacity Depth
 	stop    chan struct{}       // closed by Close after the drain
 	exited  chan struct{}       // closed when the reaper returns
+	cq      *CallerQueue        // Run's
+
+	// fmu protects finishedEarly: requests an interposer finished in
+	// Submit, for the reaper to deliver (never from inside Submit); kick
+	// wakes it.
+	fmu           sync.Mutex
+	finishedEarly []int32
+	kick          chan struct{}
 
 	// smu serializes SubmitRequests calls so the batch scratch can be
 	// reused; it protects scratch and broken.
@@ -78,10 +88,7 @@ type iceberRing struct {
 // library (reading it in the PrepRequest, under SubmitRequests) and the
 // reaper touch it.
 type iceberSlot struct {
-	req     Request // a copy; Iov is advanced in place on a short transfer
-	total   int64
-	done    int64
-	retries int
+	st reqState
 }
 
 var _ Ring = (*iceberRing)(nil)
@@ -129,6 +136,11 @@ func openIceber(t *Target, cfg Config) (Ring, error) {
 		r.preps[i] = r.prep(i)
 	}
 	r.pool.init(cfg.Depth)
+	r.kick = make(chan struct{}, 1)
+	r.cq = NewCallerQueue(r.Submit, r.pool.inUse, cfg.Depth)
+	for _, ip := range cfg.Interposers {
+		ip.Attach(cfg.Depth)
+	}
 	go r.reap()
 	return r, nil
 }
@@ -136,9 +148,9 @@ func openIceber(t *Target, cfg Config) (Ring, error) {
 // prep returns the PrepRequest for slot i.
 func (r *iceberRing) prep(i int) iouring.PrepRequest {
 	return func(sqe iouring_syscall.SubmissionQueueEntry, ud *iouring.UserData) {
-		s := &r.slots[i]
+		a := &r.slots[i].st.a
 		ud.SetRequestInfo(r.infos[i])
-		switch s.req.Op {
+		switch a.Req.Op {
 		case OpNop:
 			sqe.PrepOperation(iouring_syscall.IORING_OP_NOP, -1, 0, 0, 0)
 		case OpFlush:
@@ -146,24 +158,19 @@ func (r *iceberRing) prep(i int) iouring.PrepRequest {
 			sqe.SetOpFlags(iouring_syscall.IORING_FSYNC_DATASYNC)
 		case OpWrite, OpRead:
 			op := iouring_syscall.IORING_OP_WRITEV
-			if s.req.Op == OpRead {
+			if a.Req.Op == OpRead {
 				op = iouring_syscall.IORING_OP_READV
 			}
-			sqe.PrepOperation(op, int32(r.fd), iovArrayAddr(s.req.Iov), uint32(len(s.req.Iov)), uint64(s.req.Off+s.done))
-			sqe.SetOpFlags(s.req.RWFlags)
+			sqe.PrepOperation(op, int32(r.fd), iovArrayAddr(a.Iov), uint32(len(a.Iov)), uint64(a.Off))
+			sqe.SetOpFlags(a.Req.RWFlags)
 		}
 	}
 }
 
 // Submit implements Ring.
 func (r *iceberRing) Submit(reqs []Request) error {
-	if len(reqs) > r.cfg.Depth {
-		return fmt.Errorf("%w: %d requests, depth %d", ErrTooMany, len(reqs), r.cfg.Depth)
-	}
-	for i := range reqs {
-		if err := checkOp(&reqs[i]); err != nil {
-			return err
-		}
+	if err := checkBatch(reqs, r.cfg.Depth); err != nil {
+		return err
 	}
 	if err := r.pool.lockAcquire(len(reqs)); err != nil {
 		return err
@@ -180,22 +187,64 @@ func (r *iceberRing) Submit(reqs []Request) error {
 	if len(reqs) == 0 {
 		return nil
 	}
+	var early []int32
+	send := idx[:0:0]
 	for k, i := range idx {
-		s := &r.slots[i]
-		*s = iceberSlot{req: reqs[k]}
-		if s.req.Op == OpWrite || s.req.Op == OpRead {
-			s.total = s.req.Len()
+		r.slots[i].st.begin(&reqs[k], int(i))
+		if finished, submit := r.advance(i); submit {
+			send = append(send, i)
+		} else if finished {
+			early = append(early, i)
 		}
 	}
-	if err := r.enter(idx); err != nil {
-		for _, i := range idx {
-			r.slots[i] = iceberSlot{}
+	if len(send) > 0 {
+		if err := r.enter(send); err != nil {
+			if len(early) == 0 && len(send) == len(idx) {
+				for _, i := range idx {
+					r.slots[i].st.release()
+				}
+				r.pool.release(idx)
+				return err
+			}
+			// Some were already finished by an interposer: fail the rest
+			// as completions, so every accepted request gets one.
+			early = append(early, send...)
+			for _, i := range send {
+				r.slots[i].st.err = unix.EIO
+			}
 		}
-		r.pool.release(idx)
-		return err
+	}
+	if len(early) > 0 {
+		r.fmu.Lock()
+		r.finishedEarly = append(r.finishedEarly, early...)
+		r.fmu.Unlock()
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
 	}
 	return nil
 }
+
+// advance runs slot i's request up to its next attempt for the device:
+// it reports submit when that attempt must go to the library, or
+// finished when interposers finished the request without it.
+func (r *iceberRing) advance(i int32) (finished, submit bool) {
+	st := &r.slots[i].st
+	is := r.cfg.Interposers
+	for !st.issue(is) {
+		if d := st.result(is, st.a.Result); d > 0 {
+			time.Sleep(d)
+		}
+		if st.settle(r.cfg.MaxRetries) {
+			return true, false
+		}
+	}
+	return false, true
+}
+
+// Run implements Ring: fn runs on the caller's goroutine (CallerQueue).
+func (r *iceberRing) Run(ctx context.Context, fn func(Queue)) error { return r.cq.Run(ctx, fn) }
 
 // enter submits the current attempt of each slot in idx with one
 // SubmitRequests call.
@@ -218,40 +267,63 @@ func (r *iceberRing) enter(idx []int32) error {
 	return nil
 }
 
-// reap is the completion goroutine.
+// reap is the completion goroutine. An interposer's delay is slept
+// here, holding up every completion behind it (iceber is a comparison
+// backend; the native ring holds delayed results apart).
 func (r *iceberRing) reap() {
 	defer close(r.exited)
 	cs := make([]Completion, 0, r.cfg.Depth)
 	finished := make([]int32, 0, r.cfg.Depth)
 	again := make([]int32, 0, r.cfg.Depth)
+	is := r.cfg.Interposers
 	for {
 		var res iouring.Result
+		have := false
 		select {
 		case res = <-r.results:
+			have = true
+		case <-r.kick:
 		case <-r.stop:
 			return
 		}
-		for {
-			i, done := r.result(res)
+		r.fmu.Lock()
+		finished = append(finished, r.finishedEarly...)
+		r.finishedEarly = r.finishedEarly[:0]
+		r.fmu.Unlock()
+		for _, i := range finished {
+			cs = append(cs, r.slots[i].st.completion())
+		}
+		for have {
+			i := int32(res.GetRequestInfo().(int))
+			n, _ := res.(iouring.Request).GetRes()
+			st := &r.slots[i].st
+			if d := st.result(is, int32(n)); d > 0 {
+				time.Sleep(d)
+			}
+			done := st.settle(r.cfg.MaxRetries)
+			if !done {
+				var submit bool
+				done, submit = r.advance(i)
+				if submit {
+					again = append(again, i)
+				}
+			}
 			if done {
-				s := &r.slots[i]
-				cs = append(cs, Completion{Tag: s.req.Tag, N: s.done, Err: r.errOf(i, res)})
+				cs = append(cs, st.completion())
 				finished = append(finished, i)
-			} else {
-				again = append(again, i)
 			}
 			select {
 			case res = <-r.results:
-				continue
 			default:
+				have = false
 			}
-			break
 		}
 		if len(again) > 0 {
 			if err := r.enter(again); err != nil {
 				for _, i := range again {
-					s := &r.slots[i]
-					cs = append(cs, Completion{Tag: s.req.Tag, N: s.done, Err: unix.EIO})
+					st := &r.slots[i].st
+					st.err = unix.EIO
+					cs = append(cs, st.completion())
 					finished = append(finished, i)
 				}
 			}
@@ -260,54 +332,13 @@ func (r *iceberRing) reap() {
 		if len(cs) > 0 {
 			r.cfg.Handler(cs)
 			for _, i := range finished {
-				r.slots[i] = iceberSlot{}
+				r.slots[i].st.release()
 			}
 			r.pool.release(finished)
+			r.cq.Delivered()
 			cs, finished = cs[:0], finished[:0]
 		}
 	}
-}
-
-// result takes one result for its slot and reports whether the request
-// is finished or its next attempt must be submitted (a short transfer
-// that made progress, or -EAGAIN/-EINTR under the retry cap).
-func (r *iceberRing) result(res iouring.Result) (slot int32, finished bool) {
-	i := int32(res.GetRequestInfo().(int))
-	s := &r.slots[i]
-	n, _ := res.(iouring.Request).GetRes()
-	if n < 0 {
-		e := unix.Errno(-n)
-		if (e == unix.EAGAIN || e == unix.EINTR) && s.retries < r.cfg.MaxRetries {
-			s.retries++
-			return i, false
-		}
-		return i, true
-	}
-	if s.req.Op != OpWrite && s.req.Op != OpRead {
-		return i, true
-	}
-	got := min(int64(n), s.total-s.done)
-	s.done += got
-	if s.done == s.total || got == 0 {
-		return i, true
-	}
-	s.req.Iov = iovAdvance(s.req.Iov, got)
-	return i, false
-}
-
-// errOf is the errno a finished request completes with.
-func (r *iceberRing) errOf(i int32, res iouring.Result) unix.Errno {
-	n, _ := res.(iouring.Request).GetRes()
-	s := &r.slots[i]
-	switch {
-	case n < 0:
-		return unix.Errno(-n)
-	case s.done < s.total && s.req.Op == OpRead:
-		return unix.ENODATA // no progress: a read at the end
-	case s.done < s.total:
-		return unix.EIO // no progress: a write the target will not take
-	}
-	return 0
 }
 
 // RegisterBuffers implements Ring: the library has no fixed-buffer

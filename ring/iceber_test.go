@@ -161,35 +161,58 @@ func TestIceberConcurrentSubmitters(t *testing.T) {
 	checkConcurrentSubmitters(t, 16, func(h Handler) Ring { return icOpen(t, tg, 16, h) })
 }
 
-// The fault wrapper works over iceber too (every injected kind, the
-// wrapper's resume path over the library's writes).
-func TestIceberUnderFaults(t *testing.T) {
+// halfShort is an interposer that cuts every write's first attempt to
+// half (the ring resumes the rest) and fails every flush with EIO.
+type halfShort struct{ cut, resumed, flushes atomic.Int64 }
+
+func (h *halfShort) Attach(int) {}
+func (h *halfShort) Issue(a *Attempt) {
+	switch {
+	case a.Req.Op == OpFlush:
+		h.flushes.Add(1)
+		a.Complete, a.Result = true, -int32(unix.EIO)
+	case a.Req.Op == OpWrite && a.Done == 0 && a.Len >= 8192:
+		h.cut.Add(1)
+		a.Limit = a.Len / 2 / 4096 * 4096
+	case a.Req.Op == OpWrite && a.Done > 0:
+		h.resumed.Add(1)
+	}
+}
+func (h *halfShort) Done(*Attempt) {}
+
+// Interposers work over iceber too: every write is cut short and
+// resumed, every flush fails.
+func TestIceberInterposers(t *testing.T) {
 	icNoLeaks(t)
-	rules, err := ParseFaultRules("short=0.5,eio=0.1,eagain=0.1x2,flusherr=0.5,seed=1")
+	tg := tkFileTarget(t, 1<<20)
+	h := &halfShort{}
+	sink := newTKSink()
+	r, err := Open(tg, "iceber", Config{Depth: 8, Handler: sink.handle, Interposers: []Interposer{h}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tg := tkFileTarget(t, 1<<20)
-	f, sink := ftOpen(t, tg, "iceber", Config{Depth: 8}, rules...)
 	mem := tkMmap(t, 8*4096)
 	for i := range 40 {
 		reqs := []Request{
 			{Op: OpWrite, Tag: uint64(2 * i), Off: int64(i%16) * 8 * 4096, Iov: []unix.Iovec{tkIov(mem[:4096]), tkIov(mem[4096:])}},
 			{Op: OpFlush, Tag: uint64(2*i + 1)},
 		}
-		if err := f.Submit(reqs); err != nil {
+		if err := r.Submit(reqs); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, c := range sink.take(t, 80) {
-		if c.Tag%2 == 0 && c.Err == 0 && c.N != 8*4096 {
+		if c.Tag%2 == 0 && (c.Err != 0 || c.N != 8*4096) {
 			t.Errorf("write %d: %+v", c.Tag, c)
 		}
+		if c.Tag%2 == 1 && c.Err != unix.EIO {
+			t.Errorf("flush %d: %+v, want EIO", c.Tag, c)
+		}
 	}
-	if err := f.Close(); err != nil {
+	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if st := f.Stats(); st.Short == 0 || st.Resumed != st.Short {
-		t.Errorf("Stats() = %+v: want short writes, each resumed once", st)
+	if h.cut.Load() != 40 || h.resumed.Load() != 40 || h.flushes.Load() != 40 {
+		t.Errorf("cut %d, resumed %d, flushes %d; want 40 each", h.cut.Load(), h.resumed.Load(), h.flushes.Load())
 	}
 }

@@ -1,13 +1,13 @@
 package ring
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -28,60 +28,12 @@ const efdTag = ^uint64(0)
 // slot is one accepted request while the ring owns it. A slot is free
 // (on nativeRing.free), or reserved by one Submit (taken off free, being
 // filled outside the lock), or pending (on nativeRing.pending), or the
-// owner's (queued, in the kernel, or being completed). Who may touch it
-// follows from where it is: mu guards the free and pending lists, and a
-// slot's fields pass with it.
+// owner's (queued, in the kernel, held back by an interposer's delay, or
+// being completed). Who may touch it follows from where it is: mu guards
+// the free and pending lists, and a slot's fields pass with it.
 type slot struct {
-	req     Request // a copy; req.Iov still points at the caller's array
-	total   int64   // req.Len()
-	done    int64   // bytes transferred so far
-	first   int     // index of the first iovec with bytes left
-	retries int     // -EAGAIN/-EINTR resubmissions so far
-	err     syscall.Errno
-	next    uint32 // the next slot of a Submit's reservation
-}
-
-// complete takes one CQE result for s and reports whether the request is
-// finished (its Completion is s.completion()) or must be submitted again
-// (a short transfer that made progress, or -EAGAIN/-EINTR under the
-// retry cap). A short transfer advances s.req.Iov in place.
-func (s *slot) complete(res int32, maxRetries int) bool {
-	if res < 0 {
-		errno := syscall.Errno(-res)
-		if (errno == syscall.EAGAIN || errno == syscall.EINTR) && s.retries < maxRetries {
-			s.retries++
-			return false
-		}
-		s.err = errno
-		return true
-	}
-	if s.req.Op != OpWrite && s.req.Op != OpRead {
-		return true // NOP, FLUSH: nothing to count
-	}
-	n := int64(res)
-	if left := s.total - s.done; n > left {
-		n = left // the kernel never reports more than it was asked for
-	}
-	s.done += n
-	if s.done == s.total {
-		return true
-	}
-	if n == 0 {
-		// No progress: a write the device will not take, or a read at
-		// end of file. Resubmitting would loop.
-		if s.req.Op == OpWrite {
-			s.err = syscall.EIO
-		} else {
-			s.err = syscall.ENODATA
-		}
-		return true
-	}
-	s.first = advanceIov(s.req.Iov, s.first, n)
-	return false
-}
-
-func (s *slot) completion() Completion {
-	return Completion{Tag: s.req.Tag, N: s.done, Err: s.err}
+	st   reqState
+	next uint32 // the next slot of a Submit's reservation
 }
 
 // ctlReq is work that must run on the owner thread (with SINGLE_ISSUER
@@ -114,6 +66,9 @@ type nativeRing struct {
 	cs       []Completion // the Handler's slice, reused
 	finished []uint32     // slots of cs, freed after the Handler returns
 	inflight int          // slot SQEs filled: in the SQ (see uring.unconsumed) or held by the kernel
+	ready    []uint32     // slots whose attempt has a result to settle: an interposer completed it, or its delay is over
+	delayed  int          // slots whose result an interposer's Delay holds back
+	closed   bool         // collect saw closing
 	efdArmed bool         // the eventfd read is in the kernel
 	nbufs    int          // registered buffers
 
@@ -127,6 +82,9 @@ type nativeRing struct {
 	free    []uint32  // free slot indexes (a stack; capacity Depth)
 	pending []uint32  // accepted slots the owner has not collected yet (capacity Depth)
 	ctl     *ctlReq
+	runFn   func(Queue)     // a Run waiting for the owner
+	runCtx  context.Context // its ctx (owner-only once taken)
+	due     []uint32        // held-back results whose delay is over
 	closing bool
 	waiters int // Submits blocked on space
 	want    int // the most slots a blocked Submit needs
@@ -145,6 +103,9 @@ type nativeRing struct {
 	// eventfd again and teardown may close it.
 	news     atomic.Int32
 	sleeping atomic.Bool
+
+	runMu   sync.Mutex    // serializes Run
+	runDone chan struct{} // the owner's answer to Run (capacity 1)
 
 	regMu    sync.Mutex    // serializes RegisterBuffers
 	exited   chan struct{} // closed when the owner has released the ring
@@ -168,7 +129,12 @@ func openNative(t *Target, cfg Config) (Ring, error) {
 		finished: make([]uint32, 0, d),
 		free:     make([]uint32, d),
 		pending:  make([]uint32, 0, d),
+		ready:    make([]uint32, 0, d),
 		exited:   make(chan struct{}),
+		runDone:  make(chan struct{}, 1),
+	}
+	for _, ip := range cfg.Interposers {
+		ip.Attach(d)
 	}
 	r.space.L = &r.mu
 	for i := range r.free {
@@ -283,86 +249,207 @@ func (r *nativeRing) setup() error {
 	return nil
 }
 
-// loop is the owner's work: collect pending slots, turn them into SQEs,
-// one io_uring_enter per round (submit, and wait for one completion when
-// there is nothing else to do), reap in bulk. It returns once the ring
-// is closing and every accepted request has completed.
+// loop is the owner's work: collect pending slots and Run functions,
+// turn slots into SQEs, one io_uring_enter per round (submit, and wait
+// for one completion when there is nothing else to do), reap in bulk. A
+// Run function runs here, between rounds, and makes rounds of its own
+// through its Queue. loop returns once the ring is closing and every
+// accepted request has completed.
 func (r *nativeRing) loop() {
-	closing := false
 	for {
-		if r.news.Load() != 0 {
-			r.mu.Lock()
-			r.news.Store(0)
-			r.queue = append(r.queue, r.pending...)
-			r.pending = r.pending[:0]
-			ctl := r.ctl
-			r.ctl = nil
-			closing = r.closing
-			r.mu.Unlock()
-			if ctl != nil {
-				ctl.err = ctl.fn()
-				close(ctl.done)
-			}
+		closing := r.collect()
+		if fn := r.takeRun(); fn != nil {
+			fn(ownerQueue{r})
+			r.runCtx = nil
+			r.runDone <- struct{}{}
+			continue
 		}
-		if closing && len(r.queue) == 0 && r.inflight == 0 {
+		if closing && !r.outstanding() {
 			return
 		}
+		r.round(true)
+	}
+}
 
-		r.fill(closing)
-		toSubmit := r.u.flush()
-		var wait uint32
-		if (len(r.queue) == 0 || r.inflight >= r.cfg.InFlight) && r.u.cqReady() == 0 {
-			// Nothing to do but wait: for a completion, or for the
-			// eventfd read that news will complete (see sleeping).
-			// The eventfd read is armed unless closing, and closing
-			// with nothing in flight returned above, so the wait ends.
-			// Work queued behind the InFlight cap waits for a
-			// completion too (something is in flight: the cap is ≥ 1).
-			r.sleeping.Store(true)
-			if r.news.Load() == 0 {
-				wait = 1
-			} else {
-				r.sleeping.Store(false)
-			}
-		}
-		if toSubmit == 0 && wait == 0 {
-			// CQEs to reap, or news to collect: no syscall needed.
-			r.reap()
-			continue
-		}
-		var errno unix.Errno
-		if f := r.cfg.EnterFault; f != nil && toSubmit > 0 {
-			errno = unix.Errno(f(toSubmit))
-		}
-		if errno == 0 {
-			_, errno = r.u.enter(toSubmit, wait)
-		}
-		if wait != 0 {
+// collect takes in what other goroutines handed the owner, if anything:
+// pending slots, held-back results now due, a control request (run at
+// once), and whether the ring is closing.
+func (r *nativeRing) collect() (closing bool) {
+	if r.news.Load() == 0 {
+		return r.closed // closing is news: nothing changed
+	}
+	r.mu.Lock()
+	r.news.Store(0)
+	r.queue = append(r.queue, r.pending...)
+	r.pending = r.pending[:0]
+	r.ready = append(r.ready, r.due...)
+	r.delayed -= len(r.due)
+	r.due = r.due[:0]
+	ctl := r.ctl
+	r.ctl = nil
+	closing = r.closing
+	r.closed = closing
+	r.mu.Unlock()
+	if ctl != nil {
+		ctl.err = ctl.fn()
+		close(ctl.done)
+	}
+	return closing
+}
+
+// takeRun takes the Run function waiting for the owner, if any.
+func (r *nativeRing) takeRun() func(Queue) {
+	r.mu.Lock()
+	fn := r.runFn
+	r.runFn = nil
+	r.mu.Unlock()
+	return fn
+}
+
+// outstanding reports whether any accepted request has not completed.
+func (r *nativeRing) outstanding() bool {
+	return len(r.queue) > 0 || r.inflight > 0 || len(r.ready) > 0 || r.delayed > 0
+}
+
+// round is one step of the owner: settle results that need no kernel,
+// fill SQEs, one io_uring_enter (with a wait for a completion when
+// mayWait and there is nothing else to do), reap.
+func (r *nativeRing) round(mayWait bool) {
+	r.settleReady()
+	if r.closed && !r.outstanding() {
+		mayWait = false // settling finished the last of it: nothing will wake a wait
+	}
+	r.fill()
+	toSubmit := r.u.flush()
+	var wait uint32
+	if mayWait && len(r.ready) == 0 && (len(r.queue) == 0 || r.inflight >= r.cfg.InFlight) && r.u.cqReady() == 0 {
+		// Nothing to do but wait: for a completion, or for the eventfd
+		// read that news will complete (see sleeping). The eventfd read
+		// is armed (fill), so the wait ends. Work queued behind the
+		// InFlight cap waits for a completion too (something is in
+		// flight: the cap is ≥ 1).
+		r.sleeping.Store(true)
+		if r.news.Load() == 0 {
+			wait = 1
+		} else {
 			r.sleeping.Store(false)
 		}
-		switch errno {
-		case 0:
-		case unix.EINTR:
-			// Retried by the next round without limit: what the kernel
-			// consumed moved the SQ head, the rest is resubmitted.
-		case unix.EAGAIN, unix.EBUSY:
-			// Out of request memory, or CQ overflow that cannot be
-			// flushed (not with CQ ≥ 2 × in flight): reap, then retry;
-			// with nothing to reap, wait for a completion or back off
-			// rather than spin.
-			if r.reap() == 0 {
-				r.backoff()
-			}
-			continue
-		default:
-			// EFAULT, EINVAL, EBADF, EEXIST (wrong thread): the ring's
-			// memory or thread discipline is broken. There is no way to
-			// tell which SQEs the kernel holds, so nothing can be
-			// completed safely.
-			panic(fmt.Sprintf("ring: %s: io_uring_enter: %v (a bug in package ring)", r.t.Path, errno))
-		}
-		r.reap()
 	}
+	if toSubmit == 0 && wait == 0 {
+		// CQEs to reap, or news to collect: no syscall needed.
+		r.reap()
+		return
+	}
+	var errno unix.Errno
+	if f := r.cfg.EnterFault; f != nil && toSubmit > 0 {
+		errno = unix.Errno(f(toSubmit))
+	}
+	if errno == 0 {
+		_, errno = r.u.enter(toSubmit, wait)
+	}
+	if wait != 0 {
+		r.sleeping.Store(false)
+	}
+	switch errno {
+	case 0:
+	case unix.EINTR:
+		// Retried by the next round without limit: what the kernel
+		// consumed moved the SQ head, the rest is resubmitted.
+	case unix.EAGAIN, unix.EBUSY:
+		// Out of request memory, or CQ overflow that cannot be flushed
+		// (not with CQ ≥ 2 × in flight): reap, then retry; with nothing
+		// to reap, wait for a completion or back off rather than spin.
+		if r.reap() == 0 {
+			r.backoff()
+		}
+		return
+	default:
+		// EFAULT, EINVAL, EBADF, EEXIST (wrong thread): the ring's
+		// memory or thread discipline is broken. There is no way to
+		// tell which SQEs the kernel holds, so nothing can be
+		// completed safely.
+		panic(fmt.Sprintf("ring: %s: io_uring_enter: %v (a bug in package ring)", r.t.Path, errno))
+	}
+	r.reap()
+}
+
+// ownerQueue is the Queue a Run function gets on the native ring: it
+// works the owner's own state, on the owner thread.
+type ownerQueue struct{ r *nativeRing }
+
+// Add implements Queue: it takes a free slot (reaping until one is free)
+// and queues it; the next Flush or Wait submits it.
+func (q ownerQueue) Add(req *Request) {
+	r := q.r
+	for {
+		r.mu.Lock()
+		if n := len(r.free); n > 0 {
+			idx := r.free[n-1]
+			r.free = r.free[:n-1]
+			r.mu.Unlock()
+			r.slots[idx].st.begin(req, int(idx))
+			r.queue = append(r.queue, idx)
+			return
+		}
+		r.mu.Unlock()
+		r.collect()
+		r.round(r.outstanding())
+	}
+}
+
+// Flush implements Queue.
+func (q ownerQueue) Flush() error {
+	q.r.collect()
+	q.r.round(false)
+	return nil
+}
+
+// Wait implements Queue.
+func (q ownerQueue) Wait() error {
+	r := q.r
+	if err := r.runCtx.Err(); err != nil {
+		return err
+	}
+	r.collect()
+	r.round(r.outstanding())
+	return nil
+}
+
+// InFlight implements Queue.
+func (q ownerQueue) InFlight() int {
+	r := q.r
+	r.mu.Lock()
+	n := len(r.pending)
+	r.mu.Unlock()
+	return n + len(r.queue) + r.inflight + len(r.ready) + r.delayed
+}
+
+// Run implements Ring: fn runs on the owner thread. It must not be
+// called from the owner thread (from a Handler, or from inside another
+// Run).
+func (r *nativeRing) Run(ctx context.Context, fn func(Queue)) error {
+	r.runMu.Lock()
+	defer r.runMu.Unlock()
+	r.mu.Lock()
+	if r.closing {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	r.runFn, r.runCtx = fn, ctx
+	r.wake()
+	r.mu.Unlock()
+	if ctx.Done() != nil {
+		// A done ctx wakes an owner waiting in the kernel (Wait then
+		// returns ctx's error).
+		stop := context.AfterFunc(ctx, func() {
+			r.mu.Lock()
+			r.wake()
+			r.mu.Unlock()
+		})
+		defer stop()
+	}
+	<-r.runDone
+	return nil
 }
 
 // backoff waits after EAGAIN/EBUSY from io_uring_enter with nothing
@@ -393,11 +480,14 @@ func (r *nativeRing) backoff() {
 // requests is always one enter.
 const maxSQEsPerEnter = 128
 
-// fill arms the eventfd read if it is not armed (and the ring is not
-// closing), then turns queued slots into SQEs while the SQ has room (at
-// most maxSQEsPerEnter); the rest stays queued for the next round.
-func (r *nativeRing) fill(closing bool) {
-	if !r.efdArmed && !closing && r.u.sqFree() > 0 {
+// fill arms the eventfd read if it is not armed (also while closing: a
+// result held back by an interposer's delay wakes the owner through it;
+// teardown collects it), then turns queued slots into SQEs while the SQ has room (at
+// most maxSQEsPerEnter, and no more than the InFlight cap); the rest
+// stays queued for the next round. An attempt an interposer completes
+// takes no SQE: its slot goes to ready.
+func (r *nativeRing) fill() {
+	if !r.efdArmed && r.u.sqFree() > 0 {
 		e := r.u.nextSQE()
 		prepRead(e, r.efd, r.efdBuf[:8])
 		e.userData = efdTag
@@ -407,29 +497,39 @@ func (r *nativeRing) fill(closing bool) {
 	if n <= 0 {
 		return
 	}
+	taken := 0
 	for _, idx := range r.queue[:n] {
-		r.prep(idx)
+		if r.prep(idx) {
+			taken++
+		}
 	}
-	r.inflight += n
+	r.inflight += taken
 	r.queue = r.queue[:copy(r.queue, r.queue[n:])]
 }
 
-// prep fills the next SQE for slot idx, from where the request stands
-// (a resubmission starts at the first byte not yet transferred).
-func (r *nativeRing) prep(idx uint32) {
-	s := &r.slots[idx]
+// prep runs the interposers on slot idx's next attempt and fills the
+// next SQE for it, from where the request stands (a resubmission starts
+// at the first byte not yet transferred). It reports whether it took an
+// SQE (false: an interposer completed the attempt).
+func (r *nativeRing) prep(idx uint32) bool {
+	st := &r.slots[idx].st
+	if !st.issue(r.cfg.Interposers) {
+		r.result(idx, st.a.Result)
+		return false
+	}
+	a := &st.a
 	e := r.u.nextSQE()
-	switch s.req.Op {
+	switch a.Req.Op {
 	case OpWrite, OpRead:
-		iov := s.req.Iov[s.first:]
-		op := r.rwOp(s.req.Op == OpWrite, s.req.Fixed, len(iov))
-		prepRW(e, op, r.fd, iov, s.req.Off+s.done, s.req.RWFlags, s.req.BufIndex)
+		op := r.rwOp(a.Req.Op == OpWrite, a.Req.Fixed, len(a.Iov))
+		prepRW(e, op, r.fd, a.Iov, a.Off, a.Req.RWFlags, a.Req.BufIndex)
 	case OpFlush:
 		prepFsync(e, r.fd)
 	default:
 		// OpNop: a zeroed SQE is IORING_OP_NOP.
 	}
 	e.userData = uint64(idx)
+	return true
 }
 
 // rwOp picks the opcode: the *_FIXED ones only when the caller asked,
@@ -454,9 +554,9 @@ func (r *nativeRing) rwOp(write, fixed bool, niov int) uint8 {
 }
 
 // reap handles every posted CQE: the eventfd read is marked for
-// re-arming, a finished request joins cs, a short or retried one goes
-// back on the queue. It then calls the Handler once with cs and frees
-// those slots. It returns how many CQEs it saw.
+// re-arming, a slot's result goes to settle (or is held back for an
+// interposer's delay). It then calls the Handler once with what
+// finished and frees those slots. It returns how many CQEs it saw.
 func (r *nativeRing) reap() int {
 	head, tail := r.u.cqPending()
 	for i := head; i != tail; i++ {
@@ -470,19 +570,45 @@ func (r *nativeRing) reap() int {
 			continue
 		}
 		r.inflight--
-		s := &r.slots[ud]
-		if !s.complete(res, r.cfg.MaxRetries) {
-			r.queue = append(r.queue, uint32(ud))
-			continue
-		}
-		r.cs = append(r.cs, s.completion())
-		r.finished = append(r.finished, uint32(ud))
+		r.result(uint32(ud), res)
 	}
 	r.u.cqAdvance(tail)
+	r.settleReady()
+	return int(tail - head)
+}
+
+// result hands slot idx's attempt result to the interposers; the slot
+// goes to ready, now or once an interposer's delay is over.
+func (r *nativeRing) result(idx uint32, res int32) {
+	if d := r.slots[idx].st.result(r.cfg.Interposers, res); d > 0 {
+		r.delayed++
+		time.AfterFunc(d, func() {
+			r.mu.Lock()
+			r.due = append(r.due, idx)
+			r.wake()
+			r.mu.Unlock()
+		})
+		return
+	}
+	r.ready = append(r.ready, idx)
+}
+
+// settleReady settles every ready slot — a finished request joins cs, a
+// short or retried one goes back on the queue — and delivers cs.
+func (r *nativeRing) settleReady() {
+	for _, idx := range r.ready {
+		st := &r.slots[idx].st
+		if !st.settle(r.cfg.MaxRetries) {
+			r.queue = append(r.queue, idx)
+			continue
+		}
+		r.cs = append(r.cs, st.completion())
+		r.finished = append(r.finished, idx)
+	}
+	r.ready = r.ready[:0]
 	if len(r.cs) > 0 {
 		r.deliver()
 	}
-	return int(tail - head)
 }
 
 // deliver calls the Handler with cs, then frees the slots: a slot is
@@ -499,7 +625,7 @@ func (r *nativeRing) reap() int {
 func (r *nativeRing) deliver() {
 	r.cfg.Handler(r.cs)
 	for _, idx := range r.finished {
-		r.slots[idx].req.Iov = nil // drop the reference to the caller's memory
+		r.slots[idx].st.release() // drop the references to the caller's memory
 	}
 	r.mu.Lock()
 	r.free = append(r.free, r.finished...)
@@ -537,13 +663,8 @@ const copyUnderLock = 4
 // Submit implements Ring.
 func (r *nativeRing) Submit(reqs []Request) error {
 	n := len(reqs)
-	if n > r.cfg.Depth {
-		return fmt.Errorf("%w: %d requests, depth %d", ErrTooMany, n, r.cfg.Depth)
-	}
-	for i := range reqs {
-		if err := checkOp(&reqs[i]); err != nil {
-			return err
-		}
+	if err := checkBatch(reqs, r.cfg.Depth); err != nil {
+		return err
 	}
 	r.mu.Lock()
 	for !r.closing && len(r.free) < n {
@@ -567,7 +688,7 @@ func (r *nativeRing) Submit(reqs []Request) error {
 		for i := range reqs {
 			idx := r.free[len(r.free)-1]
 			r.free = r.free[:len(r.free)-1]
-			r.slots[idx] = slot{req: reqs[i], total: reqs[i].Len()}
+			r.slots[idx].st.begin(&reqs[i], int(idx))
 			r.pending = append(r.pending, idx)
 		}
 		r.wake()
@@ -591,16 +712,15 @@ func (r *nativeRing) Submit(reqs []Request) error {
 	idx := first
 	for i := range reqs {
 		s := &r.slots[idx]
-		next := s.next
-		*s = slot{req: reqs[i], total: reqs[i].Len(), next: next}
-		idx = next
+		s.st.begin(&reqs[i], int(idx))
+		idx = s.next
 	}
 
 	r.mu.Lock()
 	if r.closing {
 		// Closed meanwhile: the owner may be gone. Nothing was accepted.
 		for i, idx := 0, first; i < n; i, idx = i+1, r.slots[idx].next {
-			r.slots[idx].req.Iov = nil
+			r.slots[idx].st.release()
 			r.free = append(r.free, idx)
 		}
 		r.mu.Unlock()
@@ -611,21 +731,6 @@ func (r *nativeRing) Submit(reqs []Request) error {
 	}
 	r.wake()
 	r.mu.Unlock()
-	return nil
-}
-
-// checkOp rejects what no backend can do: an unknown op, or more
-// iovecs than one vectored I/O takes (IOV_MAX).
-func checkOp(req *Request) error {
-	switch req.Op {
-	case OpWrite, OpRead:
-		if len(req.Iov) > iovMax {
-			return fmt.Errorf("%w: %s with %d iovecs (at most %d)", ErrBadConfig, req.Op, len(req.Iov), iovMax)
-		}
-	case OpFlush, OpNop:
-	default:
-		return fmt.Errorf("%w: unknown op %d", ErrBadConfig, req.Op)
-	}
 	return nil
 }
 

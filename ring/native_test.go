@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -150,6 +151,56 @@ func TestNativeEnterRefused(t *testing.T) {
 				t.Fatalf("%v at enter calls %d..%d: Close hangs", errno, nth, nth+2)
 			}
 		}
+	}
+}
+
+// TestNativeRun: a Run function runs on the owner thread; what it adds
+// goes to the kernel without a hand-off, completions are delivered
+// inline (on the owner thread, inside the Queue's calls), Add past the
+// depth reaps until a slot frees, Wait returns at once with nothing in
+// flight, and a Submit from another goroutine during the Run is taken in.
+func TestNativeRun(t *testing.T) {
+	tkNoLeaks(t)
+	var onOwner, inHandler atomic.Int32
+	var owner int
+	sink := newTKSink()
+	r, err := Open(tkFileTarget(t, 1<<20), "native", Config{Depth: 4, Handler: func(cs []Completion) {
+		if unix.Gettid() == owner {
+			onOwner.Add(int32(len(cs)))
+		}
+		inHandler.Add(int32(len(cs)))
+		sink.handle(cs)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	owner = r.(*nativeRing).tid
+	other := make(chan error, 1)
+	err = r.Run(context.Background(), func(q Queue) {
+		if tid := unix.Gettid(); tid != owner {
+			t.Errorf("Run function on thread %d, owner %d", tid, owner)
+		}
+		q.Wait() // nothing in flight: returns at once
+		for i := range 10 {
+			q.Add(&Request{Op: OpNop, Tag: uint64(i)}) // past the depth of 4
+		}
+		go func() { other <- r.Submit([]Request{{Op: OpNop, Tag: 100}}) }()
+		for inHandler.Load() < 11 {
+			q.Wait()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-other; err != nil {
+		t.Fatal(err)
+	}
+	if got := sink.take(t, 11); len(got) != 11 {
+		t.Fatalf("%d completions", len(got))
+	}
+	if n := onOwner.Load(); n != 11 {
+		t.Errorf("%d of 11 completions delivered on the owner thread", n)
 	}
 }
 
@@ -569,11 +620,16 @@ func TestNativeShortWrite(t *testing.T) {
 // they stopped, -EAGAIN/-EINTR retry up to the cap, anything else ends
 // the request with the bytes done so far.
 func TestSlotComplete(t *testing.T) {
+	complete := func(s *reqState, res int32, maxRetries int) bool {
+		s.issue(nil)
+		s.result(nil, res)
+		return s.settle(maxRetries)
+	}
 	mem := make([]byte, 12288)
-	newSlot := func(op Op) *slot {
+	newSlot := func(op Op) *reqState {
 		iov := []unix.Iovec{tkIov(mem[:4096]), tkIov(mem[4096:])}
-		s := &slot{req: Request{Op: op, Iov: iov, Tag: 5}}
-		s.total = s.req.Len()
+		s := &reqState{}
+		s.begin(&Request{Op: op, Iov: iov, Tag: 5}, 0)
 		return s
 	}
 	eagain, eintr, eio := -int32(syscall.EAGAIN), -int32(syscall.EINTR), -int32(syscall.EIO)
@@ -591,7 +647,7 @@ func TestSlotComplete(t *testing.T) {
 		{eintr, false, 1, 4608},
 		{7680, true, 2, 0},
 	} {
-		if got := s.complete(step.res, 8); got != step.done {
+		if got := complete(s, step.res, 8); got != step.done {
 			t.Fatalf("res %d: done = %v, want %v", step.res, got, step.done)
 		}
 		if !step.done && s.first != step.first {
@@ -607,31 +663,32 @@ func TestSlotComplete(t *testing.T) {
 
 	s = newSlot(OpWrite)
 	for i := 0; i < 3; i++ {
-		if s.complete(eagain, 3) {
+		if complete(s, eagain, 3) {
 			t.Fatalf("EAGAIN retry %d ended the request", i+1)
 		}
 	}
-	if !s.complete(eagain, 3) || s.completion().Err != syscall.EAGAIN {
+	if !complete(s, eagain, 3) || s.completion().Err != syscall.EAGAIN {
 		t.Errorf("EAGAIN past the cap: %+v", s.completion())
 	}
 
 	s = newSlot(OpWrite)
-	s.complete(8192, 8)
-	if !s.complete(eio, 8) || s.completion() != (Completion{Tag: 5, N: 8192, Err: syscall.EIO}) {
+	complete(s, 8192, 8)
+	if !complete(s, eio, 8) || s.completion() != (Completion{Tag: 5, N: 8192, Err: syscall.EIO}) {
 		t.Errorf("EIO after 8 KiB: %+v", s.completion())
 	}
 
 	s = newSlot(OpWrite)
-	s.complete(4096, 8)
-	if !s.complete(0, 8) || s.completion() != (Completion{Tag: 5, N: 4096, Err: syscall.EIO}) {
+	complete(s, 4096, 8)
+	if !complete(s, 0, 8) || s.completion() != (Completion{Tag: 5, N: 4096, Err: syscall.EIO}) {
 		t.Errorf("no progress on a write: %+v", s.completion())
 	}
 	s = newSlot(OpRead)
-	if !s.complete(0, 8) || s.completion() != (Completion{Tag: 5, N: 0, Err: syscall.ENODATA}) {
+	if !complete(s, 0, 8) || s.completion() != (Completion{Tag: 5, N: 0, Err: syscall.ENODATA}) {
 		t.Errorf("read at end of file: %+v", s.completion())
 	}
-	s = &slot{req: Request{Op: OpFlush, Tag: 1}}
-	if !s.complete(0, 8) || s.completion() != (Completion{Tag: 1}) {
+	s = &reqState{}
+	s.begin(&Request{Op: OpFlush, Tag: 1}, 0)
+	if !complete(s, 0, 8) || s.completion() != (Completion{Tag: 1}) {
 		t.Errorf("flush: %+v", s.completion())
 	}
 }

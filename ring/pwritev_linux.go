@@ -1,8 +1,10 @@
 package ring
 
 import (
+	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -42,6 +44,7 @@ type pwritevRing struct {
 	wg    sync.WaitGroup
 
 	del deliverer
+	cq  *CallerQueue // Run's
 
 	// The syscalls, as fields so tests can play short transfers, EAGAIN
 	// and EINTR (set before the first Submit).
@@ -62,7 +65,7 @@ func sysRW(write bool, fd int, iov *unix.Iovec, n int, off int64, flags uint32) 
 // pwSlot is one in-flight request. Between Submit and the worker that
 // pops its index it belongs to Submit; then to that worker alone.
 type pwSlot struct {
-	req Request
+	st reqState
 }
 
 var _ Ring = (*pwritevRing)(nil)
@@ -88,6 +91,11 @@ func openPwritev(t *Target, cfg Config) (Ring, error) {
 	}
 	r.pool.init(cfg.Depth)
 	r.del.init(cfg.Depth, cfg.Handler, &r.pool)
+	r.cq = NewCallerQueue(r.Submit, r.pool.inUse, cfg.Depth)
+	r.del.queue = r.cq
+	for _, ip := range cfg.Interposers {
+		ip.Attach(cfg.Depth)
+	}
 	r.wcond.L = &r.wmu
 	r.wg.Add(cfg.InFlight)
 	for range cfg.InFlight {
@@ -98,13 +106,8 @@ func openPwritev(t *Target, cfg Config) (Ring, error) {
 
 // Submit implements Ring.
 func (r *pwritevRing) Submit(reqs []Request) error {
-	if len(reqs) > r.cfg.Depth {
-		return fmt.Errorf("%w: %d requests, depth %d", ErrTooMany, len(reqs), r.cfg.Depth)
-	}
-	for i := range reqs {
-		if err := checkOp(&reqs[i]); err != nil {
-			return err
-		}
+	if err := checkBatch(reqs, r.cfg.Depth); err != nil {
+		return err
 	}
 	if err := r.pool.lockAcquire(len(reqs)); err != nil {
 		return err
@@ -118,7 +121,7 @@ func (r *pwritevRing) Submit(reqs []Request) error {
 	r.wmu.Lock()
 	for i := range reqs {
 		s := r.pool.pop()
-		r.slots[s].req = reqs[i]
+		r.slots[s].st.begin(&reqs[i], int(s))
 		r.queue[(r.qhead+r.qlen)%len(r.queue)] = s
 		r.qlen++
 	}
@@ -129,6 +132,9 @@ func (r *pwritevRing) Submit(reqs []Request) error {
 	r.wmu.Unlock()
 	return nil
 }
+
+// Run implements Ring: fn runs on the caller's goroutine (CallerQueue).
+func (r *pwritevRing) Run(ctx context.Context, fn func(Queue)) error { return r.cq.Run(ctx, fn) }
 
 // worker pops slot indexes and does their I/O until stop.
 func (r *pwritevRing) worker() {
@@ -146,67 +152,52 @@ func (r *pwritevRing) worker() {
 		r.qhead = (r.qhead + 1) % len(r.queue)
 		r.qlen--
 		r.wmu.Unlock()
-		c := r.do(&r.slots[s].req)
-		r.slots[s].req = Request{} // drop references to the caller's memory
+		st := &r.slots[s].st
+		r.do(st)
+		c := st.completion()
+		st.release()
 		r.del.complete(s, c)
 	}
 }
 
-// do performs one request synchronously.
-func (r *pwritevRing) do(q *Request) Completion {
-	c := Completion{Tag: q.Tag}
-	retries := 0
-	retry := func(e unix.Errno) bool {
-		if (e == unix.EAGAIN || e == unix.EINTR) && retries < r.cfg.MaxRetries {
-			retries++
-			return true
+// do performs one request synchronously, attempt after attempt.
+func (r *pwritevRing) do(st *reqState) {
+	is := r.cfg.Interposers
+	for {
+		var res int32
+		if st.issue(is) {
+			res = r.attempt(&st.a)
+		} else {
+			res = st.a.Result
 		}
-		return false
+		if d := st.result(is, res); d > 0 {
+			time.Sleep(d)
+		}
+		if st.settle(r.cfg.MaxRetries) {
+			return
+		}
 	}
-	switch q.Op {
+}
+
+// attempt makes one system call for a and returns its result as a CQE
+// would (bytes, or -errno).
+func (r *pwritevRing) attempt(a *Attempt) int32 {
+	switch a.Req.Op {
 	case OpNop:
-		return c
+		return 0
 	case OpFlush:
-		for {
-			e := r.fsync(r.fd)
-			if e == 0 || !retry(e) {
-				c.Err = e
-				return c
-			}
+		if e := r.fsync(r.fd); e != 0 {
+			return -int32(e)
 		}
+		return 0
 	case OpWrite, OpRead:
-	default:
-		c.Err = unix.EINVAL
-		return c
-	}
-	total := q.Len()
-	iov := q.Iov
-	for c.N < total {
-		n, e := r.rw(q.Op == OpWrite, r.fd, &iov[0], len(iov), q.Off+c.N, q.RWFlags)
+		n, e := r.rw(a.Req.Op == OpWrite, r.fd, &a.Iov[0], len(a.Iov), a.Off, a.Req.RWFlags)
 		if e != 0 {
-			if retry(e) {
-				continue
-			}
-			c.Err = e
-			return c
+			return -int32(e)
 		}
-		if n <= 0 {
-			// No progress and no error: a write the target will not
-			// take, or a read at its end. Retrying would loop; fail as
-			// the native ring does.
-			c.Err = unix.EIO
-			if q.Op == OpRead {
-				c.Err = unix.ENODATA
-			}
-			return c
-		}
-		n = min(n, total-c.N) // the kernel never reports more than asked
-		c.N += n
-		if c.N < total {
-			iov = iovAdvance(iov, n)
-		}
+		return int32(min(n, a.Len))
 	}
-	return c
+	return -int32(unix.EINVAL)
 }
 
 // RegisterBuffers implements Ring: the pool has no registered buffers.
@@ -229,141 +220,4 @@ func (r *pwritevRing) Close() error {
 		r.wg.Wait()
 	})
 	return nil
-}
-
-// slotPool hands out slot indexes [0, n) in all-or-nothing batches. A
-// batch that does not fit waits, in FIFO order with other waiting
-// batches (so a large batch is not starved by small ones), without
-// spinning.
-type slotPool struct {
-	// mu protects every field; cond signals freed slots and close.
-	mu   sync.Mutex
-	cond sync.Cond
-	free []int32 // stack of free slot indexes
-	n    int
-	// closed: no more acquisitions; closeAndDrain waits for all slots.
-	closed bool
-	// FIFO tickets for waiting acquirers: the one holding ticket
-	// serving goes next.
-	next, serving uint64
-	waiting       int
-}
-
-func (p *slotPool) init(n int) {
-	p.n = n
-	p.free = make([]int32, n)
-	for i := range p.free {
-		p.free[i] = int32(n - 1 - i)
-	}
-	p.cond.L = &p.mu
-}
-
-// lockAcquire waits until k slots are free and returns with p.mu held;
-// the caller pops k slots and unlocks. It returns ErrClosed, without
-// p.mu held, once the pool is closed (also while waiting).
-func (p *slotPool) lockAcquire(k int) error {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return ErrClosed
-	}
-	if p.waiting == 0 && len(p.free) >= k {
-		return nil
-	}
-	t := p.next
-	p.next++
-	p.waiting++
-	for !p.closed && (p.serving != t || len(p.free) < k) {
-		p.cond.Wait()
-	}
-	p.waiting--
-	if p.closed {
-		p.mu.Unlock()
-		return ErrClosed
-	}
-	p.serving++
-	if p.waiting > 0 {
-		// The next ticket may fit in what is left.
-		p.cond.Broadcast()
-	}
-	return nil
-}
-
-// pop takes one free slot; p.mu must be held and a slot reserved by
-// lockAcquire.
-func (p *slotPool) pop() int32 {
-	s := p.free[len(p.free)-1]
-	p.free = p.free[:len(p.free)-1]
-	return s
-}
-
-// release frees slots.
-func (p *slotPool) release(slots []int32) {
-	p.mu.Lock()
-	p.free = append(p.free, slots...)
-	if p.waiting > 0 || (p.closed && len(p.free) == p.n) {
-		p.cond.Broadcast()
-	}
-	p.mu.Unlock()
-}
-
-// closeAndDrain refuses further acquisitions (waiting ones return
-// ErrClosed) and waits until every slot was released.
-func (p *slotPool) closeAndDrain() {
-	p.mu.Lock()
-	p.closed = true
-	p.cond.Broadcast()
-	for len(p.free) < p.n {
-		p.cond.Wait()
-	}
-	p.mu.Unlock()
-}
-
-// deliverer batches completions and calls the Handler from one goroutine
-// at a time: whoever finds no delivery running becomes the deliverer and
-// delivers until nothing is pending; the others only append. Slots are
-// released after their completion was delivered.
-type deliverer struct {
-	handler Handler
-	pool    *slotPool
-
-	// mu protects pend, pendSlots and busy. out and outSlots belong to
-	// the goroutine delivering.
-	mu        sync.Mutex
-	pend      []Completion
-	pendSlots []int32
-	busy      bool
-	out       []Completion
-	outSlots  []int32
-}
-
-func (d *deliverer) init(depth int, h Handler, pool *slotPool) {
-	d.handler, d.pool = h, pool
-	d.pend = make([]Completion, 0, depth)
-	d.pendSlots = make([]int32, 0, depth)
-	d.out = make([]Completion, 0, depth)
-	d.outSlots = make([]int32, 0, depth)
-}
-
-// complete queues c for slot s and delivers, unless another goroutine
-// is delivering already (it will deliver c too).
-func (d *deliverer) complete(s int32, c Completion) {
-	d.mu.Lock()
-	d.pend = append(d.pend, c)
-	d.pendSlots = append(d.pendSlots, s)
-	if d.busy {
-		d.mu.Unlock()
-		return
-	}
-	d.busy = true
-	for len(d.pend) > 0 {
-		d.pend, d.out = d.out[:0], d.pend
-		d.pendSlots, d.outSlots = d.outSlots[:0], d.pendSlots
-		d.mu.Unlock()
-		d.handler(d.out)
-		d.pool.release(d.outSlots)
-		d.mu.Lock()
-	}
-	d.busy = false
-	d.mu.Unlock()
 }

@@ -1,10 +1,9 @@
 package ring
 
 import (
+	"context"
 	"errors"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // Op is the operation a Request asks for.
@@ -58,7 +57,7 @@ type Request struct {
 	// Off is the byte offset on the target. Off, every iovec length and
 	// every iovec base must be aligned to the target's logical block size.
 	Off int64
-	Iov []unix.Iovec
+	Iov []Iovec
 	// Tag is the caller's and comes back in the Completion unchanged
 	// (the engine uses the index of its in-flight record).
 	Tag uint64
@@ -99,6 +98,18 @@ type Ring interface {
 	// accepted request gets exactly one Completion; on error none of reqs
 	// was accepted. Submit may be called from any goroutine.
 	Submit(reqs []Request) error
+	// Run calls fn with the ring's Queue and returns when fn does. On the
+	// native ring fn runs on the ring's owner thread, so what it queues
+	// goes into the submission queue without a hand-off, one
+	// io_uring_enter submits and reaps, and completions are delivered to
+	// the Handler inline, from inside the Queue's calls; a caller hands
+	// the ring work once per Run, not per batch. Elsewhere fn runs on the
+	// caller's goroutine over Submit. Runs are serialized. fn must not
+	// block on anything only the ring can release (a completion, a free
+	// slot): it waits through Queue.Wait, which reaps while it waits.
+	// Once ctx is done, Wait returns at once with ctx's error, so fn can
+	// give up. Run returns ErrClosed once the ring is closed.
+	Run(ctx context.Context, fn func(q Queue)) error
 	// RegisterBuffers registers memory for the *_FIXED opcodes
 	// (each buffer at most 1 GiB). It must be called before the first
 	// Submit. Backends without registered buffers return ErrNotSupported.
@@ -109,6 +120,30 @@ type Ring interface {
 	// completions are delivered), then releases the ring. Submit after
 	// Close returns ErrClosed. Close does not close the target.
 	Close() error
+}
+
+// Queue is a Run function's way to the ring. It is valid only inside
+// that function and only on its goroutine.
+type Queue interface {
+	// Add accepts a request (copying it; its iovecs and memory belong to
+	// the ring until its Completion, as with Submit). It goes to the
+	// device at the next Flush or Wait at the latest. Add never fails;
+	// when no slot is free it reaps until one is.
+	Add(req *Request)
+	// Flush submits what was added and delivers the completions that are
+	// ready, without waiting. It fails only when the ring was closed
+	// under it (a ring without an owner thread): then none of the
+	// requests added since the last Flush was accepted.
+	Flush() error
+	// Wait flushes, then waits until at least one completion was
+	// delivered (or something else happened the caller may be waiting
+	// for: a Submit from another goroutine was taken in). It returns at
+	// once when nothing is in flight or queued, and with the error of
+	// Run's ctx once that is done.
+	Wait() error
+	// InFlight is the number of requests accepted and not yet completed
+	// (Submit's included).
+	InFlight() int
 }
 
 // Caps is what a ring can do, probed once at setup.
@@ -154,6 +189,10 @@ type Config struct {
 	// cannot allocate requests or flush an overflowed CQ. It is called on
 	// the ring's own thread and must not block. Other backends ignore it.
 	EnterFault func(toSubmit uint32) syscall.Errno
+	// Interposers see every attempt at every request and its result, in
+	// this order (see Interposer): fault injection, the power-cut model,
+	// timing. Every backend calls them.
+	Interposers []Interposer
 	// Logf, if set, receives one line when Open "auto" falls back from
 	// io_uring to another backend, saying why. Nil: say nothing.
 	Logf func(format string, args ...any)

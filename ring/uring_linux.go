@@ -408,31 +408,6 @@ func prepRead(e *sqe, fd int, buf []byte) {
 	e.off = ^uint64(0) // -1: the file position (an eventfd has none)
 }
 
-// advanceIov records that n more bytes of iov[first:] were transferred:
-// it trims the partly transferred iovec in place and returns the index
-// of the first iovec with bytes left (len(iov) when none are left). It
-// never makes a pointer past the end of a buffer.
-func advanceIov(iov []unix.Iovec, first int, n int64) int {
-	for n > 0 && first < len(iov) {
-		l := int64(iov[first].Len)
-		if n >= l {
-			n -= l
-			first++
-			continue
-		}
-		iov[first].Base = (*byte)(unsafe.Add(unsafe.Pointer(iov[first].Base), n))
-		iov[first].SetLen(int(l - n))
-		n = 0
-	}
-	for first < len(iov) && iov[first].Len == 0 {
-		first++
-	}
-	return first
-}
-
-// iovAddr is the address an iovec points to, for alignment checks.
-func iovAddr(v *unix.Iovec) uintptr { return uintptr(unsafe.Pointer(v.Base)) }
-
 // mapScratch maps n bytes of anonymous memory for the kernel to write
 // into asynchronously (the eventfd read buffer): memory the Go heap
 // never owns, so no collection can reuse it while a read is armed.
