@@ -268,3 +268,32 @@ func TestReportSyncLines(t *testing.T) {
 		t.Fatal("an engine with nothing dirty is not idle")
 	}
 }
+
+// TestHotDirtyToDurable: in the hot pattern every page write is timed
+// to the end of the sync that covered it, for each system, and the
+// engine reports its submission and completion batches.
+func TestHotDirtyToDurable(t *testing.T) {
+	path := loopdev.ShmFile(t, 8<<20)
+	b, err := Open(Options{Device: path, Pattern: Hot, Duration: 200 * time.Millisecond, SyncEvery: 40 * time.Millisecond,
+		Writers: 2, Baselines: []string{"pwrite"}, Runs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	rep, err := b.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Results {
+		d := r.DirtyToDurable
+		if d == nil || d.N != r.Pages || d.Min <= 0 || d.Max > r.Seconds*1e6 || d.P50 < d.Min || d.Max < d.P9999 {
+			t.Fatalf("%s: %d pages written, dirty to durable %+v", r.Name, r.Pages, d)
+		}
+		if r.SyncLatency == nil || r.SyncLatency.N != int64(r.Syncs) {
+			t.Fatalf("%s: %d syncs, sync latency %+v", r.Name, r.Syncs, r.SyncLatency)
+		}
+	}
+	if e := rep.Results[0]; e.SubmitBatch == nil || e.CompleteBatch == nil || e.SubmitBatch.N == 0 {
+		t.Fatalf("engine batches %+v %+v", e.SubmitBatch, e.CompleteBatch)
+	}
+}

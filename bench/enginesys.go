@@ -186,10 +186,10 @@ func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
 		return fmt.Sprintf("engine: flushing %d%% (%s of %s pages)", 100*n/int64(total), humanize.Comma(n), humanize.Comma(int64(total)))
 	})
 	b.dirtied = true
-	t1, cpu0 := time.Now(), cpuTime()
+	t1, cpu0 := time.Now(), cpuTimes()
 	err := es.sync(ctx)
-	t2, cpu1 := time.Now(), cpuTime()
-	writes, flushes := es.timed.Take()
+	t2, cpu1 := time.Now(), cpuTimes()
+	tm := es.timed.Take()
 	st1 := es.eng.Stats()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -204,16 +204,19 @@ func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
 			return Sample{}, err
 		}
 	}
-	return Sample{
-		Bytes:        int64(total) * ps,
-		Pages:        int64(total),
-		Seconds:      t2.Sub(t1).Seconds(),
-		TotalSeconds: t2.Sub(t0).Seconds(),
-		IOs:          st1.Writes - st0.Writes,
-		CPUSeconds:   (cpu1 - cpu0).Seconds(),
-		Latency:      latencyOf(writes),
-		FlushLatency: latencyOf(flushes),
-	}, nil
+	s := Sample{
+		Bytes:         int64(total) * ps,
+		Pages:         int64(total),
+		Seconds:       t2.Sub(t1).Seconds(),
+		TotalSeconds:  t2.Sub(t0).Seconds(),
+		IOs:           st1.Writes - st0.Writes,
+		Latency:       latencyOf(tm.Writes),
+		FlushLatency:  latencyOf(tm.Flushes),
+		SubmitBatch:   batchOf(tm.Submits),
+		CompleteBatch: batchOf(tm.Completions),
+	}
+	s.setCPU(cpu0, cpu1)
+	return s, nil
 }
 
 // engineHot is the engine's side of the hot pattern: writers use
@@ -249,12 +252,14 @@ func (h *engineHot) settle() { h.es.setFaults(false) }
 func (h *engineHot) injects() bool { return h.es.faulty != nil }
 
 func (h *engineHot) end(s *Sample) error {
-	writes, flushes := h.es.timed.Take()
+	tm := h.es.timed.Take()
 	st := h.es.eng.Stats()
 	s.IOs = st.Writes - h.st0.Writes
 	s.DeviceBytes = st.BytesWritten - h.st0.BytesWritten
-	s.Latency = latencyOf(writes)
-	s.FlushLatency = latencyOf(flushes)
+	s.Latency = latencyOf(tm.Writes)
+	s.FlushLatency = latencyOf(tm.Flushes)
+	s.SubmitBatch = batchOf(tm.Submits)
+	s.CompleteBatch = batchOf(tm.Completions)
 	return nil
 }
 

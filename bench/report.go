@@ -5,8 +5,8 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 	"unicode/utf8"
 
@@ -21,25 +21,42 @@ import (
 // For hot, both are the whole period, Bytes and Pages what the writers
 // wrote, DeviceBytes what reached the device.
 type Sample struct {
-	Bytes        int64    `json:"bytes"`
-	Pages        int64    `json:"pages"`
-	Seconds      float64  `json:"seconds"`
-	TotalSeconds float64  `json:"total_seconds"`
-	BytesPerSec  float64  `json:"bytes_per_sec"`
-	PagesPerSec  float64  `json:"pages_per_sec"`
-	IOs          int64    `json:"ios"`
-	PagesPerIO   float64  `json:"pages_per_io"`
-	CPUSeconds   float64  `json:"cpu_seconds"`
-	Latency      *Latency `json:"latency_us,omitempty"`
+	Bytes        int64   `json:"bytes"`
+	Pages        int64   `json:"pages"`
+	Seconds      float64 `json:"seconds"`
+	TotalSeconds float64 `json:"total_seconds"`
+	BytesPerSec  float64 `json:"bytes_per_sec"`
+	PagesPerSec  float64 `json:"pages_per_sec"`
+	IOs          int64   `json:"ios"`
+	PagesPerIO   float64 `json:"pages_per_io"`
+	// CPU time of the timed part: user + system, and each (getrusage;
+	// fio: its usr_cpu and sys_cpu share of its runtime).
+	CPUSeconds       float64 `json:"cpu_seconds"`
+	CPUUserSeconds   float64 `json:"cpu_user_seconds"`
+	CPUSystemSeconds float64 `json:"cpu_system_seconds"`
+	// Latency is each write's completion latency, from its submission to
+	// its completion (the engine: Submit to the delivery of its
+	// completion, timed around the ring; pwrite: each pwritev call; fio:
+	// its clat).
+	Latency *Latency `json:"latency_us,omitempty"`
 	// FlushLatency is the engine's device flushes (OpFlush), submit to
 	// completion.
 	FlushLatency *Latency `json:"flush_latency_us,omitempty"`
+	// SubmitBatch is requests per submission, CompleteBatch completions
+	// per reap (the engine: per ring Submit call and per handler call;
+	// fio: its iodepth_submit and iodepth_complete).
+	SubmitBatch   *Batch `json:"submit_batch,omitempty"`
+	CompleteBatch *Batch `json:"complete_batch,omitempty"`
 	// Hot pattern only.
 	SyncLatency *Latency `json:"sync_latency_us,omitempty"`
-	Syncs       int      `json:"syncs,omitempty"`
-	FailedSyncs int      `json:"failed_syncs,omitempty"` // of Syncs, those that returned an error
-	DeviceBytes int64    `json:"device_bytes,omitempty"`
-	Superseded  int64    `json:"superseded,omitempty"`
+	// DirtyToDurable is, for each page write, the time from the write
+	// returning (the page in the cache, or in the kernel's) to the end of
+	// the first sync that began after it and succeeded.
+	DirtyToDurable *Latency `json:"dirty_to_durable_us,omitempty"`
+	Syncs          int      `json:"syncs,omitempty"`
+	FailedSyncs    int      `json:"failed_syncs,omitempty"` // of Syncs, those that returned an error
+	DeviceBytes    int64    `json:"device_bytes,omitempty"`
+	Superseded     int64    `json:"superseded,omitempty"`
 }
 
 // derive fills in the rates from the counts.
@@ -92,60 +109,8 @@ func aggregate(name string, samples []Sample) Result {
 		return r
 	}
 	r.Runs = samples
-	f := func(get func(*Sample) float64) float64 {
-		v := make([]float64, len(samples))
-		for i := range samples {
-			v[i] = get(&samples[i])
-		}
-		return median(v)
-	}
-	i := func(get func(*Sample) int64) int64 {
-		return int64(math.Round(f(func(s *Sample) float64 { return float64(get(s)) })))
-	}
-	lat := func(get func(*Sample) *Latency) *Latency {
-		var p50, p99, p999 []float64
-		for k := range samples {
-			if l := get(&samples[k]); l != nil {
-				p50, p99, p999 = append(p50, l.P50), append(p99, l.P99), append(p999, l.P999)
-			}
-		}
-		if len(p50) == 0 {
-			return nil
-		}
-		return &Latency{P50: median(p50), P99: median(p99), P999: median(p999)}
-	}
-	r.Sample = Sample{
-		Bytes:        i(func(s *Sample) int64 { return s.Bytes }),
-		Pages:        i(func(s *Sample) int64 { return s.Pages }),
-		Seconds:      f(func(s *Sample) float64 { return s.Seconds }),
-		TotalSeconds: f(func(s *Sample) float64 { return s.TotalSeconds }),
-		BytesPerSec:  f(func(s *Sample) float64 { return s.BytesPerSec }),
-		PagesPerSec:  f(func(s *Sample) float64 { return s.PagesPerSec }),
-		IOs:          i(func(s *Sample) int64 { return s.IOs }),
-		PagesPerIO:   f(func(s *Sample) float64 { return s.PagesPerIO }),
-		CPUSeconds:   f(func(s *Sample) float64 { return s.CPUSeconds }),
-		Latency:      lat(func(s *Sample) *Latency { return s.Latency }),
-		FlushLatency: lat(func(s *Sample) *Latency { return s.FlushLatency }),
-		SyncLatency:  lat(func(s *Sample) *Latency { return s.SyncLatency }),
-		Syncs:        int(i(func(s *Sample) int64 { return int64(s.Syncs) })),
-		FailedSyncs:  int(i(func(s *Sample) int64 { return int64(s.FailedSyncs) })),
-		DeviceBytes:  i(func(s *Sample) int64 { return s.DeviceBytes }),
-		Superseded:   i(func(s *Sample) int64 { return s.Superseded }),
-	}
+	r.Sample = medianSample(samples)
 	return r
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }
 
 // TargetInfo describes the target in a report.
@@ -346,11 +311,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "error    %s\n", e)
 	}
 	b.WriteString("\n")
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	for _, res := range r.Results {
-		fmt.Fprintf(tw, "%s\t%s\n", res.Name, detail(&res, r.Pattern == string(Hot), r.Config.PageSize))
-	}
-	tw.Flush()
+	writeDetails(&b, r.Results, r.Pattern == string(Hot))
 	b.WriteString("\n")
 	writeTable(&b, r.Results, r.Config.Runs > 1)
 	_, err := io.WriteString(w, b.String())
@@ -424,21 +385,34 @@ func secondsDuration(s float64) string {
 	return time.Duration(math.Round(s * 1e9)).String()
 }
 
-// detail is the line of numbers for one system before the table.
-func detail(r *Result, hot bool, ps int) string {
+// writeDetails writes the numbers of each system before the table: a
+// first line after its name, then indented lines for its latencies,
+// batches and what the block layer counted.
+func writeDetails(b *strings.Builder, results []Result, hot bool) {
+	width := 0
+	for i := range results {
+		width = max(width, utf8.RuneCountInString(results[i].Name))
+	}
+	for i := range results {
+		r := &results[i]
+		for k, line := range detail(r, hot) {
+			name := ""
+			if k == 0 {
+				name = r.Name
+			}
+			fmt.Fprintf(b, "%-*s  %s\n", width, name, line)
+		}
+	}
+}
+
+// detail is the lines of numbers for one system before the table.
+func detail(r *Result, hot bool) []string {
 	var parts []string
 	if hot {
 		parts = append(parts, fmt.Sprintf("%s pages written in %.2f s (%s superseded)",
 			humanize.Comma(r.Pages), r.Seconds, humanize.Comma(r.Superseded)))
 		if r.DeviceBytes > 0 {
 			parts = append(parts, fmt.Sprintf("%s to the device", humanize.IBytes(uint64(r.DeviceBytes))))
-		}
-		if l := r.SyncLatency; l != nil {
-			failed := ""
-			if r.FailedSyncs > 0 {
-				failed = fmt.Sprintf(" (%d failed)", r.FailedSyncs)
-			}
-			parts = append(parts, fmt.Sprintf("%d syncs%s taking p50 %s p99 %s p99.9 %s", r.Syncs, failed, fmtLat(l.P50), fmtLat(l.P99), fmtLat(l.P999)))
 		}
 	} else {
 		parts = append(parts, fmt.Sprintf("flush %.3f s, total %.3f s", r.Seconds, r.TotalSeconds))
@@ -448,22 +422,90 @@ func detail(r *Result, hot bool, ps int) string {
 	} else {
 		parts = append(parts, "I/Os not counted")
 	}
-	parts = append(parts, fmt.Sprintf("CPU %.3f s", r.CPUSeconds))
-	if l := r.Latency; l != nil {
-		parts = append(parts, fmt.Sprintf("completion p50 %s p99 %s p99.9 %s", fmtLat(l.P50), fmtLat(l.P99), fmtLat(l.P999)))
-	}
+	parts = append(parts, fmt.Sprintf("CPU %.3f s (user %.3f, system %.3f)", r.CPUSeconds, r.CPUUserSeconds, r.CPUSystemSeconds))
 	if l := r.FlushLatency; l != nil && !hot {
 		parts = append(parts, fmt.Sprintf("device flush %s", fmtLat(l.P50)))
 	}
-	s := strings.Join(parts, ", ")
+	first := strings.Join(parts, ", ")
 	if r.Note != "" {
-		s += " (" + r.Note + ")"
+		first += " (" + r.Note + ")"
 	}
-	return s
+	lines := []string{first}
+	if l := r.Latency; l != nil {
+		lines = append(lines, fmtLatency("completion latency", humanize.Comma(l.N)+" writes", l))
+	}
+	if hot {
+		if l := r.SyncLatency; l != nil {
+			n := fmt.Sprintf("%d syncs", r.Syncs)
+			if r.FailedSyncs > 0 {
+				n += fmt.Sprintf(", %d failed", r.FailedSyncs)
+			}
+			lines = append(lines, fmtLatency("sync latency", n, l))
+		}
+		if l := r.DirtyToDurable; l != nil {
+			lines = append(lines, fmtLatency("dirty to durable", humanize.Comma(l.N)+" page writes", l))
+		}
+	}
+	if s := fmtBatches(r.SubmitBatch, r.CompleteBatch); s != "" {
+		lines = append(lines, s)
+	}
+	return lines
+}
+
+// fmtLatency prints a latency distribution the way fio does: what and
+// how many, mean ± standard deviation, min, percentiles, max.
+func fmtLatency(what, count string, l *Latency) string {
+	return fmt.Sprintf("%s (%s): mean %s ±%s, min %s, p1 %s, p5 %s, p10 %s, p50 %s, p90 %s, p95 %s, p99 %s, p99.9 %s, p99.99 %s, max %s",
+		what, count, fmtLat(l.Mean), fmtLat(l.Stdev), fmtLat(l.Min), fmtLat(l.P1), fmtLat(l.P5), fmtLat(l.P10),
+		fmtLat(l.P50), fmtLat(l.P90), fmtLat(l.P95), fmtLat(l.P99), fmtLat(l.P999), fmtLat(l.P9999), fmtLat(l.Max))
+}
+
+// fmtBatches prints the submission and completion batch sizes.
+func fmtBatches(sub, comp *Batch) string {
+	one := func(what string, b *Batch) string {
+		if b == nil {
+			return ""
+		}
+		if b.N == 0 && len(b.FioPercent) > 0 {
+			var keys []string
+			for k := range b.FioPercent {
+				keys = append(keys, k)
+			}
+			slices.SortFunc(keys, func(x, y string) int { return fioBucketOrder(x) - fioBucketOrder(y) })
+			var parts []string
+			for _, k := range keys {
+				if v := b.FioPercent[k]; v > 0 {
+					parts = append(parts, fmt.Sprintf("≤%s: %.0f%%", k, v))
+				}
+			}
+			return fmt.Sprintf("%s %s", what, strings.ReplaceAll(strings.Join(parts, ", "), "≤>=", "≥"))
+		}
+		return fmt.Sprintf("%s mean %.1f (min %.0f, p50 %.0f, p99 %.0f, max %.0f)", what, b.Mean, b.Min, b.P50, b.P99, b.Max)
+	}
+	var parts []string
+	for _, s := range []string{one("requests per submit", sub), one("completions per reap", comp)} {
+		if s != "" {
+			parts = append(parts, s)
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "batches: " + strings.Join(parts, "; ")
+}
+
+// fioBucketOrder orders fio's iodepth bucket names ("0", "4", …, ">=64").
+func fioBucketOrder(k string) int {
+	if n, err := strconv.Atoi(k); err == nil {
+		return n
+	}
+	return math.MaxInt32
 }
 
 func fmtLat(us float64) string {
 	switch {
+	case us == 0:
+		return "0"
 	case us < 10:
 		return fmt.Sprintf("%.1f µs", us)
 	case us < 1000:

@@ -17,13 +17,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cpuTime is the process's user+system CPU time so far.
-func cpuTime() time.Duration {
+// cpuTimes is the process's user and system CPU time so far.
+func cpuTimes() cpuUsage {
 	var ru unix.Rusage
 	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return cpuUsage{}
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return cpuUsage{user: time.Duration(ru.Utime.Nano()), sys: time.Duration(ru.Stime.Nano())}
 }
 
 func retry(f func() error) error {

@@ -170,21 +170,61 @@ type jsonDoc struct {
 }
 
 type jsonResult struct {
-	Name         string  `json:"name"`
-	Bytes        int64   `json:"bytes"`
-	Seconds      float64 `json:"seconds"`
-	TotalSeconds float64 `json:"total_seconds"`
-	BytesPerSec  float64 `json:"bytes_per_sec"`
-	PagesPerSec  float64 `json:"pages_per_sec"`
-	IOs          int64   `json:"ios"`
-	PagesPerIO   float64 `json:"pages_per_io"`
-	CPUSeconds   float64 `json:"cpu_seconds"`
-	Latency      *struct {
-		P50  float64 `json:"p50"`
-		P99  float64 `json:"p99"`
-		P999 float64 `json:"p999"`
-	} `json:"latency_us"`
-	Runs []jsonResult `json:"runs"`
+	Name         string       `json:"name"`
+	Bytes        int64        `json:"bytes"`
+	Seconds      float64      `json:"seconds"`
+	TotalSeconds float64      `json:"total_seconds"`
+	BytesPerSec  float64      `json:"bytes_per_sec"`
+	PagesPerSec  float64      `json:"pages_per_sec"`
+	IOs          int64        `json:"ios"`
+	PagesPerIO   float64      `json:"pages_per_io"`
+	CPUSeconds   float64      `json:"cpu_seconds"`
+	CPUUser      float64      `json:"cpu_user_seconds"`
+	CPUSystem    float64      `json:"cpu_system_seconds"`
+	Latency      *jsonLatency `json:"latency_us"`
+	SubmitBatch  *jsonBatch   `json:"submit_batch"`
+	CompleteBat  *jsonBatch   `json:"complete_batch"`
+	Runs         []jsonResult `json:"runs"`
+}
+
+// jsonLatency is a latency distribution as fio gives it, in µs.
+type jsonLatency struct {
+	N     int64   `json:"n"`
+	Mean  float64 `json:"mean"`
+	Stdev float64 `json:"stdev"`
+	Min   float64 `json:"min"`
+	Max   float64 `json:"max"`
+	P1    float64 `json:"p1"`
+	P5    float64 `json:"p5"`
+	P10   float64 `json:"p10"`
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P95   float64 `json:"p95"`
+	P99   float64 `json:"p99"`
+	P999  float64 `json:"p999"`
+	P9999 float64 `json:"p9999"`
+}
+
+// ordered reports whether the distribution is whole and in order:
+// min ≤ p1 ≤ … ≤ p99.99 ≤ max, mean inside, a count.
+func (l *jsonLatency) ordered() bool {
+	if l == nil || l.N <= 0 || l.Stdev < 0 || l.Mean < l.Min || l.Mean > l.Max {
+		return false
+	}
+	q := []float64{l.Min, l.P1, l.P5, l.P10, l.P50, l.P90, l.P95, l.P99, l.P999, l.P9999}
+	for i := 1; i < len(q); i++ {
+		if q[i] < q[i-1] {
+			return false
+		}
+	}
+	return l.Min > 0 && l.P9999 > 0
+}
+
+type jsonBatch struct {
+	N    int64   `json:"n"`
+	Mean float64 `json:"mean"`
+	Min  float64 `json:"min"`
+	Max  float64 `json:"max"`
 }
 
 // decodeOne decodes stdout as exactly one JSON document.
@@ -230,8 +270,15 @@ func TestJSONSchema(t *testing.T) {
 			r.IOs <= 0 || r.PagesPerIO < 1 || r.CPUSeconds < 0 || len(r.Runs) != 2 {
 			t.Fatalf("result %+v", r)
 		}
-		if r.Name != "kernel" && (r.Latency == nil || r.Latency.P50 <= 0 || r.Latency.P99 < r.Latency.P50 || r.Latency.P999 < r.Latency.P99) {
-			t.Fatalf("%s latency %+v", r.Name, r.Latency)
+		if r.Name != "kernel" && !r.Latency.ordered() {
+			t.Fatalf("%s latency %+v: want n, mean, stdev, min, p1 … p99.99, max, in order", r.Name, r.Latency)
+		}
+		if d := r.CPUSeconds - r.CPUUser - r.CPUSystem; d > 1e-3 || d < -1e-3 || r.CPUUser < 0 || r.CPUSystem < 0 {
+			t.Fatalf("%s: CPU %v s is not user %v + system %v", r.Name, r.CPUSeconds, r.CPUUser, r.CPUSystem)
+		}
+		if r.Name == "engine" && (r.SubmitBatch == nil || r.SubmitBatch.N <= 0 || r.SubmitBatch.Min < 1 || r.SubmitBatch.Max < r.SubmitBatch.Mean ||
+			r.CompleteBat == nil || r.CompleteBat.N <= 0 || r.CompleteBat.Min < 1) {
+			t.Fatalf("engine batches %+v %+v: want submission and completion batch sizes", r.SubmitBatch, r.CompleteBat)
 		}
 	}
 	if want := append([]string{"engine"}, strings.Split(baselines, ",")...); !slices.Equal(names, want) {
