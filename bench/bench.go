@@ -45,6 +45,16 @@ func ParseBaselines(s string) ([]string, error) {
 	return out, nil
 }
 
+// Default runs: enough alternated runs for a steady median of runs 2..N
+// and its spread, the first run (after the engine was opened) apart.
+// Hot runs are periods of Duration each; a sweep runs each point
+// DefaultSweepRuns times (wbbench sweep sets it).
+const (
+	DefaultRuns      = 5
+	DefaultHotRuns   = 3
+	DefaultSweepRuns = 3
+)
+
 // Options configure a benchmark. Zero values take the defaults noted.
 type Options struct {
 	Device     string // "" = make a target (see PrepareTarget)
@@ -55,7 +65,7 @@ type Options struct {
 	Pattern    Pattern
 	Ring       string   // engine.Config.Ring; "" = auto
 	Baselines  []string // subset of Baselines, run in that order
-	Runs       int      // dirty-and-flush cycles (hot: periods); default 1
+	Runs       int      // dirty-and-flush cycles (hot: periods); default DefaultRuns (hot: DefaultHotRuns)
 	Seed       uint64
 
 	// Hot pattern.
@@ -96,7 +106,10 @@ func (o *Options) setDefaults() error {
 		return usagef("-pattern: %v", err)
 	}
 	if o.Runs == 0 {
-		o.Runs = 1
+		o.Runs = DefaultRuns
+		if o.Pattern == Hot {
+			o.Runs = DefaultHotRuns
+		}
 	}
 	if o.Duration == 0 {
 		o.Duration = 5 * time.Second

@@ -21,6 +21,9 @@ import (
 // For hot, both are the whole period, Bytes and Pages what the writers
 // wrote, DeviceBytes what reached the device.
 type Sample struct {
+	// Run is the run (cycle) this sample is from, counting from 1; 0 in
+	// a median.
+	Run          int     `json:"run,omitempty"`
 	Bytes        int64   `json:"bytes"`
 	Pages        int64   `json:"pages"`
 	Seconds      float64 `json:"seconds"`
@@ -78,39 +81,96 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
-// Result is one system's numbers. With more than one run, each number
-// is the median over the runs of that number (rates are the medians of
-// the per-run rates, not recomputed from median counts), and Runs holds
-// every run's numbers in the order they ran.
+// Result is one system's numbers. The first cycle after the engine was
+// opened runs slower than the rest (its pages are touched, its ring and
+// the device warmed for the first time), so it is kept apart: the
+// numbers of a Result are the steady ones, each the median over runs
+// 2..N of that number (rates are the medians of the per-run rates, not
+// recomputed from median counts), and First is run 1. With one run
+// there is no steady figure: the numbers are run 1's, and SteadyRuns is
+// 0. Runs holds every run's numbers in the order they ran.
 type Result struct {
 	Name string `json:"name"`
 	Sample
-	Note string   `json:"note,omitempty"`
-	Runs []Sample `json:"runs,omitempty"`
+	// SteadyRuns is how many runs the numbers are the median of (runs
+	// 2..N); 0 when there was one run.
+	SteadyRuns int `json:"steady_runs"`
+	// BytesPerSecMin and Max are the spread of the steady runs' bytes/s.
+	BytesPerSecMin float64 `json:"bytes_per_sec_min"`
+	BytesPerSecMax float64 `json:"bytes_per_sec_max"`
+	// First is run 1: for the engine, the first cycle after Open.
+	First *Sample `json:"first_cycle,omitempty"`
+	// VsEngine is this system's steady bytes/s against the engine's.
+	VsEngine *Ratio  `json:"vs_engine,omitempty"`
+	Note     string  `json:"note,omitempty"`
+	Command  string  `json:"command,omitempty"` // fio: its exact command line
+	Runs     []Sample `json:"runs"`
 }
 
-// Spread is the lowest and highest per-run bytes/s.
-func (r *Result) Spread() (lo, hi float64) {
-	if len(r.Runs) == 0 {
-		return r.BytesPerSec, r.BytesPerSec
-	}
-	lo, hi = math.Inf(1), math.Inf(-1)
-	for _, s := range r.Runs {
-		lo, hi = min(lo, s.BytesPerSec), max(hi, s.BytesPerSec)
-	}
-	return lo, hi
+// Ratio is one system's steady throughput over the engine's, and how
+// far the noise could move it: Min is this system's lowest steady run
+// over the engine's highest, Max its highest over the engine's lowest.
+// Overlap says the two min–max ranges overlap: the runs do not tell the
+// two systems apart.
+type Ratio struct {
+	Ratio   float64 `json:"ratio"`
+	Min     float64 `json:"min"`
+	Max     float64 `json:"max"`
+	Overlap bool    `json:"overlap"`
 }
 
-// aggregate makes a Result of a system's samples.
+// Spread is the lowest and highest bytes/s of the steady runs.
+func (r *Result) Spread() (lo, hi float64) { return r.BytesPerSecMin, r.BytesPerSecMax }
+
+// aggregate makes a Result of a system's samples, in the order they
+// ran (Sample.Run is the run's number, from 1).
 func aggregate(name string, samples []Sample) Result {
-	r := Result{Name: name}
-	if len(samples) == 1 {
-		r.Sample = samples[0]
-		return r
+	r := Result{Name: name, Runs: samples}
+	steady := samples
+	if len(samples) > 0 && samples[0].Run == 1 {
+		first := samples[0]
+		r.First = &first
+		if len(samples) > 1 {
+			steady = samples[1:]
+		}
 	}
-	r.Runs = samples
-	r.Sample = medianSample(samples)
+	if len(samples) > 1 || (len(samples) == 1 && samples[0].Run != 1) {
+		r.SteadyRuns = len(steady)
+	}
+	if len(steady) == 1 {
+		r.Sample = steady[0]
+	} else {
+		r.Sample = medianSample(steady)
+	}
+	r.Run = 0
+	r.BytesPerSecMin, r.BytesPerSecMax = math.Inf(1), math.Inf(-1)
+	for _, s := range steady {
+		r.BytesPerSecMin, r.BytesPerSecMax = min(r.BytesPerSecMin, s.BytesPerSec), max(r.BytesPerSecMax, s.BytesPerSec)
+	}
+	if len(steady) == 0 {
+		r.BytesPerSecMin, r.BytesPerSecMax = 0, 0
+	}
 	return r
+}
+
+// compare sets each baseline's VsEngine.
+func compare(results []Result) {
+	eng := findResult(results, "engine")
+	if eng == nil || eng.BytesPerSec <= 0 || eng.BytesPerSecMin <= 0 {
+		return
+	}
+	for i := range results {
+		r := &results[i]
+		if r.Name == "engine" || r.BytesPerSec <= 0 {
+			continue
+		}
+		r.VsEngine = &Ratio{
+			Ratio:   r.BytesPerSec / eng.BytesPerSec,
+			Min:     r.BytesPerSecMin / eng.BytesPerSecMax,
+			Max:     r.BytesPerSecMax / eng.BytesPerSecMin,
+			Overlap: r.BytesPerSecMin <= eng.BytesPerSecMax && eng.BytesPerSecMin <= r.BytesPerSecMax,
+		}
+	}
 }
 
 // TargetInfo describes the target in a report.
@@ -313,7 +373,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	b.WriteString("\n")
 	writeDetails(&b, r.Results, r.Pattern == string(Hot))
 	b.WriteString("\n")
-	writeTable(&b, r.Results, r.Config.Runs > 1)
+	writeTable(&b, r.Results, r.Config.Runs)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -358,7 +418,7 @@ func writeHeader(b *strings.Builder, t *TargetInfo, c *ConfigInfo, swept, patter
 	fmt.Fprintf(b, "config   page %s, %s, ring %s (%s)\n", humanize.IBytes(uint64(c.PageSize)), qdio, c.Ring, setup)
 	fmt.Fprintf(b, "         seed %d", c.Seed)
 	if c.Runs > 1 {
-		fmt.Fprintf(b, ", %d runs (systems alternated, order rotated each run; medians, min–max)", c.Runs)
+		fmt.Fprintf(b, ", %d runs (systems alternated, order rotated each run; steady: medians of runs 2–%d, min–max; run 1 apart)", c.Runs, c.Runs)
 	}
 	if c.Inject != "" {
 		fmt.Fprintf(b, ", inject %q", c.Inject)
@@ -527,34 +587,62 @@ func fmtRate(v, lo, hi float64, spread bool) string {
 	return s
 }
 
-// writeTable writes the closing table.
-func writeTable(b *strings.Builder, results []Result, spread bool) {
-	var eng *Result
-	for i := range results {
-		if results[i].Name == "engine" {
-			eng = &results[i]
-		}
+// fmtRatio prints a ratio to the engine with its spread.
+func fmtRatio(q *Ratio, spread bool) string {
+	if q == nil {
+		return "—"
 	}
-	head := "throughput"
+	if !spread {
+		return fmt.Sprintf("%.2f×", q.Ratio)
+	}
+	return fmt.Sprintf("%.2f× (%.2f–%.2f)", q.Ratio, q.Min, q.Max)
+}
+
+// writeTable writes the closing table: each system's steady throughput
+// with its spread, its first run apart, pages/s, CPU per GiB, and its
+// ratio to the engine with the ratio's spread, flagged where the two
+// systems' ranges overlap. runs is how many runs there were.
+func writeTable(b *strings.Builder, results []Result, runs int) {
+	spread := runs > 1
+	head := []string{"system", "throughput", "pages/s", "CPU/GiB", "vs engine"}
 	if spread {
-		head = "throughput (min–max)"
+		head = []string{"system", fmt.Sprintf("steady: runs 2–%d (min–max)", runs), "first run", "pages/s", "CPU/GiB", "vs engine (min–max)", ""}
 	}
-	rows := [][]string{{"system", head, "pages/s", "CPU/GiB", "vs engine"}}
+	rows := [][]string{head}
+	overlap := false
 	for i := range results {
 		r := &results[i]
-		lo, hi := r.Spread()
-		vs := "—"
-		if eng != nil && eng.BytesPerSec > 0 {
-			vs = fmt.Sprintf("%.2f×", r.BytesPerSec/eng.BytesPerSec)
+		vs := fmtRatio(r.VsEngine, spread)
+		if r.Name == "engine" {
+			vs = "1.00×"
 		}
 		cpu := "—"
 		if r.Bytes > 0 {
 			cpu = fmt.Sprintf("%.3f s", r.CPUSeconds/(float64(r.Bytes)/(1<<30)))
 		}
-		rows = append(rows, []string{r.Name, fmtRate(r.BytesPerSec, lo, hi, spread),
-			humanize.Comma(int64(math.Round(r.PagesPerSec))), cpu, vs})
+		pages := humanize.Comma(int64(math.Round(r.PagesPerSec)))
+		if !spread {
+			rows = append(rows, []string{r.Name, fmtRate(r.BytesPerSec, 0, 0, false), pages, cpu, vs})
+			continue
+		}
+		first := "—"
+		if r.First != nil {
+			first = fmtRate(r.First.BytesPerSec, 0, 0, false)
+		}
+		flag := ""
+		if r.VsEngine != nil && r.VsEngine.Overlap {
+			flag, overlap = "ranges overlap", true
+		}
+		lo, hi := r.Spread()
+		rows = append(rows, []string{r.Name, fmtRate(r.BytesPerSec, lo, hi, true), first, pages, cpu, vs, flag})
 	}
 	writeColumns(b, rows, 1)
+	switch {
+	case !spread:
+		b.WriteString("(one run, the first after the engine was opened: no steady figure and no spread; -runs 5 gives both)\n")
+	case overlap:
+		b.WriteString("(ranges overlap: the two systems' min–max over the steady runs overlap, so the runs do not tell them apart)\n")
+	}
 }
 
 // writeColumns writes rows as columns two spaces apart: the first left
@@ -602,5 +690,6 @@ func sortedResults(m map[string][]Sample, notes map[string]string, ps int) []Res
 		r.Note = notes[name]
 		out = append(out, r)
 	}
+	compare(out)
 	return out
 }

@@ -127,6 +127,7 @@ func (b *Bench) measure(ctx context.Context, es *engineSys) ([]Result, []string,
 				o.Logf("%s%v", label, err)
 			}
 			if s.Seconds > 0 {
+				s.Run = run + 1
 				samples[name] = append(samples[name], s)
 			}
 		}

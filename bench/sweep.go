@@ -126,28 +126,40 @@ func (r *SweepReport) WriteText(w io.Writer) error {
 		head = append(head, n+"/engine")
 	}
 	rows := [][]string{head}
+	spread := c.Runs > 1
+	overlap := false
 	for _, p := range r.Points {
 		row := []string{strconv.Itoa(p.QueueDepth), humanize.IBytes(uint64(p.MaxIOBytes))}
-		eng := findResult(p.Results, "engine")
 		for _, n := range names {
 			if res := findResult(p.Results, n); res != nil {
 				lo, hi := res.Spread()
-				row = append(row, fmtRate(res.BytesPerSec, lo, hi, len(res.Runs) > 1))
+				row = append(row, fmtRate(res.BytesPerSec, lo, hi, spread))
 			} else {
 				row = append(row, "—")
 			}
 		}
 		for _, n := range names[min(1, len(names)):] {
 			res := findResult(p.Results, n)
-			if res == nil || eng == nil || eng.BytesPerSec == 0 {
+			if res == nil || res.VsEngine == nil {
 				row = append(row, "—")
 				continue
 			}
-			row = append(row, fmt.Sprintf("%.2f×", res.BytesPerSec/eng.BytesPerSec))
+			cell := fmtRatio(res.VsEngine, spread)
+			if spread && res.VsEngine.Overlap {
+				cell += " ≈"
+				overlap = true
+			}
+			row = append(row, cell)
 		}
 		rows = append(rows, row)
 	}
 	writeColumns(&b, rows, 0)
+	if overlap {
+		b.WriteString("(≈: the two systems' min–max over the steady runs overlap, so the runs do not tell them apart)\n")
+	}
+	if !spread {
+		b.WriteString("(one run per point, the first after the engine was opened: no steady figure and no spread; -runs 3 gives both)\n")
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -56,7 +56,11 @@ func newFlags(sweep bool) *cliFlags {
 	fs.StringVar(&f.pattern, "pattern", "seq", "dirty pattern: seq, runs, single or hot")
 	fs.StringVar(&f.ring, "ring", "auto", "ring backend: auto, native, pwritev or iceber (iceber needs a build with -tags iceber)")
 	fs.StringVar(&f.baseline, "baseline", "kernel,pwrite,fio", "baselines to run beside the engine: a comma list of kernel, pwrite, fio, or none")
-	fs.IntVar(&f.runs, "runs", 1, "dirty-and-flush cycles per system (engine and baselines alternated); reports medians and min–max")
+	if sweep {
+		fs.IntVar(&f.runs, "runs", 0, fmt.Sprintf("dirty-and-flush cycles per system at each point, systems alternated; run 1 (the first after the engine is opened) is reported apart, the rest as a median with its min–max (default %d)", bench.DefaultSweepRuns))
+	} else {
+		fs.IntVar(&f.runs, "runs", 0, fmt.Sprintf("dirty-and-flush cycles per system, systems alternated; run 1 (the first after the engine is opened) is reported apart, runs 2..N as a median with its min–max (default %d; -pattern hot: %d periods of -duration)", bench.DefaultRuns, bench.DefaultHotRuns))
+	}
 	fs.DurationVar(&f.duration, "duration", 5*time.Second, "hot: how long each run writes")
 	fs.IntVar(&f.writers, "writers", 4, "hot: writer goroutines")
 	fs.DurationVar(&f.syncEvery, "sync-every", 500*time.Millisecond, "hot: time between syncs")
@@ -161,10 +165,13 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 		}
 		return o, usage2("-baseline %s with %s: the baselines would overwrite the pages being verified (use -baseline none)", f.baseline, which)
 	}
-	if f.runs < 1 {
-		return o, usage2("-runs %d: must be at least 1", f.runs)
+	if set["runs"] && f.runs < 1 {
+		return o, usage2("-runs %d: must be at least 1 (2 or more give a steady median; the default is %d)", f.runs, bench.DefaultRuns)
 	}
 	o.Runs = f.runs
+	if f.sweep && !set["runs"] {
+		o.Runs = bench.DefaultSweepRuns
+	}
 	if f.writers < 1 || f.writers > 4096 {
 		return o, usage2("-writers %d: must be from 1 to 4096", f.writers)
 	}

@@ -16,7 +16,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.PageSize != 4096 || o.Pattern != bench.Seq || o.Ring != "auto" || o.Runs != 1 || o.Seed != 1 ||
+	if o.PageSize != 4096 || o.Pattern != bench.Seq || o.Ring != "auto" || o.Runs != 0 || o.Seed != 1 ||
 		!slices.Equal(o.Baselines, []string{"kernel", "pwrite", "fio"}) || o.SyncEvery != 500*time.Millisecond {
 		t.Fatalf("defaults: %+v", o)
 	}
@@ -104,5 +104,21 @@ func TestParseList(t *testing.T) {
 		if _, err := parseList("-x", bad, num); err == nil {
 			t.Errorf("parseList(%q) accepted", bad)
 		}
+	}
+}
+
+// TestHelpDefaults: -h states the defaults that are not the flag's zero
+// value: runs, and the queue depth the device decides.
+func TestHelpDefaults(t *testing.T) {
+	code, out, _ := wb(t, "-h")
+	if code != 0 || !strings.Contains(out, "(default 5; -pattern hot: 3 periods") {
+		t.Fatalf("-h: status %d, does not state the default -runs:\n%s", code, out)
+	}
+	code, out, _ = wb(t, "sweep", "-h")
+	if code != 0 || !strings.Contains(out, "min–max (default 3)") {
+		t.Fatalf("sweep -h: status %d, does not state the default -runs:\n%s", code, out)
+	}
+	if o, err := newFlags(true).parse(nil); err != nil || o.Runs != bench.DefaultSweepRuns {
+		t.Fatalf("sweep's default runs: %d, %v", o.Runs, err)
 	}
 }

@@ -299,10 +299,9 @@ func TestPatterns(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("status %d: %s\n%s", code, errOut, out)
 			}
-			lines := strings.Split(strings.TrimSpace(out), "\n")
 			want := append([]string{"engine"}, strings.Split(baselines, ",")...)
-			table := lines[len(lines)-len(want)-1:]
-			if !strings.HasPrefix(table[0], "system") {
+			table := tableOf(out)
+			if len(table) != len(want)+1 || !strings.HasPrefix(table[0], "system") {
 				t.Fatalf("output does not end with the table:\n%s", out)
 			}
 			for i, name := range want {
@@ -329,9 +328,42 @@ func TestDefaultTarget(t *testing.T) {
 			Path string `json:"path"`
 			Made string `json:"made"`
 		} `json:"target"`
+		Config struct {
+			Runs int `json:"runs"`
+		} `json:"config"`
+		Results []struct {
+			Name       string `json:"name"`
+			SteadyRuns int    `json:"steady_runs"`
+			First      *struct {
+				Run         int     `json:"run"`
+				BytesPerSec float64 `json:"bytes_per_sec"`
+			} `json:"first_cycle"`
+			Min  float64 `json:"bytes_per_sec_min"`
+			Max  float64 `json:"bytes_per_sec_max"`
+			Runs []struct {
+				Run int `json:"run"`
+			} `json:"runs"`
+			VsEngine *struct {
+				Ratio, Min, Max float64
+				Overlap         *bool `json:"overlap"`
+			} `json:"vs_engine"`
+		} `json:"results"`
 	}
 	if err := json.Unmarshal([]byte(out), &doc); err != nil {
 		t.Fatal(err)
+	}
+	// By default, enough runs for a steady median and its spread, run 1
+	// apart, and every ratio with its spread.
+	if doc.Config.Runs != 5 || len(doc.Results) != 2 {
+		t.Fatalf("config runs %d, %d results; want 5 runs by default, engine and pwrite", doc.Config.Runs, len(doc.Results))
+	}
+	for _, r := range doc.Results {
+		if r.SteadyRuns != 4 || r.First == nil || r.First.Run != 1 || len(r.Runs) != 5 || r.Runs[4].Run != 5 || r.Min <= 0 || r.Max < r.Min {
+			t.Fatalf("%s: %+v; want runs 1–5 in order, run 1 apart, a median of 4 with its min–max", r.Name, r)
+		}
+		if r.Name == "pwrite" && (r.VsEngine == nil || r.VsEngine.Min > r.VsEngine.Ratio || r.VsEngine.Max < r.VsEngine.Ratio || r.VsEngine.Overlap == nil) {
+			t.Fatalf("pwrite vs engine %+v; want a ratio inside its spread and an overlap flag", r.VsEngine)
+		}
 	}
 	if doc.Target.Made == "" {
 		t.Fatalf("target %+v: does not say it was made", doc.Target)
@@ -536,4 +568,28 @@ func TestInject(t *testing.T) {
 	}
 	code, out, errOut = wb(t, "-device", path, "-inject", "eio=lots")
 	oneLine(t, code, out, errOut, `"eio=lots"`)
+}
+
+// tableOf returns the closing table of a text report: the lines from
+// the last one starting "system" up to the notes in brackets after it
+// (which end the output).
+func tableOf(out string) []string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	start := -1
+	for i, l := range lines {
+		if strings.HasPrefix(l, "system ") {
+			start = i
+		}
+	}
+	if start < 0 {
+		return nil
+	}
+	var t []string
+	for _, l := range lines[start:] {
+		if strings.HasPrefix(l, "(") {
+			break
+		}
+		t = append(t, l)
+	}
+	return t
 }
