@@ -101,9 +101,9 @@ type Result struct {
 	// First is run 1: for the engine, the first cycle after Open.
 	First *Sample `json:"first_cycle,omitempty"`
 	// VsEngine is this system's steady bytes/s against the engine's.
-	VsEngine *Ratio  `json:"vs_engine,omitempty"`
-	Note     string  `json:"note,omitempty"`
-	Command  string  `json:"command,omitempty"` // fio: its exact command line
+	VsEngine *Ratio   `json:"vs_engine,omitempty"`
+	Note     string   `json:"note,omitempty"`
+	Command  string   `json:"command,omitempty"` // fio: its exact command line
 	Runs     []Sample `json:"runs"`
 }
 
