@@ -46,7 +46,7 @@ func (b *Bench) kernelCycle(ctx context.Context) (Sample, error) {
 		return Sample{}, fmt.Errorf("kernel: %w", err)
 	}
 	defer closeFd(fd)
-	ds0, statOK := readDiskStat(b.target.Dev)
+	dm := b.devMarks()
 	t0 := time.Now()
 	b.status("kernel: dirtying")
 	b.fillSrc()
@@ -67,13 +67,14 @@ func (b *Bench) kernelCycle(ctx context.Context) (Sample, error) {
 		done.Store(pos)
 	}
 	b.status("kernel: fdatasync")
+	dm.timed()
 	t1, cpu0 := time.Now(), cpuTimes()
 	err = fdatasync(fd)
 	t2, cpu1 := time.Now(), cpuTimes()
+	dm.end()
 	if err != nil {
 		return Sample{}, fmt.Errorf("kernel: %w", err)
 	}
-	ds1, _ := readDiskStat(b.target.Dev)
 	if err := dropCache(fd); err != nil {
 		return Sample{}, fmt.Errorf("kernel: %w", err)
 	}
@@ -84,8 +85,9 @@ func (b *Bench) kernelCycle(ctx context.Context) (Sample, error) {
 		TotalSeconds: t2.Sub(t0).Seconds(),
 	}
 	s.setCPU(cpu0, cpu1)
-	if statOK {
-		s.IOs = ds1.writes - ds0.writes
+	s.setDevice(dm.deviceIO())
+	if s.Device != nil {
+		s.IOs = s.Device.WriteIOs
 	}
 	return s, nil
 }
@@ -103,6 +105,7 @@ func (b *Bench) pwriteCycle(ctx context.Context, qd, maxIO int) (Sample, error) 
 	}
 	defer closeFd(fd)
 	writes := b.layout.Writes(uint64(maxIO) / uint64(ps))
+	dm := b.devMarks()
 	t0 := time.Now()
 	b.status("pwrite: dirtying")
 	b.fillSrc()
@@ -113,6 +116,7 @@ func (b *Bench) pwriteCycle(ctx context.Context, qd, maxIO int) (Sample, error) 
 	hists := make([]*hdr.Histogram, qd)
 	errs := make([]error, qd)
 	var wg sync.WaitGroup
+	dm.timed()
 	t1, cpu0 := time.Now(), cpuTimes()
 	for g := range qd {
 		hists[g] = newHist()
@@ -149,6 +153,7 @@ func (b *Bench) pwriteCycle(ctx context.Context, qd, maxIO int) (Sample, error) 
 		}
 	}
 	t2, cpu1 := time.Now(), cpuTimes()
+	dm.end()
 	all := newHist()
 	for _, h := range hists {
 		all.Merge(h)
@@ -162,6 +167,7 @@ func (b *Bench) pwriteCycle(ctx context.Context, qd, maxIO int) (Sample, error) 
 		Latency:      latencyOf(all),
 	}
 	s.setCPU(cpu0, cpu1)
+	s.setDevice(dm.deviceIO())
 	return s, nil
 }
 
@@ -250,9 +256,12 @@ func (b *Bench) fioCycle(ctx context.Context, qd, maxIO int) (Sample, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, b.fio, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	dm := b.devMarks()
+	dm.timed() // fio's runtime is all its writing; the whole process is the window
 	t0 := time.Now()
 	err := cmd.Run()
 	wall := time.Since(t0)
+	dm.end()
 	if ctx.Err() != nil {
 		return Sample{}, ctxErr(ctx)
 	}
@@ -267,6 +276,7 @@ func (b *Bench) fioCycle(ctx context.Context, qd, maxIO int) (Sample, error) {
 		return Sample{}, fmt.Errorf("fio: %w", err)
 	}
 	s.TotalSeconds = wall.Seconds()
+	s.setDevice(dm.deviceIO())
 	return s, nil
 }
 

@@ -73,9 +73,15 @@ type Options struct {
 	Writers   int           // default 4
 	SyncEvery time.Duration // default 500 ms
 
-	Force  bool
-	Inject string // -inject, as given (for the report)
-	Faults []ring.FaultRule
+	Force bool
+	// HoldKernelWriteback raises vm.dirty_background_ratio and
+	// vm.dirty_ratio for the run (80 and 90, as the reference
+	// measurement), so the kernel baseline's writeback happens inside its
+	// timed fdatasync; Close (or RestoreSysctls) puts them back. It needs
+	// root and the kernel baseline.
+	HoldKernelWriteback bool
+	Inject              string // -inject, as given (for the report)
+	Faults              []ring.FaultRule
 
 	// Verify writes pages in the verify format (internal/verify) with
 	// Cache.WriteAt only; Journal, if set, is the journal file (it
@@ -167,8 +173,9 @@ type Bench struct {
 	// syncErrs is every failed sync, in order (Report.SyncErrors).
 	syncErrs []string
 
-	eng      *engineSys // the engine at the current settings
-	fio      string     // path of fio, "" when not found
+	hold     *sysctlHold // -hold-kernel-writeback: what to put back
+	eng      *engineSys  // the engine at the current settings
+	fio      string      // path of fio, "" when not found
 	skipped  []Skip
 	mon      *Monitor
 	runLabel atomic.Pointer[string]
@@ -264,6 +271,21 @@ func (b *Bench) open() error {
 			}
 		}
 	}
+	if o.HoldKernelWriteback {
+		if !b.runs("kernel") {
+			why := "-baseline has no kernel"
+			for _, s := range b.skipped {
+				if s.Name == "kernel" {
+					why = "the kernel baseline is skipped: " + s.Reason
+				}
+			}
+			return usagef("-hold-kernel-writeback: there is no kernel writeback to hold (%s); drop the flag", why)
+		}
+		if b.hold, err = holdKernelWriteback(o.Logf); err != nil {
+			return err
+		}
+		o.Logf("holding kernel writeback back for the run: %s (put back at exit; after a SIGKILL, by the next wbbench -hold-kernel-writeback)", b.hold.describeHeld())
+	}
 	if b.layout != nil && (slices.Contains(o.Baselines, "kernel") || slices.Contains(o.Baselines, "pwrite")) {
 		if b.src, err = newAlignedBuf(int(b.layout.Pages) * ps); err != nil {
 			return err
@@ -312,6 +334,16 @@ func (b *Bench) Target() *Target { return b.target }
 // benchmark made. It is safe to call more than once.
 func (b *Bench) Close() error {
 	var errs []error
+	if b.hold != nil {
+		// Already done if a signal came (RestoreSysctls); saying so here
+		// covers both paths.
+		if err := b.hold.restore(); err != nil {
+			errs = append(errs, err)
+		} else {
+			b.opts.Logf("kernel writeback no longer held: %s put back", b.hold.describeSaved())
+		}
+		b.hold = nil
+	}
 	if b.eng != nil {
 		errs = append(errs, b.eng.close())
 		b.eng = nil

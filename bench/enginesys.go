@@ -176,6 +176,7 @@ func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
 	ps := int64(b.opts.PageSize)
 	es.timed.Take() // drop anything recorded outside the measurement
 	st0 := es.eng.Stats()
+	dm := b.devMarks()
 	t0 := time.Now()
 	if err := b.dirtyCache(ctx); err != nil {
 		return Sample{}, err
@@ -186,9 +187,11 @@ func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
 		return fmt.Sprintf("engine: flushing %d%% (%s of %s pages)", 100*n/int64(total), humanize.Comma(n), humanize.Comma(int64(total)))
 	})
 	b.dirtied = true
+	dm.timed()
 	t1, cpu0 := time.Now(), cpuTimes()
 	err := es.sync(ctx)
 	t2, cpu1 := time.Now(), cpuTimes()
+	dm.end()
 	tm := es.timed.Take()
 	st1 := es.eng.Stats()
 	if err != nil {
@@ -216,6 +219,7 @@ func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
 		CompleteBatch: batchOf(tm.Completions),
 	}
 	s.setCPU(cpu0, cpu1)
+	s.setDevice(dm.deviceIO())
 	return s, nil
 }
 

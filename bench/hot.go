@@ -125,6 +125,8 @@ func (b *Bench) hotCycle(ctx context.Context, sys hotSystem, st *hotState, journ
 	// logs[w] is writer w's write times (ns since t0) that no successful
 	// sync has covered yet, for dirty-to-durable.
 	logs := make([]writeLog, o.Writers)
+	dm := b.devMarks()
+	dm.timed() // the whole period is timed
 	t0, cpu0 := time.Now(), cpuTimes()
 	for w := 0; w < o.Writers; w++ {
 		buf := bufs.b[w*ps : (w+1)*ps : (w+1)*ps]
@@ -228,6 +230,7 @@ loop:
 	}
 	lastErr := syncOnce() // every version written is covered by it
 	t1, cpu1 := time.Now(), cpuTimes()
+	dm.end()
 	s := Sample{
 		Bytes:          written.Load() * int64(ps),
 		Pages:          written.Load(),
@@ -240,6 +243,7 @@ loop:
 		Superseded:     superseded.Load(),
 	}
 	s.setCPU(cpu0, cpu1)
+	s.setDevice(dm.deviceIO())
 	if err := sys.end(&s); err != nil {
 		return s, err
 	}

@@ -50,6 +50,11 @@ type Sample struct {
 	// fio: its iodepth_submit and iodepth_complete).
 	SubmitBatch   *Batch `json:"submit_batch,omitempty"`
 	CompleteBatch *Batch `json:"complete_batch,omitempty"`
+	// Device is what the block layer counted (block devices only).
+	Device *DeviceIO `json:"device,omitempty"`
+	// EarlyWriteback: under 95 % of the bytes the block layer wrote for
+	// this cycle fell inside its timed part (in a median: in any run).
+	EarlyWriteback bool `json:"early_writeback,omitempty"`
 	// Hot pattern only.
 	SyncLatency *Latency `json:"sync_latency_us,omitempty"`
 	// DirtyToDurable is, for each page write, the time from the write
@@ -204,8 +209,12 @@ type ConfigInfo struct {
 	SyncEverySeconds  float64  `json:"sync_every_seconds,omitempty"`
 	Inject            string   `json:"inject,omitempty"`
 	Verify            bool     `json:"verify"`
-	Nonce             uint32   `json:"nonce,omitempty"`
-	Journal           string   `json:"journal,omitempty"`
+	// HoldKernelWriteback: vm.dirty_* were raised for the run (HeldSysctls
+	// their values then; the report's sysctls are those before).
+	HoldKernelWriteback bool              `json:"hold_kernel_writeback"`
+	HeldSysctls         map[string]string `json:"held_sysctls,omitempty"`
+	Nonce               uint32            `json:"nonce,omitempty"`
+	Journal             string            `json:"journal,omitempty"`
 }
 
 // Report is what a benchmark run found: wbbench -json prints it.
@@ -218,8 +227,13 @@ type Report struct {
 	Extents      int        `json:"extents,omitempty"`
 	Results      []Result   `json:"results"`
 	Skipped      []Skip     `json:"skipped,omitempty"`
-	Errors       []string   `json:"errors,omitempty"`
-	Faults       *Faults    `json:"faults,omitempty"`
+	// Warnings say where a figure cannot be trusted as it stands: a
+	// system whose device bytes were mostly written before its timed part
+	// (early_writeback), an engine whose bytes the block layer counted
+	// differently, a -max-io the block layer splits.
+	Warnings []string `json:"warnings,omitempty"`
+	Errors   []string `json:"errors,omitempty"`
+	Faults   *Faults  `json:"faults,omitempty"`
 	// JournalSynced is the last version the journal recorded as synced.
 	JournalSynced *uint64 `json:"journal_synced,omitempty"`
 	// SyncErrors is every engine Sync that failed (and every sync of a
@@ -304,6 +318,9 @@ func (b *Bench) header(es *engineSys) (TargetInfo, ConfigInfo, Report) {
 	if o.Verify {
 		ci.Nonce = b.nonce
 	}
+	if b.hold != nil {
+		ci.HoldKernelWriteback, ci.HeldSysctls = true, b.hold.held
+	}
 	r := Report{Target: ti, Config: ci, Pattern: string(o.Pattern), Skipped: b.skipped}
 	if o.Pattern == Hot {
 		ci.DurationSeconds = o.Duration.Seconds()
@@ -366,6 +383,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "end      %s syncs, %s failed; the last %s; then %s dirty, %s under writeback, %s in flight, %s in error\n",
 			humanize.Comma(e.Syncs), humanize.Comma(e.FailedSyncs), last,
 			humanize.Comma(e.Dirty), humanize.Comma(e.Writeback), humanize.Comma(e.InFlight), humanize.Comma(e.PagesInError))
+	}
+	for _, w := range r.Warnings {
+		fmt.Fprintf(&b, "warning  %s\n", w)
 	}
 	for _, e := range r.Errors {
 		fmt.Fprintf(&b, "error    %s\n", e)
@@ -509,6 +529,10 @@ func detail(r *Result, hot bool) []string {
 	if s := fmtBatches(r.SubmitBatch, r.CompleteBatch); s != "" {
 		lines = append(lines, s)
 	}
+	if d := r.Device; d != nil {
+		lines = append(lines, fmt.Sprintf("block layer: %s in %s writes (%.2f ms each), %.0f%% of the bytes inside the timed part",
+			humanize.IBytes(uint64(d.WriteBytes)), humanize.Comma(d.WriteIOs), d.MeanWriteMs, 100*d.TimedShare))
+	}
 	return lines
 }
 
@@ -604,12 +628,12 @@ func fmtRatio(q *Ratio, spread bool) string {
 // systems' ranges overlap. runs is how many runs there were.
 func writeTable(b *strings.Builder, results []Result, runs int) {
 	spread := runs > 1
-	head := []string{"system", "throughput", "pages/s", "CPU/GiB", "vs engine"}
+	head := []string{"system", "throughput", "pages/s", "CPU/GiB", "vs engine", ""}
 	if spread {
 		head = []string{"system", fmt.Sprintf("steady: runs 2–%d (min–max)", runs), "first run", "pages/s", "CPU/GiB", "vs engine (min–max)", ""}
 	}
 	rows := [][]string{head}
-	overlap := false
+	overlap, early := false, false
 	for i := range results {
 		r := &results[i]
 		vs := fmtRatio(r.VsEngine, spread)
@@ -621,28 +645,47 @@ func writeTable(b *strings.Builder, results []Result, runs int) {
 			cpu = fmt.Sprintf("%.3f s", r.CPUSeconds/(float64(r.Bytes)/(1<<30)))
 		}
 		pages := humanize.Comma(int64(math.Round(r.PagesPerSec)))
+		var flags []string
+		if r.VsEngine != nil && r.VsEngine.Overlap && spread {
+			flags, overlap = append(flags, "ranges overlap"), true
+		}
+		if share, ok := r.lowestTimedShare(); ok {
+			flags, early = append(flags, fmt.Sprintf("! only %.0f%% written in its timed part", 100*share)), true
+		}
+		flag := strings.Join(flags, "; ")
 		if !spread {
-			rows = append(rows, []string{r.Name, fmtRate(r.BytesPerSec, 0, 0, false), pages, cpu, vs})
+			rows = append(rows, []string{r.Name, fmtRate(r.BytesPerSec, 0, 0, false), pages, cpu, vs, flag})
 			continue
 		}
 		first := "—"
 		if r.First != nil {
 			first = fmtRate(r.First.BytesPerSec, 0, 0, false)
 		}
-		flag := ""
-		if r.VsEngine != nil && r.VsEngine.Overlap {
-			flag, overlap = "ranges overlap", true
-		}
 		lo, hi := r.Spread()
 		rows = append(rows, []string{r.Name, fmtRate(r.BytesPerSec, lo, hi, true), first, pages, cpu, vs, flag})
 	}
 	writeColumns(b, rows, 1)
-	switch {
-	case !spread:
+	if !spread {
 		b.WriteString("(one run, the first after the engine was opened: no steady figure and no spread; -runs 5 gives both)\n")
-	case overlap:
+	}
+	if overlap {
 		b.WriteString("(ranges overlap: the two systems' min–max over the steady runs overlap, so the runs do not tell them apart)\n")
 	}
+	if early {
+		b.WriteString("(!: the device wrote most of this system's bytes before its timed part began: see the warning above)\n")
+	}
+}
+
+// lowestTimedShare is the lowest share of the device's bytes inside the
+// timed part over the runs flagged EarlyWriteback, if any was.
+func (r *Result) lowestTimedShare() (float64, bool) {
+	lo, ok := 1.0, false
+	for _, s := range r.Runs {
+		if s.EarlyWriteback && s.Device != nil {
+			lo, ok = min(lo, s.Device.TimedShare), true
+		}
+	}
+	return lo, ok
 }
 
 // writeColumns writes rows as columns two spaces apart: the first left

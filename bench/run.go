@@ -21,6 +21,7 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 	}
 	r.Results = results
 	r.Errors = errs
+	r.Warnings = append(r.Warnings, deviceWarnings(results, b.opts.Pattern == Hot, b.hold != nil)...)
 	if b.eng.faulty != nil && b.layout != nil {
 		// A flush pattern ends with faults off and one more Sync (hot
 		// ends each period so): what the failed cycles left dirty is

@@ -92,10 +92,12 @@ func dropCache(fd int) error {
 // diskStat is a block device's write counters (/sys/block/DEV/stat).
 type diskStat struct {
 	writes, sectors int64
+	ticks           int64 // ms spent on writes
 }
 
-// readDiskStat reads the write I/Os completed and sectors written of
-// the disk dev (fields 5 and 7 of /sys/block/DEV/stat).
+// readDiskStat reads the write I/Os completed, sectors written and
+// milliseconds spent writing of the disk dev (fields 5, 7 and 8 of
+// /sys/block/DEV/stat).
 func readDiskStat(dev string) (diskStat, bool) {
 	if dev == "" {
 		return diskStat{}, false
@@ -105,15 +107,16 @@ func readDiskStat(dev string) (diskStat, bool) {
 		return diskStat{}, false
 	}
 	f := strings.Fields(string(b))
-	if len(f) < 7 {
+	if len(f) < 8 {
 		return diskStat{}, false
 	}
 	w, err1 := strconv.ParseInt(f[4], 10, 64)
 	s, err2 := strconv.ParseInt(f[6], 10, 64)
-	if err1 != nil || err2 != nil {
+	ms, err3 := strconv.ParseInt(f[7], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
 		return diskStat{}, false
 	}
-	return diskStat{w, s}, true
+	return diskStat{w, s, ms}, true
 }
 
 // alignedBuf is page-aligned memory off the Go heap, for O_DIRECT.

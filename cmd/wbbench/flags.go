@@ -29,7 +29,7 @@ type cliFlags struct {
 	runs, writers                     int
 	duration, syncEvery               time.Duration
 	seed                              uint64
-	json, force, verify               bool
+	json, force, verify, hold         bool
 }
 
 func newFlags(sweep bool) *cliFlags {
@@ -66,6 +66,7 @@ func newFlags(sweep bool) *cliFlags {
 	fs.DurationVar(&f.syncEvery, "sync-every", 500*time.Millisecond, "hot: time between syncs")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the dirty pattern")
 	fs.BoolVar(&f.json, "json", false, "print one JSON document on stdout and nothing else")
+	fs.BoolVar(&f.hold, "hold-kernel-writeback", false, "raise vm.dirty_background_ratio to 80 and vm.dirty_ratio to 90 for the run (root), so the kernel baseline writes its pages back inside its timed fdatasync and not while they are dirtied; the old values are put back at exit, also on SIGINT and SIGTERM")
 	fs.BoolVar(&f.force, "force", false, "write to a target even if it is mounted, held, or carries a file-system or partition signature")
 	fs.StringVar(&f.inject, "inject", "", "fault rules for the engine's ring, e.g. eio=0.01,short=0.01,delay=5ms@0.001 (see ring.ParseFaultRules)")
 	fs.BoolVar(&f.verify, "verify", false, "write pages in the verify format (DESIGN.md) through Cache.WriteAt; turns the baselines off")
@@ -193,6 +194,7 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 	}
 	o.Seed = f.seed
 	o.Force = f.force
+	o.HoldKernelWriteback = f.hold
 	if f.inject != "" {
 		if o.Faults, err = ring.ParseFaultRules(f.inject); err != nil {
 			return o, usage2("%v", err)

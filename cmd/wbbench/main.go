@@ -33,19 +33,31 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/wbengine/wbengine/bench"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	go func() {
-		// After the first signal, a second one kills at once (the
-		// default action) instead of waiting for the cleanup.
+		// The first signal puts back the sysctls -hold-kernel-writeback
+		// raised, before anything else; after it, a second signal kills
+		// at once (the default action) instead of waiting for the
+		// cleanup.
 		<-ctx.Done()
+		bench.RestoreSysctls()
 		stop()
 	}()
-	code := runContext(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := runMain(ctx)
 	stop()
 	os.Exit(code)
+}
+
+// runMain is wbbench; whatever way it ends (a panic too), the sysctls
+// are put back.
+func runMain(ctx context.Context) int {
+	defer bench.RestoreSysctls()
+	return runContext(ctx, os.Args[1:], os.Stdout, os.Stderr)
 }
 
 // run is wbbench with args (without the program name), for tests.
