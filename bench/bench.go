@@ -89,6 +89,10 @@ type Options struct {
 	Verify  bool
 	Journal string
 
+	// CommandLine is the command line that asked for the benchmark, for
+	// the report's provenance.
+	CommandLine []string
+
 	// Monitor, if set, is kept up to date with a one-line status.
 	Monitor *Monitor
 	// Logf receives notices (a fallback taken, a baseline skipped).
@@ -173,12 +177,18 @@ type Bench struct {
 	// syncErrs is every failed sync, in order (Report.SyncErrors).
 	syncErrs []string
 
-	hold     *sysctlHold // -hold-kernel-writeback: what to put back
-	eng      *engineSys  // the engine at the current settings
-	fio      string      // path of fio, "" when not found
-	skipped  []Skip
-	mon      *Monitor
-	runLabel atomic.Pointer[string]
+	hold *sysctlHold // -hold-kernel-writeback: what to put back
+	eng  *engineSys  // the engine at the current settings
+	fio  string      // path of fio, "" when not found
+
+	// For the report's provenance: when Open began, the sysctls then,
+	// fio's version.
+	started    time.Time
+	sysctls    map[string]string
+	fioVersion string
+	skipped    []Skip
+	mon        *Monitor
+	runLabel   atomic.Pointer[string]
 }
 
 // Open prepares a benchmark: it checks the options, finds or makes the
@@ -187,6 +197,8 @@ type Bench struct {
 // all before anything is written. Errors that are the caller's (bad
 // values, unsafe targets, a backend not built in) satisfy IsUsage.
 func Open(o Options) (*Bench, error) {
+	started := time.Now()
+	sysctls := readSysctls() // before -hold-kernel-writeback changes them
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -197,7 +209,7 @@ func Open(o Options) (*Bench, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bench{opts: o, target: t, n: uint64(t.Size) / uint64(o.PageSize), mon: o.Monitor}
+	b := &Bench{opts: o, target: t, n: uint64(t.Size) / uint64(o.PageSize), mon: o.Monitor, started: started, sysctls: sysctls}
 	if b.mon == nil {
 		b.mon = &Monitor{}
 	}
@@ -268,6 +280,7 @@ func (b *Bench) open() error {
 				b.skip("fio", "fio is not on PATH (apt-get install fio)")
 			} else {
 				b.fio = p
+				b.fioVersion = fioVersionOf(p)
 			}
 		}
 	}

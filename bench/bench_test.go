@@ -143,7 +143,7 @@ func TestCompare(t *testing.T) {
 		"kernel": res("kernel", 150, 190, 200, 210),
 		"pwrite": res("pwrite", 100, 95, 105, 120),
 	}
-	rs := sortedResults(m, nil, 4096)
+	rs := sortedResults(m, nil, nil, 4096)
 	k, p := findResult(rs, "kernel"), findResult(rs, "pwrite")
 	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
 	if q := k.VsEngine; q == nil || !near(q.Ratio, 2) || !near(q.Min, 190.0/110) || !near(q.Max, 210.0/90) || q.Overlap {
@@ -303,7 +303,7 @@ func TestReportSyncLines(t *testing.T) {
 		Pattern:   string(Hot),
 		Faults:    &Faults{Requests: 10},
 		Errors:    []string{"engine: sync 1: boom"},
-		EngineEnd: &EngineEnd{LastSyncOK: true, FaultsOff: true, Syncs: 20, FailedSyncs: 13},
+		EngineEnd: &EngineEnd{LastSyncOK: true, FaultsOff: new(true), Syncs: 20, FailedSyncs: 13},
 	}
 	for i := 1; i <= 13; i++ {
 		r.SyncErrors = append(r.SyncErrors, fmt.Sprintf("engine: sync %d: boom", i))

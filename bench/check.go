@@ -42,7 +42,8 @@ type CheckOptions struct {
 
 // CheckReport is what Check found.
 type CheckReport struct {
-	Device string `json:"device"`
+	SchemaVersion int    `json:"schema_version"`
+	Device        string `json:"device"`
 	// Journal is the journal's header; nil when checking a pattern
 	// without one (Run says what was checked either way).
 	Journal *verify.JournalHeader `json:"journal,omitempty"`
@@ -122,7 +123,7 @@ func (r *CheckReport) OK() bool { return r.Bad == 0 }
 // there come back as *UsageError; a page that fails is not an error but
 // a failure in the report.
 func Check(ctx context.Context, o CheckOptions) (*CheckReport, error) {
-	rep := &CheckReport{Device: o.Device, Problems: []string{}, Failures: []CheckFailure{}}
+	rep := &CheckReport{SchemaVersion: SchemaVersion, Device: o.Device, Problems: []string{}, Failures: []CheckFailure{}}
 	var p Pattern
 	switch {
 	case o.Journal != "" && o.Pattern != "":
@@ -269,6 +270,7 @@ func Check(ctx context.Context, o CheckOptions) (*CheckReport, error) {
 		}
 	}
 	rep.Seconds = time.Since(t0).Seconds()
+	roundFloats(rep)
 	return rep, nil
 }
 

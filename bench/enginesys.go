@@ -56,9 +56,14 @@ func (es *engineSys) setFaults(on bool) {
 // end is the engine's state now, for the report's engine_end.
 func (es *engineSys) end() *EngineEnd {
 	st := es.eng.Stats()
+	var faultsOff *bool
+	if es.faulty != nil {
+		off := !es.faulty.Enabled()
+		faultsOff = &off
+	}
 	return &EngineEnd{
 		LastSyncOK:   es.syncs.Load() > 0 && es.lastSyncOK.Load(),
-		FaultsOff:    es.faulty != nil && !es.faulty.Enabled(),
+		FaultsOff:    faultsOff,
 		Dirty:        st.Dirty,
 		Writeback:    st.Writeback,
 		InFlight:     st.InFlight,

@@ -187,7 +187,11 @@ type TargetInfo struct {
 	Kind             string `json:"kind"` // "block" or "file"
 	WriteCache       string `json:"write_cache,omitempty"`
 	MaxSectorsKB     int    `json:"max_sectors_kb,omitempty"`
-	Made             string `json:"made,omitempty"` // what wbbench made for the run
+	// Queue is a block device's queue limits and settings; FileSystem
+	// the file system a file target is on.
+	Queue      *QueueLimits `json:"queue,omitempty"`
+	FileSystem string       `json:"file_system,omitempty"`
+	Made       string       `json:"made,omitempty"` // what wbbench made for the run
 }
 
 // ConfigInfo is the configuration a report was measured with (the
@@ -219,14 +223,16 @@ type ConfigInfo struct {
 
 // Report is what a benchmark run found: wbbench -json prints it.
 type Report struct {
-	Target       TargetInfo `json:"target"`
-	Config       ConfigInfo `json:"config"`
-	Pattern      string     `json:"pattern"`
-	PatternPages uint64     `json:"pattern_pages"`
-	PatternBytes int64      `json:"pattern_bytes"`
-	Extents      int        `json:"extents,omitempty"`
-	Results      []Result   `json:"results"`
-	Skipped      []Skip     `json:"skipped,omitempty"`
+	SchemaVersion int        `json:"schema_version"`
+	Provenance    Provenance `json:"provenance"`
+	Target        TargetInfo `json:"target"`
+	Config        ConfigInfo `json:"config"`
+	Pattern       string     `json:"pattern"`
+	PatternPages  uint64     `json:"pattern_pages"`
+	PatternBytes  int64      `json:"pattern_bytes"`
+	Extents       int        `json:"extents,omitempty"`
+	Results       []Result   `json:"results"`
+	Skipped       []Skip     `json:"skipped,omitempty"`
 	// Warnings say where a figure cannot be trusted as it stands: a
 	// system whose device bytes were mostly written before its timed part
 	// (early_writeback), an engine whose bytes the block layer counted
@@ -250,11 +256,12 @@ type Report struct {
 // more Sync after the last cycle), so a run ends with a Sync that can
 // succeed.
 type EngineEnd struct {
-	LastSyncOK   bool  `json:"last_sync_ok"` // the last Sync returned nil
-	FaultsOff    bool  `json:"faults_off"`   // -inject: injection was off for the last Sync
-	Dirty        int64 `json:"dirty"`        // pages dirty in the cache
-	Writeback    int64 `json:"writeback"`    // pages under writeback
-	InFlight     int64 `json:"in_flight"`    // writes submitted and not completed
+	LastSyncOK bool `json:"last_sync_ok"` // the last Sync returned nil
+	// FaultsOff, with -inject only: injection was off for the last Sync.
+	FaultsOff    *bool `json:"faults_off,omitempty"`
+	Dirty        int64 `json:"dirty"`     // pages dirty in the cache
+	Writeback    int64 `json:"writeback"` // pages under writeback
+	InFlight     int64 `json:"in_flight"` // writes submitted and not completed
 	PagesInError int64 `json:"pages_in_error"`
 	Syncs        int64 `json:"syncs"`        // Syncs the benchmark called
 	FailedSyncs  int64 `json:"failed_syncs"` // of them, those that returned an error
@@ -300,6 +307,10 @@ func (b *Bench) header(es *engineSys) (TargetInfo, ConfigInfo, Report) {
 	ti := TargetInfo{
 		Path: t.Path, Size: t.Size, DeviceSize: t.DeviceSize, LogicalBlockSize: t.LogicalBlockSize,
 		Kind: t.KindName(), WriteCache: t.WriteCache, MaxSectorsKB: t.MaxSectorsKB, Made: t.Made,
+		Queue: readQueueLimits(t.Dev),
+	}
+	if t.Kind != ring.KindBlock {
+		ti.FileSystem = fileSystemOf(t.Path)
 	}
 	ring := o.Ring
 	if ring == "" {
@@ -321,7 +332,7 @@ func (b *Bench) header(es *engineSys) (TargetInfo, ConfigInfo, Report) {
 	if b.hold != nil {
 		ci.HoldKernelWriteback, ci.HeldSysctls = true, b.hold.held
 	}
-	r := Report{Target: ti, Config: ci, Pattern: string(o.Pattern), Skipped: b.skipped}
+	r := Report{SchemaVersion: SchemaVersion, Provenance: b.provenance(), Target: ti, Config: ci, Pattern: string(o.Pattern), Skipped: b.skipped}
 	if o.Pattern == Hot {
 		ci.DurationSeconds = o.Duration.Seconds()
 		ci.Writers = o.Writers
@@ -374,7 +385,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			last = "FAILED"
 		}
 		if r.Faults != nil {
-			if e.FaultsOff {
+			if e.FaultsOff != nil && *e.FaultsOff {
 				last += ", faults off"
 			} else {
 				last += ", faults still on"
@@ -719,7 +730,7 @@ func writeColumns(b *strings.Builder, rows [][]string, left int) {
 
 // sortedResults makes the results of each system's samples, engine
 // first, then the baselines in their fixed order.
-func sortedResults(m map[string][]Sample, notes map[string]string, ps int) []Result {
+func sortedResults(m map[string][]Sample, notes, commands map[string]string, ps int) []Result {
 	var out []Result
 	for _, name := range append([]string{"engine"}, Baselines...) {
 		ss := m[name]
@@ -731,6 +742,7 @@ func sortedResults(m map[string][]Sample, notes map[string]string, ps int) []Res
 		}
 		r := aggregate(name, ss)
 		r.Note = notes[name]
+		r.Command = commands[name]
 		out = append(out, r)
 	}
 	compare(out)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/wbengine/wbengine/internal/verify"
 )
@@ -43,6 +44,7 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 	}
 	r.SyncErrors = b.syncErrs
 	r.EngineEnd = b.eng.end()
+	roundFloats(&r)
 	return &r, nil
 }
 
@@ -81,11 +83,13 @@ func (b *Bench) measure(ctx context.Context, es *engineSys) ([]Result, []string,
 	o := &b.opts
 	systems := b.systems()
 	samples := map[string][]Sample{}
-	notes := map[string]string{}
+	notes, commands := map[string]string{}, map[string]string{}
 	var errs []string
 	qd, maxIO := es.cfg.QueueDepth, es.cfg.MaxIOBytes
 	if b.fio != "" && b.layout != nil {
-		_, notes["fio"] = b.fioArgs(qd, maxIO)
+		var args []string
+		args, notes["fio"] = b.fioArgs(qd, maxIO)
+		commands["fio"] = shellCommand(append([]string{b.fio}, args...))
 	}
 	hotStates := map[string]*hotState{}
 	for run := range o.Runs {
@@ -134,7 +138,7 @@ func (b *Bench) measure(ctx context.Context, es *engineSys) ([]Result, []string,
 		}
 	}
 	b.status("done")
-	results := sortedResults(samples, notes, o.PageSize)
+	results := sortedResults(samples, notes, commands, o.PageSize)
 	if len(results) == 0 && len(errs) > 0 {
 		return nil, nil, errors.New(errs[0])
 	}
@@ -156,4 +160,18 @@ func (b *Bench) journalFor(name string) *verify.Journal {
 		return b.journal
 	}
 	return nil
+}
+
+// shellCommand quotes a command line for a POSIX shell: words of safe
+// characters as they are, the others in single quotes.
+func shellCommand(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=+./:,%@") == "" {
+			q[i] = a
+		} else {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(q, " ")
 }

@@ -92,3 +92,27 @@ func TestMedianSample(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRoundFloats: every float in a report is rounded to 4 significant
+// digits, through pointers, slices and maps; integers stay exact.
+func TestRoundFloats(t *testing.T) {
+	for _, tc := range []struct{ in, want float64 }{
+		{0.30239277350000004, 0.3024}, {1234567.89, 1235000}, {2.5e9, 2.5e9}, {0.000123456, 0.0001235}, {0, 0}, {-7.77777, -7.778},
+	} {
+		if got := round4(tc.in); got != tc.want {
+			t.Errorf("round4(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+	r := Report{Results: []Result{{Name: "engine", Sample: Sample{Bytes: 1073741823, BytesPerSec: 3.141592653e9, Latency: &Latency{P50: 12.3456}},
+		Runs: []Sample{{Seconds: 0.30239277350000004, SubmitBatch: &Batch{FioPercent: map[string]float64{"4": 99.180328}}}}}}}
+	roundFloats(&r)
+	got := r.Results[0]
+	if got.Bytes != 1073741823 || got.BytesPerSec != 3.142e9 || got.Latency.P50 != 12.35 || got.Runs[0].Seconds != 0.3024 ||
+		got.Runs[0].SubmitBatch.FioPercent["4"] != 99.18 {
+		t.Fatalf("rounded: %+v, latency %+v, run %+v", got, got.Latency, got.Runs[0])
+	}
+	b, _ := json.Marshal(r)
+	if strings.Contains(string(b), "0.30239") {
+		t.Fatalf("JSON still has 0.30239…: %s", b)
+	}
+}

@@ -14,26 +14,32 @@ import (
 	"gonum.org/v1/plot/vg"
 )
 
-// SweepPoint is every system's numbers at one queue depth and I/O size.
+// SweepPoint is every system's numbers at one queue depth and I/O size,
+// with the configuration the engine ran with there (its queue depth and
+// I/O size, its ring's setup) and fio's exact command line in fio's
+// result.
 type SweepPoint struct {
-	QueueDepth int      `json:"queue_depth"`
-	MaxIOBytes int      `json:"max_io_bytes"`
-	Results    []Result `json:"results"`
+	QueueDepth int        `json:"queue_depth"`
+	MaxIOBytes int        `json:"max_io_bytes"`
+	Config     ConfigInfo `json:"config"`
+	Results    []Result   `json:"results"`
 }
 
 // SweepReport is what a sweep found: wbbench sweep -json prints it.
-// Config is the first point's; each point names its own queue depth and
-// I/O size.
+// Config is the first point's; each point has its own.
 type SweepReport struct {
-	Target       TargetInfo   `json:"target"`
-	Config       ConfigInfo   `json:"config"`
-	Pattern      string       `json:"pattern"`
-	PatternPages uint64       `json:"pattern_pages"`
-	PatternBytes int64        `json:"pattern_bytes"`
-	Extents      int          `json:"extents,omitempty"`
-	Points       []SweepPoint `json:"points"`
-	Skipped      []Skip       `json:"skipped,omitempty"`
-	Errors       []string     `json:"errors,omitempty"`
+	SchemaVersion int          `json:"schema_version"`
+	Provenance    Provenance   `json:"provenance"`
+	Target        TargetInfo   `json:"target"`
+	Config        ConfigInfo   `json:"config"`
+	Pattern       string       `json:"pattern"`
+	PatternPages  uint64       `json:"pattern_pages"`
+	PatternBytes  int64        `json:"pattern_bytes"`
+	Extents       int          `json:"extents,omitempty"`
+	Points        []SweepPoint `json:"points"`
+	Skipped       []Skip       `json:"skipped,omitempty"`
+	Warnings      []string     `json:"warnings,omitempty"`
+	Errors        []string     `json:"errors,omitempty"`
 }
 
 // Sweep runs the flush benchmark (engine and baselines, Runs cycles
@@ -64,7 +70,7 @@ func (b *Bench) Sweep(ctx context.Context, qds, maxIOs []int) (*SweepReport, err
 			es := b.eng
 			_, _, r := b.header(es)
 			if rep == nil {
-				rep = &SweepReport{Target: r.Target, Config: r.Config, Pattern: r.Pattern,
+				rep = &SweepReport{SchemaVersion: SchemaVersion, Provenance: r.Provenance, Target: r.Target, Config: r.Config, Pattern: r.Pattern,
 					PatternPages: r.PatternPages, PatternBytes: r.PatternBytes, Extents: r.Extents, Skipped: r.Skipped}
 			}
 			b.setRunLabel(fmt.Sprintf("qd %d, max-io %s · ", es.cfg.QueueDepth, humanize.IBytes(uint64(es.cfg.MaxIOBytes))))
@@ -72,12 +78,17 @@ func (b *Bench) Sweep(ctx context.Context, qds, maxIOs []int) (*SweepReport, err
 			if err != nil {
 				return nil, err
 			}
+			at := fmt.Sprintf("qd %d, max-io %s: ", es.cfg.QueueDepth, humanize.IBytes(uint64(es.cfg.MaxIOBytes)))
 			for _, e := range errs {
-				rep.Errors = append(rep.Errors, fmt.Sprintf("qd %d: %s", es.cfg.QueueDepth, e))
+				rep.Errors = append(rep.Errors, at+e)
 			}
-			rep.Points = append(rep.Points, SweepPoint{QueueDepth: es.cfg.QueueDepth, MaxIOBytes: es.cfg.MaxIOBytes, Results: results})
+			for _, w := range deviceWarnings(results, false, b.hold != nil) {
+				rep.Warnings = append(rep.Warnings, at+w)
+			}
+			rep.Points = append(rep.Points, SweepPoint{QueueDepth: es.cfg.QueueDepth, MaxIOBytes: es.cfg.MaxIOBytes, Config: r.Config, Results: results})
 		}
 	}
+	roundFloats(rep)
 	return rep, nil
 }
 
@@ -114,6 +125,9 @@ func (r *SweepReport) WriteText(w io.Writer) error {
 	writeHeader(&b, &r.Target, &c, "qd and max-io as in the table", r.Pattern, r.PatternPages, r.PatternBytes, r.Extents)
 	for _, s := range r.Skipped {
 		fmt.Fprintf(&b, "skipped  %s: %s\n", s.Name, s.Reason)
+	}
+	for _, w := range r.Warnings {
+		fmt.Fprintf(&b, "warning  %s\n", w)
 	}
 	for _, e := range r.Errors {
 		fmt.Fprintf(&b, "error    %s\n", e)

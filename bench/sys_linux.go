@@ -144,13 +144,17 @@ func (a *alignedBuf) free() {
 
 // memAvailable is MemAvailable from /proc/meminfo in bytes (0 when
 // unknown).
-func memAvailable() int64 {
+func memAvailable() int64 { return meminfo("MemAvailable:") }
+
+// meminfo reads a line of /proc/meminfo (its name with the colon) in
+// bytes, 0 when unknown.
+func meminfo(name string) int64 {
 	b, err := os.ReadFile(filepath.Join(procRoot, "meminfo"))
 	if err != nil {
 		return 0
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+		if rest, ok := strings.CutPrefix(line, name); ok {
 			f := strings.Fields(rest)
 			if len(f) == 2 && f[1] == "kB" {
 				n, err := strconv.ParseInt(f[0], 10, 64)

@@ -26,10 +26,15 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		usage(stdout, f)
 		return exitOK
 	}
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(stdout, bench.BuildVersion())
+		return exitOK
+	}
 	if err != nil {
 		errorf(stderr, "%v", err)
 		return exitUsage
 	}
+	o.CommandLine = commandLine(args)
 	u := newUI(stdout, stderr, f.json)
 	o.Logf = u.notice
 	o.Monitor = u.mon
@@ -72,6 +77,11 @@ func sweepMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		usage(stdout, f)
 		return exitOK
 	}
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(stdout, bench.BuildVersion())
+		return exitOK
+	}
+	o.CommandLine = commandLine(append([]string{"sweep"}, args...))
 	var qds, maxIOs []int
 	if err == nil {
 		qds, maxIOs, err = f.sweepLists(o.PageSize)

@@ -30,7 +30,11 @@ type cliFlags struct {
 	duration, syncEvery               time.Duration
 	seed                              uint64
 	json, force, verify, hold         bool
+	version                           bool
 }
+
+// errVersion is parse's answer to -version: print the version, exit 0.
+var errVersion = errors.New("version")
 
 func newFlags(sweep bool) *cliFlags {
 	f := &cliFlags{sweep: sweep}
@@ -65,6 +69,7 @@ func newFlags(sweep bool) *cliFlags {
 	fs.IntVar(&f.writers, "writers", 4, "hot: writer goroutines")
 	fs.DurationVar(&f.syncEvery, "sync-every", 500*time.Millisecond, "hot: time between syncs")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the dirty pattern")
+	fs.BoolVar(&f.version, "version", false, "print wbbench's version (module, VCS revision and time where the build recorded them, Go) and exit")
 	fs.BoolVar(&f.json, "json", false, "print one JSON document on stdout and nothing else")
 	fs.BoolVar(&f.hold, "hold-kernel-writeback", false, "raise vm.dirty_background_ratio to 80 and vm.dirty_ratio to 90 for the run (root), so the kernel baseline writes its pages back inside its timed fdatasync and not while they are dirtied; the old values are put back at exit, also on SIGINT and SIGTERM")
 	fs.BoolVar(&f.force, "force", false, "write to a target even if it is mounted, held, or carries a file-system or partition signature")
@@ -96,6 +101,9 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 			return o, err
 		}
 		return o, &bench.UsageError{Msg: err.Error()}
+	}
+	if f.version {
+		return o, errVersion
 	}
 	if f.fs.NArg() > 0 {
 		return o, &bench.UsageError{Msg: fmt.Sprintf("unexpected argument %q (flags only; subcommand: sweep)", f.fs.Arg(0))}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -120,5 +121,16 @@ func TestHelpDefaults(t *testing.T) {
 	}
 	if o, err := newFlags(true).parse(nil); err != nil || o.Runs != bench.DefaultSweepRuns {
 		t.Fatalf("sweep's default runs: %d, %v", o.Runs, err)
+	}
+}
+
+// TestVersion: -version (and "version") prints the version and the Go
+// release on one line and exits 0, whatever else is on the command line.
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"-version"}, {"version"}, {"sweep", "-version"}, {"-version", "-pattern", "hot"}} {
+		code, out, errOut := wb(t, args...)
+		if code != 0 || errOut != "" || !strings.HasPrefix(out, "wbbench ") || !strings.HasSuffix(out, " "+runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH+"\n") {
+			t.Fatalf("%v: status %d, stdout %q, stderr %q", args, code, out, errOut)
+		}
 	}
 }

@@ -57,8 +57,12 @@ func main() {
 // are put back.
 func runMain(ctx context.Context) int {
 	defer bench.RestoreSysctls()
+	progName = os.Args[0]
 	return runContext(ctx, os.Args[1:], os.Stdout, os.Stderr)
 }
+
+// progName is the program's name in the command line a report records.
+var progName = "wbbench"
 
 // run is wbbench with args (without the program name), for tests.
 func run(args []string, stdout, stderr io.Writer) int {
@@ -84,7 +88,17 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		usage(stdout, newFlags(false))
 		return exitOK
 	}
+	if len(args) > 0 && args[0] == "version" {
+		fmt.Fprintln(stdout, bench.BuildVersion())
+		return exitOK
+	}
 	return benchMain(ctx, args, stdout, stderr)
+}
+
+// commandLine is the command line that ran wbbench with args (args
+// without the program name), for the report.
+func commandLine(args []string) []string {
+	return append([]string{progName}, args...)
 }
 
 func errorf(stderr io.Writer, format string, args ...any) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -151,11 +152,32 @@ func TestRingIceberNotBuilt(t *testing.T) {
 // jsonDoc is the -json schema, written out independently of the bench
 // types so a renamed field fails here.
 type jsonDoc struct {
+	SchemaVersion int `json:"schema_version"`
+	Provenance    struct {
+		Wbbench     string            `json:"wbbench"`
+		Go          string            `json:"go"`
+		Time        string            `json:"time"`
+		Kernel      string            `json:"kernel"`
+		CPUModel    string            `json:"cpu_model"`
+		CPUs        int               `json:"cpus"`
+		CommandLine []string          `json:"command_line"`
+		Sysctls     map[string]string `json:"sysctls"`
+	} `json:"provenance"`
 	Target struct {
 		Path             string `json:"path"`
 		Size             int64  `json:"size"`
 		LogicalBlockSize int    `json:"logical_block_size"`
 		Kind             string `json:"kind"`
+		Queue            *struct {
+			NrRequests        int    `json:"nr_requests"`
+			MaxSectorsKB      int    `json:"max_sectors_kb"`
+			MaxHwSectorsKB    int    `json:"max_hw_sectors_kb"`
+			LogicalBlockSize  int    `json:"logical_block_size"`
+			PhysicalBlockSize int    `json:"physical_block_size"`
+			Rotational        *bool  `json:"rotational"`
+			WriteCache        string `json:"write_cache"`
+		} `json:"queue"`
+		FileSystem string `json:"file_system"`
 	} `json:"target"`
 	Config struct {
 		PageSize   int    `json:"page_size"`
@@ -227,6 +249,40 @@ type jsonBatch struct {
 	Max  float64 `json:"max"`
 }
 
+// checkRounded fails if a number with a fraction or an exponent in the
+// JSON document has more than 4 significant digits.
+func checkRounded(t *testing.T, doc string) {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(doc))
+	dec.UseNumber()
+	n := 0
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		num, ok := tok.(json.Number)
+		if !ok || !strings.ContainsAny(string(num), ".eE") {
+			continue
+		}
+		n++
+		mant := strings.TrimLeft(strings.SplitN(strings.ToLower(string(num)), "e", 2)[0], "-")
+		digits := strings.TrimLeft(strings.ReplaceAll(mant, ".", ""), "0")
+		if strings.Contains(mant, ".") {
+			digits = strings.TrimRight(digits, "0")
+		}
+		if len(digits) > 4 {
+			t.Fatalf("%s has %d significant digits; numbers are rounded to 4", num, len(digits))
+		}
+	}
+	if n == 0 {
+		t.Fatal("no fractional number in the document")
+	}
+}
+
 // decodeOne decodes stdout as exactly one JSON document.
 func decodeOne(t *testing.T, stdout string) jsonDoc {
 	t.Helper()
@@ -248,9 +304,29 @@ func TestJSONSchema(t *testing.T) {
 		t.Fatalf("status %d: %s", code, errOut)
 	}
 	doc := decodeOne(t, out)
+	checkRounded(t, out)
 	wantKind := "file"
 	if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeDevice != 0 {
 		wantKind = "block"
+	}
+	// Provenance: what a storage engineer needs to trust or repeat it.
+	p := doc.Provenance
+	if doc.SchemaVersion != 2 || p.Wbbench == "" || p.Go != runtime.Version() || p.Kernel == "" || p.CPUs != runtime.NumCPU() ||
+		p.CPUModel == "" || p.Sysctls["vm.dirty_ratio"] == "" || p.Sysctls["vm.dirty_background_ratio"] == "" ||
+		!slices.Equal(p.CommandLine, []string{"wbbench", "-device", path, "-pattern", "runs", "-baseline", baselines, "-runs", "2", "-json", "-seed", "3"}) {
+		t.Fatalf("schema %d, provenance %+v", doc.SchemaVersion, p)
+	}
+	if _, err := time.Parse(time.RFC3339, p.Time); err != nil {
+		t.Fatalf("provenance time %q: %v", p.Time, err)
+	}
+	if q := doc.Target.Queue; wantKind == "block" && (q == nil || q.NrRequests <= 0 || q.MaxSectorsKB <= 0 || q.MaxHwSectorsKB < q.MaxSectorsKB ||
+		q.LogicalBlockSize < 512 || q.PhysicalBlockSize < q.LogicalBlockSize || q.Rotational == nil || q.WriteCache == "") {
+		t.Fatalf("block device queue limits %+v", q)
+	} else if wantKind == "file" && doc.Target.FileSystem == "" {
+		t.Fatalf("a file target without its file system: %+v", doc.Target)
+	}
+	if strings.Contains(out, `"faults_off"`) {
+		t.Fatal(`"faults_off" in a report of a run without -inject`)
 	}
 	if doc.Target.Path != path || doc.Target.Size != 32<<20 || doc.Target.LogicalBlockSize < 512 || doc.Target.Kind != wantKind {
 		t.Fatalf("target %+v", doc.Target)
@@ -426,6 +502,41 @@ func TestSweepPlot(t *testing.T) {
 	if err != nil || !bytes.Contains(b, []byte("<svg")) || !bytes.Contains(b, []byte("engine")) {
 		t.Fatalf("plot %s: %v, %d bytes", svg, err, len(b))
 	}
+	// -json: every point carries its own configuration.
+	code, out, errOut = wb(t, "sweep", "-device", path, "-qd", "1,4", "-max-io", "64KiB,128KiB", "-baseline", "pwrite", "-runs", "2", "-json")
+	if code != 0 {
+		t.Fatalf("sweep -json: status %d: %s", code, errOut)
+	}
+	checkRounded(t, out)
+	var sw struct {
+		SchemaVersion int `json:"schema_version"`
+		Provenance    struct {
+			CommandLine []string `json:"command_line"`
+		} `json:"provenance"`
+		Points []struct {
+			QueueDepth int `json:"queue_depth"`
+			MaxIOBytes int `json:"max_io_bytes"`
+			Config     struct {
+				QueueDepth int    `json:"queue_depth"`
+				MaxIOBytes int    `json:"max_io_bytes"`
+				RingSetup  string `json:"ring_setup"`
+				Backend    string `json:"backend"`
+			} `json:"config"`
+			Results []jsonResult `json:"results"`
+		} `json:"points"`
+	}
+	if err := json.Unmarshal([]byte(out), &sw); err != nil {
+		t.Fatal(err)
+	}
+	if sw.SchemaVersion != 2 || len(sw.Points) != 4 || len(sw.Provenance.CommandLine) < 2 || sw.Provenance.CommandLine[1] != "sweep" {
+		t.Fatalf("sweep: schema %d, %d points, command line %q", sw.SchemaVersion, len(sw.Points), sw.Provenance.CommandLine)
+	}
+	for _, p := range sw.Points {
+		if p.Config.QueueDepth != p.QueueDepth || p.Config.MaxIOBytes != p.MaxIOBytes || p.Config.Backend == "" ||
+			(p.Config.Backend == "native" && !strings.Contains(p.Config.RingSetup, fmt.Sprintf("sq=%d ", 4*p.QueueDepth))) {
+			t.Fatalf("point qd %d max-io %d: config %+v; want its own", p.QueueDepth, p.MaxIOBytes, p.Config)
+		}
+	}
 	code, out, errOut = wb(t, "sweep", "-device", path, "-qd", "8,4")
 	oneLine(t, code, out, errOut, "values must increase")
 }
@@ -565,6 +676,9 @@ func TestInject(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(out), &doc); err != nil || doc.Faults.EIO != 1 || doc.Faults.Requests == 0 {
 		t.Fatalf("faults %+v, %v; want one EIO", doc.Faults, err)
+	}
+	if !strings.Contains(out, `"faults_off": true`) {
+		t.Fatalf(`-inject: no "faults_off": true in engine_end:\n%s`, out)
 	}
 	code, out, errOut = wb(t, "-device", path, "-inject", "eio=lots")
 	oneLine(t, code, out, errOut, `"eio=lots"`)
