@@ -3,7 +3,11 @@ package bench
 import (
 	"context"
 	"fmt"
+	"image/color"
 	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -12,6 +16,10 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	_ "gonum.org/v1/plot/vg/vgimg" // PNG
+	_ "gonum.org/v1/plot/vg/vgpdf" // PDF
+	_ "gonum.org/v1/plot/vg/vgsvg" // SVG
 )
 
 // SweepPoint is every system's numbers at one queue depth and I/O size,
@@ -178,64 +186,187 @@ func (r *SweepReport) WriteText(w io.Writer) error {
 	return err
 }
 
-// Plot draws throughput against queue depth (log scale), one line per
-// system (per system and I/O size when the sweep has several), into
-// path; the format follows its extension (.svg, .png, .pdf).
-func (r *SweepReport) Plot(path string) error {
-	p := plot.New()
-	p.Title.Text = fmt.Sprintf("%s pattern, %s pages, on %s", r.Pattern, humanize.IBytes(uint64(r.Config.PageSize)), r.Target.Path)
-	p.X.Label.Text = "queue depth"
-	p.Y.Label.Text = "throughput (GB/s)"
-	p.X.Scale = plot.LogScale{}
-	p.Legend.Top = true
+// systemColors gives each system its own color (the Okabe–Ito palette,
+// which colour-blind readers can tell apart), the same in every plot.
+var systemColors = map[string]color.RGBA{
+	"engine": {0x00, 0x72, 0xB2, 0xFF}, // blue
+	"kernel": {0xD5, 0x5E, 0x00, 0xFF}, // vermillion
+	"pwrite": {0x00, 0x9E, 0x73, 0xFF}, // bluish green
+	"fio":    {0xCC, 0x79, 0xA7, 0xFF}, // reddish purple
+}
 
+// plotSeries is one line of the sweep plot: one system at one I/O size,
+// its steady medians and min–max at each queue depth.
+type plotSeries struct {
+	System string
+	MaxIO  int
+	Label  string
+	Color  color.RGBA  // the system's
+	Dashes []vg.Length // the I/O size's
+	Glyph  draw.GlyphDrawer
+	QD     []float64
+	Median []float64 // GB/s
+	Lo, Hi []float64
+}
+
+// series lays the sweep out as plot series: a color per system, a line
+// style (dashes and glyph) per I/O size, so no two series look alike.
+func (r *SweepReport) series() []plotSeries {
 	var maxIOs []int
-	var qds []int
 	for _, pt := range r.Points {
 		if !containsInt(maxIOs, pt.MaxIOBytes) {
 			maxIOs = append(maxIOs, pt.MaxIOBytes)
 		}
-		if !containsInt(qds, pt.QueueDepth) {
-			qds = append(qds, pt.QueueDepth)
-		}
 	}
-	var ticks []plot.Tick
-	for _, q := range qds {
-		ticks = append(ticks, plot.Tick{Value: float64(q), Label: strconv.Itoa(q)})
-	}
-	p.X.Tick.Marker = plot.ConstantTicks(ticks)
-	var lines []any
+	var out []plotSeries
 	for _, name := range r.systemsOf() {
-		for _, m := range maxIOs {
-			var xys plotter.XYs
+		for k, m := range maxIOs {
+			s := plotSeries{System: name, MaxIO: m, Label: name, Color: systemColors[name], Dashes: plotutil.Dashes(k), Glyph: plotutil.Shape(k)}
+			if len(maxIOs) > 1 {
+				s.Label += ", max-io " + humanize.IBytes(uint64(m))
+			}
 			for _, pt := range r.Points {
 				if pt.MaxIOBytes != m {
 					continue
 				}
 				if res := findResult(pt.Results, name); res != nil && res.BytesPerSec > 0 {
-					xys = append(xys, plotter.XY{X: float64(pt.QueueDepth), Y: res.BytesPerSec / 1e9})
+					lo, hi := res.Spread()
+					s.QD = append(s.QD, float64(pt.QueueDepth))
+					s.Median = append(s.Median, res.BytesPerSec/1e9)
+					s.Lo, s.Hi = append(s.Lo, lo/1e9), append(s.Hi, hi/1e9)
 				}
 			}
-			if len(xys) == 0 {
-				continue
+			if len(s.QD) > 0 {
+				out = append(out, s)
 			}
-			label := name
-			if len(maxIOs) > 1 {
-				label += " " + humanize.IBytes(uint64(m))
-			}
-			lines = append(lines, label, xys)
 		}
 	}
-	if len(lines) == 0 {
-		return fmt.Errorf("bench: plot: no results to draw")
+	return out
+}
+
+// Plot draws throughput against queue depth (log scale): for each
+// system at each I/O size the steady median as a line, with the min–max
+// of the steady runs as a shaded band; a color per system, a line style
+// per I/O size, the legend to the right of the data. It writes path
+// (.svg, .png or .pdf) and a PNG beside an SVG or PDF (an SVG beside a
+// PNG), and returns the files written.
+func (r *SweepReport) Plot(path string) ([]string, error) {
+	series := r.series()
+	if len(series) == 0 {
+		return nil, fmt.Errorf("bench: plot: no results to draw")
 	}
-	if err := plotutil.AddLinePoints(p, lines...); err != nil {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("wbbench sweep: %s pattern, %s pages, %s", r.Pattern, humanize.IBytes(uint64(r.Config.PageSize)), r.Target.Path)
+	p.X.Label.Text = "queue depth"
+	p.Y.Label.Text = "throughput, GB/s (line: median; band: min–max)"
+	p.X.Scale = plot.LogScale{}
+	var qds []int
+	hi := 0.0
+	for _, s := range series {
+		for i, q := range s.QD {
+			if !containsInt(qds, int(q)) {
+				qds = append(qds, int(q))
+			}
+			hi = max(hi, s.Hi[i], s.Median[i])
+		}
+	}
+	slices.Sort(qds)
+	var ticks []plot.Tick
+	for _, q := range qds {
+		ticks = append(ticks, plot.Tick{Value: float64(q), Label: strconv.Itoa(q)})
+	}
+	p.X.Tick.Marker = plot.ConstantTicks(ticks)
+	// Room around the first and last queue depth, so neither the points
+	// nor the tick labels sit on the edge.
+	p.X.Min, p.X.Max = float64(qds[0])/1.3, float64(qds[len(qds)-1])*1.3
+	p.Y.Min, p.Y.Max = 0, hi*1.08
+
+	legend := plot.NewLegend()
+	legend.Top, legend.Left = true, true
+	for _, s := range series {
+		if len(s.QD) > 1 && !slices.Equal(s.Lo, s.Hi) {
+			band := plotter.XYs{}
+			for i := range s.QD {
+				band = append(band, plotter.XY{X: s.QD[i], Y: s.Lo[i]})
+			}
+			for i := len(s.QD) - 1; i >= 0; i-- {
+				band = append(band, plotter.XY{X: s.QD[i], Y: s.Hi[i]})
+			}
+			poly, err := plotter.NewPolygon(band)
+			if err != nil {
+				return nil, fmt.Errorf("bench: plot: %w", err)
+			}
+			// Translucent (color.RGBA is alpha-premultiplied: NRGBA).
+			poly.Color = color.NRGBA{R: s.Color.R, G: s.Color.G, B: s.Color.B, A: 0x30}
+			poly.LineStyle.Width = 0
+			p.Add(poly)
+		}
+		xys := make(plotter.XYs, len(s.QD))
+		for i := range s.QD {
+			xys[i] = plotter.XY{X: s.QD[i], Y: s.Median[i]}
+		}
+		line, points, err := plotter.NewLinePoints(xys)
+		if err != nil {
+			return nil, fmt.Errorf("bench: plot: %w", err)
+		}
+		line.Color, line.Dashes, line.Width = s.Color, s.Dashes, vg.Points(1.5)
+		points.Color, points.Shape = s.Color, s.Glyph
+		p.Add(line, points)
+		legend.Add(s.Label, line, points)
+	}
+	files := []string{path}
+	switch ext := strings.ToLower(filepath.Ext(path)); ext {
+	case ".svg", ".pdf":
+		files = append(files, strings.TrimSuffix(path, filepath.Ext(path))+".png")
+	case ".png":
+		files = append(files, strings.TrimSuffix(path, filepath.Ext(path))+".svg")
+	default:
+		return nil, fmt.Errorf("bench: plot %s: want a file ending in .svg, .png or .pdf", path)
+	}
+	var names []string
+	for _, s := range series {
+		names = append(names, s.Label)
+	}
+	for _, f := range files {
+		if err := savePlot(p, &legend, names, f); err != nil {
+			return nil, err
+		}
+	}
+	return files, nil
+}
+
+// savePlot draws p with its legend in a column to the right of it
+// (outside the data) into file, in the format its extension names.
+func savePlot(p *plot.Plot, legend *plot.Legend, names []string, file string) error {
+	const w, h = 11 * vg.Inch, 5.5 * vg.Inch
+	format := strings.TrimPrefix(strings.ToLower(filepath.Ext(file)), ".")
+	c, err := draw.NewFormattedCanvas(w, h, format)
+	if err != nil {
+		return fmt.Errorf("bench: plot %s: %w", file, err)
+	}
+	dc := draw.New(c)
+	// The legend's column: as wide as its longest entry.
+	lw := vg.Length(0)
+	for _, name := range names {
+		lw = max(lw, legend.TextStyle.Width(name))
+	}
+	lw += legend.ThumbnailWidth + 3*legend.TextStyle.Width(" ") + vg.Points(12)
+	plotArea, legendArea := dc, dc
+	plotArea.Max.X -= lw
+	legendArea.Min.X = plotArea.Max.X + vg.Points(12)
+	legendArea.Max.Y -= vg.Points(28) // level with the data, below the title
+	p.Draw(plotArea)
+	legend.Draw(legendArea)
+	f, err := os.Create(file)
+	if err != nil {
 		return fmt.Errorf("bench: plot: %w", err)
 	}
-	p.Y.Min = 0
-	p.Y.Max *= 1.3 // room for the legend above the lines
-	if err := p.Save(9*vg.Inch, 5*vg.Inch, path); err != nil {
-		return fmt.Errorf("bench: plot %s: %w", path, err)
+	if _, err := c.WriteTo(f); err != nil {
+		f.Close()
+		return fmt.Errorf("bench: plot %s: %w", file, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("bench: plot: %w", err)
 	}
 	return nil
 }

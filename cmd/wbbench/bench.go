@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -90,9 +91,11 @@ func sweepMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		errorf(stderr, "%v", err)
 		return exitUsage
 	}
-	if f.plot != "" && !strings.HasSuffix(f.plot, ".svg") && !strings.HasSuffix(f.plot, ".png") && !strings.HasSuffix(f.plot, ".pdf") {
-		errorf(stderr, "-plot %s: want a file ending in .svg, .png or .pdf", f.plot)
-		return exitUsage
+	if f.plot != "" {
+		if err := checkPlotPath(f.plot); err != nil {
+			errorf(stderr, "%v", err)
+			return exitUsage
+		}
 	}
 	o.QueueDepth = qds[0]
 	if len(maxIOs) > 0 {
@@ -125,12 +128,13 @@ func sweepMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitFailed
 	}
 	if f.plot != "" {
-		if err := rep.Plot(f.plot); err != nil {
+		files, err := rep.Plot(f.plot)
+		if err != nil {
 			errorf(stderr, "%v", err)
 			return exitFailed
 		}
 		if !f.json {
-			fmt.Fprintf(stdout, "\nplot: %s\n", f.plot)
+			fmt.Fprintf(stdout, "\nplot: %s\n", strings.Join(files, ", "))
 		}
 	}
 	if closeErr != nil {
@@ -142,6 +146,34 @@ func sweepMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitFailed
 	}
 	return exitOK
+}
+
+// checkPlotPath checks, before the sweep runs, that -plot can be
+// written: a known extension, and a directory that exists and takes a
+// new file (the PNG beside it too).
+func checkPlotPath(path string) error {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".svg", ".png", ".pdf":
+	default:
+		return usage2("-plot %s: want a file ending in .svg, .png or .pdf (an SVG or PDF gets a PNG beside it)", path)
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return usage2("-plot %s: the directory %s does not exist; create it (mkdir -p %s) or plot elsewhere", path, dir, dir)
+	case err != nil:
+		return usage2("-plot %s: %v", path, err)
+	case !fi.IsDir():
+		return usage2("-plot %s: %s is not a directory", path, dir)
+	}
+	tmp, err := os.CreateTemp(dir, ".wbbench-plot-*")
+	if err != nil {
+		return usage2("-plot %s: cannot write in %s: %v", path, dir, err)
+	}
+	tmp.Close()
+	os.Remove(tmp.Name())
+	return nil
 }
 
 // sweepLists parses sweep's -qd and -max-io lists.

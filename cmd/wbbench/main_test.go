@@ -502,6 +502,10 @@ func TestSweepPlot(t *testing.T) {
 	if err != nil || !bytes.Contains(b, []byte("<svg")) || !bytes.Contains(b, []byte("engine")) {
 		t.Fatalf("plot %s: %v, %d bytes", svg, err, len(b))
 	}
+	png := strings.TrimSuffix(svg, ".svg") + ".png"
+	if b, err := os.ReadFile(png); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) || !strings.Contains(out, "plot: "+svg+", "+png+"\n") {
+		t.Fatalf("no PNG beside the SVG (%v), or the output does not name both:\n%s", err, out)
+	}
 	// -json: every point carries its own configuration.
 	code, out, errOut = wb(t, "sweep", "-device", path, "-qd", "1,4", "-max-io", "64KiB,128KiB", "-baseline", "pwrite", "-runs", "2", "-json")
 	if code != 0 {
