@@ -170,6 +170,7 @@ type Bench struct {
 	cycle  uint64 // dirty cycles so far (stamped into pages)
 
 	journal *verify.Journal
+	zeroed  string // -verify: how the range was zeroed before the run
 	hot     *hotState
 	// dirtied: the engine's cache got every page of the layout (version
 	// 1) at least once, so a Sync that returns nil makes "synced 1" true.
@@ -307,6 +308,21 @@ func (b *Bench) open() error {
 	if o.Pattern == Hot {
 		b.hot = newHotState(b.n, o.Writers)
 	}
+	if o.Verify {
+		// What an earlier run (or anything else) left in the range would
+		// make check report pages this run never wrote: zero it first.
+		if b.target.Made != "" {
+			b.zeroed = "made for this run: all zero"
+		} else {
+			b.status("zeroing the range for -verify")
+			how, err := zeroRange(b.target.Path, b.target.Kind == ring.KindBlock, b.target.Size)
+			if err != nil {
+				return err
+			}
+			b.zeroed = fmt.Sprintf("zeroed bytes [0, %d) first: %s", b.target.Size, how)
+			o.Logf("-verify: %s", b.zeroed)
+		}
+	}
 	if o.Journal != "" {
 		b.journal, err = verify.CreateJournal(o.Journal, verify.JournalHeader{
 			Pattern: string(o.Pattern), Seed: o.Seed, Nonce: b.nonce, Pages: b.n, PageSize: ps,
@@ -401,8 +417,12 @@ func pageTemplate(ps int) []byte {
 	return t
 }
 
-// fillMagic opens every page the benchmark writes outside -verify.
-const fillMagic = "WBBENCH0"
+// fillMagic opens every page the benchmark writes outside -verify, and
+// fioMagic every 8 bytes of what fio writes (--buffer_pattern).
+const (
+	fillMagic = "WBBENCH0"
+	fioMagic  = "WBENCH00"
+)
 
 // fill writes the contents of page index into dst: the template, with
 // the magic, the index and stamp (the dirty cycle, or the hot version)

@@ -213,6 +213,9 @@ type ConfigInfo struct {
 	SyncEverySeconds  float64  `json:"sync_every_seconds,omitempty"`
 	Inject            string   `json:"inject,omitempty"`
 	Verify            bool     `json:"verify"`
+	// Zeroed, with -verify: how the target's range was zeroed before the
+	// run (so check can tell this run's pages from what was there).
+	Zeroed string `json:"zeroed,omitempty"`
 	// HoldKernelWriteback: vm.dirty_* were raised for the run (HeldSysctls
 	// their values then; the report's sysctls are those before).
 	HoldKernelWriteback bool              `json:"hold_kernel_writeback"`
@@ -327,7 +330,7 @@ func (b *Bench) header(es *engineSys) (TargetInfo, ConfigInfo, Report) {
 		ci.Baselines = []string{}
 	}
 	if o.Verify {
-		ci.Nonce = b.nonce
+		ci.Nonce, ci.Zeroed = b.nonce, b.zeroed
 	}
 	if b.hold != nil {
 		ci.HoldKernelWriteback, ci.HeldSysctls = true, b.hold.held
@@ -458,6 +461,9 @@ func writeHeader(b *strings.Builder, t *TargetInfo, c *ConfigInfo, swept, patter
 		fmt.Fprintf(b, ", verify format (nonce %d)", c.Nonce)
 	}
 	b.WriteString("\n")
+	if c.Zeroed != "" {
+		fmt.Fprintf(b, "verify   %s\n", c.Zeroed)
+	}
 	if pattern == string(Hot) {
 		fmt.Fprintf(b, "pattern  hot over %s pages (%s): %d writers, a sync every %v, %v per run\n",
 			humanize.Comma(int64(pages)), humanize.IBytes(uint64(bytes)), c.Writers,
