@@ -33,12 +33,12 @@ type checkDoc struct {
 		Pages     uint64 `json:"pages"`
 		PageSize  int    `json:"page_size"`
 	} `json:"run"`
-	Synced   bool     `json:"synced"`
-	Last     uint64   `json:"last_synced"`
-	Pages    uint64   `json:"pages_checked"`
-	Required uint64   `json:"required"`
-	Valid    uint64   `json:"valid"`
-	Zero     uint64   `json:"zero"`
+	Synced      bool              `json:"synced"`
+	Last        uint64            `json:"last_synced"`
+	Pages       uint64            `json:"pages_checked"`
+	Required    uint64            `json:"required"`
+	Valid       uint64            `json:"valid"`
+	Zero        uint64            `json:"zero"`
 	Bad         uint64            `json:"bad"`
 	BadThisRun  uint64            `json:"bad_this_run"`
 	BadOther    uint64            `json:"bad_other"`
@@ -48,7 +48,7 @@ type checkDoc struct {
 	ForeignList []checkFailure    `json:"foreign_pages"`
 	Problems    []string          `json:"problems"`
 	Failures    []checkFailure    `json:"failures"`
-	Seconds float64 `json:"seconds"`
+	Seconds     float64           `json:"seconds"`
 }
 
 type checkFailure struct {
