@@ -19,8 +19,9 @@ import (
 // one of its partitions), used as swap, claimed by another block device
 // (device mapper, RAID: /sys/.../holders), or held open exclusively
 // (an O_EXCL open fails with EBUSY); a regular file that backs a loop
-// device; and any target whose first or last MiB carries a file-system,
-// volume or partition-table signature.
+// device, or holds data wbbench did not write (ownfile_linux.go); and
+// any target whose first or last MiB carries a file-system, volume or
+// partition-table signature.
 
 // procRoot and sysRoot are where proc and sysfs are mounted; tests may
 // point them elsewhere.
@@ -80,6 +81,9 @@ func CheckTarget(path string, size int64) error {
 		return fmt.Errorf("bench: check %s: %w", path, err)
 	} else if sig != "" {
 		return refuse("it carries %s", sig)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG {
+		return checkOwnFile(path, f, size)
 	}
 	return nil
 }

@@ -93,6 +93,9 @@ func PrepareTarget(o TargetOptions) (*Target, error) {
 			return nil, err
 		}
 	}
+	if t.Kind == ring.KindFile {
+		markOwn(o.Device) // from now on it holds wbbench's pages
+	}
 	return t, nil
 }
 
@@ -249,3 +252,5 @@ func preallocate(name string, size int64) {
 		}
 	}
 }
+
+func fmtIBytes(n int64) string { return humanize.IBytes(uint64(n)) }

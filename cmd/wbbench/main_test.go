@@ -711,3 +711,58 @@ func tableOf(out string) []string {
 	}
 	return t
 }
+
+// TestRefuseUserFile: a regular file that holds data wbbench did not
+// write is refused (named, with its size) and left as it was, unless
+// -force; a file whose data extents are all zero is taken, and so is a
+// file wbbench wrote before, by its mark or, where the mark is gone, by
+// its pages.
+func TestRefuseUserFile(t *testing.T) {
+	dir := t.TempDir()
+	user := filepath.Join(dir, "existing.dat")
+	data := make([]byte, 8<<20)
+	for i := range data {
+		data[i] = byte(i*131 + i>>12)
+	}
+	if err := os.WriteFile(user, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := wb(t, "-device", user, "-baseline", "none", "-runs", "1")
+	oneLine(t, code, out, errOut, "refusing to write to "+user+": it is a regular file of 8.0 MiB (8388608 bytes) holding data wbbench did not write (at byte 0")
+	if !strings.Contains(errOut, "pass -force") || !bytes.Equal(readAll(t, user), data) {
+		t.Fatalf("the refusal does not say how to override, or the file changed: %q", errOut)
+	}
+
+	// Zeros over every data extent, holes between: taken.
+	sparse := filepath.Join(dir, "sparse.dat")
+	f, err := os.Create(sparse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(8 << 20)
+	f.WriteAt(make([]byte, 1<<20), 2<<20)
+	f.Close()
+	if code, _, errOut := wb(t, "-device", sparse, "-baseline", "none", "-runs", "1"); code != 0 {
+		t.Fatalf("a file of zeros and holes: status %d: %s", code, errOut)
+	}
+	// wbbench wrote it: taken again, also without the mark.
+	if code, _, errOut := wb(t, "-device", sparse, "-pattern", "runs", "-baseline", "none", "-runs", "1"); code != 0 {
+		t.Fatalf("a file wbbench wrote: status %d: %s", code, errOut)
+	}
+	unix.Removexattr(sparse, "user.wbbench")
+	if code, _, errOut := wb(t, "-device", sparse, "-baseline", "none", "-runs", "1"); code != 0 {
+		t.Fatalf("a file of wbbench's pages without the mark: status %d: %s", code, errOut)
+	}
+	// Someone else's bytes among wbbench's pages, without the mark.
+	unix.Removexattr(sparse, "user.wbbench")
+	f, _ = os.OpenFile(sparse, os.O_WRONLY, 0)
+	f.WriteAt([]byte("my notes"), 5<<20)
+	f.Close()
+	code, out, errOut = wb(t, "-device", sparse, "-baseline", "none", "-runs", "1")
+	oneLine(t, code, out, errOut, fmt.Sprintf("holding data wbbench did not write (at byte %d", 5<<20))
+
+	// -force overwrites.
+	if code, _, errOut := wb(t, "-device", user, "-baseline", "none", "-runs", "1", "-force"); code != 0 || bytes.Equal(readAll(t, user), data) {
+		t.Fatalf("-force: status %d (%s), or the file was not written", code, errOut)
+	}
+}
