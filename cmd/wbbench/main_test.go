@@ -766,3 +766,54 @@ func TestRefuseUserFile(t *testing.T) {
 		t.Fatalf("-force: status %d (%s), or the file was not written", code, errOut)
 	}
 }
+
+// TestRefuseMounted: a loop device this test makes, formats and mounts
+// is refused as mounted — by its own path, and through a node of it
+// that cannot be opened (on a nodev mount: as a disk a container may
+// not open), which shows the mount check runs before any open. Nothing
+// is written to it. The mounts and the device go when the test ends.
+func TestRefuseMounted(t *testing.T) {
+	mkfs, err := exec.LookPath("mkfs.ext4")
+	if err != nil {
+		t.Skip("skipping: no mkfs.ext4 (apt-get install e2fsprogs)")
+	}
+	d := loopdev.ForTest(t, 32<<20, 0)
+	if out, err := exec.Command(mkfs, "-q", "-F", d.Path).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4 %s: %v: %s", d.Path, err, out)
+	}
+	mnt := t.TempDir()
+	if err := unix.Mount(d.Path, mnt, "ext4", 0, ""); err != nil {
+		t.Fatalf("mount %s: %v", d.Path, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, 0); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	})
+	before := readAll(t, d.Path)
+	code, out, errOut := wb(t, "-device", d.Path, "-baseline", "none", "-runs", "1")
+	oneLine(t, code, out, errOut, "refusing to write to "+d.Path+": "+d.Path+" is mounted on "+mnt)
+
+	nd := t.TempDir()
+	if err := unix.Mount("tmpfs", nd, "tmpfs", unix.MS_NODEV, "size=64k"); err != nil {
+		t.Fatalf("mount tmpfs nodev: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(nd, 0); err != nil {
+			t.Errorf("unmount %s: %v", nd, err)
+		}
+	})
+	var st unix.Stat_t
+	if err := unix.Stat(d.Path, &st); err != nil {
+		t.Fatal(err)
+	}
+	node := filepath.Join(nd, "disk")
+	if err := unix.Mknod(node, unix.S_IFBLK|0o600, int(st.Rdev)); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = wb(t, "-device", node, "-baseline", "none", "-runs", "1")
+	oneLine(t, code, out, errOut, "refusing to write to "+node+": "+d.Path+" is mounted on "+mnt)
+	if !bytes.Equal(readAll(t, d.Path), before) {
+		t.Fatal("the mounted device was written to")
+	}
+}
