@@ -171,7 +171,9 @@ type Bench struct {
 
 	journal *verify.Journal
 	zeroed  string // -verify: how the range was zeroed before the run
-	hot     *hotState
+	// warnings go into the report (a -max-io the block layer splits).
+	warnings []string
+	hot      *hotState
 	// dirtied: the engine's cache got every page of the layout (version
 	// 1) at least once, so a Sync that returns nil makes "synced 1" true.
 	dirtied bool
@@ -258,6 +260,11 @@ func (b *Bench) open() error {
 	}
 	b.nonce = binary.LittleEndian.Uint32(nonce[:])
 	b.tmpl = pageTemplate(ps)
+	if o.MaxIOBytes > 0 {
+		if err := b.CheckMaxIO(o.MaxIOBytes); err != nil {
+			return err
+		}
+	}
 	var err error
 	b.cache, err = pages.New(pages.Config{PageSize: ps, Capacity: int(capacity)})
 	if err != nil {
@@ -329,6 +336,47 @@ func (b *Bench) open() error {
 		})
 		if err != nil {
 			return usagef("-journal %s: %v", o.Journal, err)
+		}
+	}
+	return nil
+}
+
+// maxIOPages is the most pages one write of the engine carries (1024
+// iovecs of at least a page each).
+const maxIOPages = 1024
+
+// CheckMaxIO checks a -max-io value against the page size and the
+// target, before anything is written: a whole number of pages, at most
+// maxIOPages of them, and at most what the device takes in one request
+// (max_hw_sectors_kb). Above the device's max_sectors_kb (a soft limit
+// the block layer splits at) it is taken, with a warning in the report.
+func (b *Bench) CheckMaxIO(n int) error {
+	ps := b.opts.PageSize
+	size := humanize.IBytes(uint64(n))
+	switch {
+	case n < ps:
+		return usagef("-max-io %s: smaller than one page (%s); give at least -max-io %d", size, humanize.IBytes(uint64(ps)), ps)
+	case n%ps != 0:
+		return usagef("-max-io %s: not a whole number of %s pages; use -max-io %d or %d", size, humanize.IBytes(uint64(ps)), n-n%ps, n-n%ps+ps)
+	case n > maxIOPages*ps:
+		return usagef("-max-io %s: more than %d pages of %s (%s), the most one write carries; use at most -max-io %s",
+			size, maxIOPages, humanize.IBytes(uint64(ps)), humanize.IBytes(uint64(maxIOPages*ps)), humanize.IBytes(uint64(maxIOPages*ps)))
+	}
+	q := readQueueLimits(b.target.Dev)
+	if q == nil {
+		return nil
+	}
+	if hw := q.MaxHwSectorsKB; hw > 0 && n > hw<<10 {
+		most := (hw << 10) / ps * ps
+		return usagef("-max-io %s: above what %s takes in one request (max_hw_sectors_kb %d = %s); use at most -max-io %s",
+			size, b.target.Path, hw, humanize.IBytes(uint64(hw<<10)), humanize.IBytes(uint64(most)))
+	}
+	if soft := q.MaxSectorsKB; soft > 0 && n > soft<<10 {
+		w := fmt.Sprintf("-max-io %s is above %s's max_sectors_kb %d (%s): the block layer splits every larger write into requests of at most %s (raise /sys/block/%s/queue/max_sectors_kb, up to max_hw_sectors_kb %d, to avoid it)",
+			size, b.target.Path, soft, humanize.IBytes(uint64(soft<<10)), humanize.IBytes(uint64(soft<<10)), b.target.Dev, q.MaxHwSectorsKB)
+		if !slices.Contains(b.warnings, w) {
+			b.warnings = append(b.warnings, w)
+			b.opts.Logf("%s", w)
 		}
 	}
 	return nil

@@ -335,7 +335,8 @@ func (b *Bench) header(es *engineSys) (TargetInfo, ConfigInfo, Report) {
 	if b.hold != nil {
 		ci.HoldKernelWriteback, ci.HeldSysctls = true, b.hold.held
 	}
-	r := Report{SchemaVersion: SchemaVersion, Provenance: b.provenance(), Target: ti, Config: ci, Pattern: string(o.Pattern), Skipped: b.skipped}
+	r := Report{SchemaVersion: SchemaVersion, Provenance: b.provenance(), Target: ti, Config: ci, Pattern: string(o.Pattern), Skipped: b.skipped,
+		Warnings: slices.Clone(b.warnings)}
 	if o.Pattern == Hot {
 		ci.DurationSeconds = o.Duration.Seconds()
 		ci.Writers = o.Writers

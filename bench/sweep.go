@@ -61,6 +61,13 @@ func (b *Bench) Sweep(ctx context.Context, qds, maxIOs []int) (*SweepReport, err
 	if len(maxIOs) == 0 {
 		maxIOs = []int{0}
 	}
+	for _, m := range maxIOs {
+		if m > 0 {
+			if err := b.CheckMaxIO(m); err != nil {
+				return nil, err
+			}
+		}
+	}
 	var rep *SweepReport
 	for _, m := range maxIOs {
 		for _, q := range qds {
@@ -78,7 +85,7 @@ func (b *Bench) Sweep(ctx context.Context, qds, maxIOs []int) (*SweepReport, err
 			es := b.eng
 			_, _, r := b.header(es)
 			if rep == nil {
-				rep = &SweepReport{SchemaVersion: SchemaVersion, Provenance: r.Provenance, Target: r.Target, Config: r.Config, Pattern: r.Pattern,
+				rep = &SweepReport{SchemaVersion: SchemaVersion, Provenance: r.Provenance, Target: r.Target, Config: r.Config, Pattern: r.Pattern, Warnings: r.Warnings,
 					PatternPages: r.PatternPages, PatternBytes: r.PatternBytes, Extents: r.Extents, Skipped: r.Skipped}
 			}
 			b.setRunLabel(fmt.Sprintf("qd %d, max-io %s · ", es.cfg.QueueDepth, humanize.IBytes(uint64(es.cfg.MaxIOBytes))))

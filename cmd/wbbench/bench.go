@@ -192,11 +192,7 @@ func (f *cliFlags) sweepLists(ps int) (qds, maxIOs []int, err error) {
 		return qds, nil, nil
 	}
 	m, err := parseList("-max-io", f.maxIO, func(s string) (int64, error) {
-		n, err := parseSize("-max-io", s, uint64(ps))
-		if err == nil && n > 1<<30 {
-			err = usage2("-max-io %s: at most 1GiB", s)
-		}
-		return n, err
+		return parseMaxIO(s, int64(ps))
 	})
 	if err != nil {
 		return nil, nil, err

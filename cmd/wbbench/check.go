@@ -62,7 +62,7 @@ func checkMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			fs.PrintDefaults()
 			return exitOK
 		}
-		errorf(stderr, "check: %v", err)
+		errorf(stderr, "check: %v", flagError(fs, err))
 		return exitUsage
 	}
 	set := map[string]bool{}

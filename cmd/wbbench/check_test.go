@@ -293,7 +293,7 @@ func TestCheckBadInput(t *testing.T) {
 		{[]string{"-device", path, "-pattern", "seq", "-wait", "-1s"}, "-wait -1s: must not be negative"},
 		{[]string{"-device", path, "-pattern", "seq", "extra"}, `unexpected argument "extra"`},
 		{[]string{"-device", filepath.Join(t.TempDir(), "missing"), "-pattern", "seq"}, "no such file"},
-		{[]string{"-device", path, "-pattern", "seq", "-bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"-device", path, "-pattern", "seq", "-bogus"}, "unknown flag -bogus (wbbench check -h lists the flags)"},
 	} {
 		code, out, errOut := wb(t, append([]string{"check"}, tc.args...)...)
 		oneLine(t, code, out, errOut, tc.want)

@@ -51,11 +51,11 @@ func newFlags(sweep bool) *cliFlags {
 	fs.StringVar(&f.pageSize, "page-size", "4KiB", "page size: a power of two, a multiple of the device's logical block size")
 	if sweep {
 		fs.StringVar(&f.qd, "qd", "1,2,4,...,128", "queue depths to sweep: a comma list; \"...\" continues the progression (doubling here)")
-		fs.StringVar(&f.maxIO, "max-io", "", "maximum I/O sizes to sweep, a comma list (default: the engine's default)")
+		fs.StringVar(&f.maxIO, "max-io", "", "largest writes to sweep, a comma list of whole numbers of pages, e.g. 128KiB,1MiB (default: min(1 MiB, the device's max_sectors_kb))")
 		fs.StringVar(&f.plot, "plot", "", "draw throughput against queue depth into this SVG file")
 	} else {
-		fs.StringVar(&f.qd, "qd", "", "queue depth: writes in flight (default: the engine's, 32)")
-		fs.StringVar(&f.maxIO, "max-io", "", "largest write, e.g. 1MiB (default: the engine's: min(1 MiB, max_sectors_kb))")
+		fs.StringVar(&f.qd, "qd", "", "queue depth: writes in flight (default: the device's nr_requests, clamped to 32..128; 32 for a file)")
+		fs.StringVar(&f.maxIO, "max-io", "", "largest write, a whole number of pages, e.g. 256KiB (default: min(1 MiB, the device's max_sectors_kb); at most max_hw_sectors_kb and 1024 pages)")
 	}
 	fs.StringVar(&f.pattern, "pattern", "seq", "dirty pattern: seq, runs, single or hot")
 	fs.StringVar(&f.ring, "ring", "auto", "ring backend: auto, native, pwritev or iceber (iceber needs a build with -tags iceber)")
@@ -100,7 +100,7 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
 		}
-		return o, &bench.UsageError{Msg: err.Error()}
+		return o, flagError(f.fs, err)
 	}
 	if f.version {
 		return o, errVersion
@@ -113,11 +113,6 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 
 	var err error
 	o.Device = f.device
-	if f.size != "" {
-		if o.Size, err = parseSize("-size", f.size, 1); err != nil {
-			return o, err
-		}
-	}
 	ps, err := parseSize("-page-size", f.pageSize, 1)
 	if err != nil {
 		return o, err
@@ -126,6 +121,11 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 		return o, usage2("-page-size %s: too large", f.pageSize)
 	}
 	o.PageSize = int(ps)
+	if f.size != "" {
+		if o.Size, err = parseTargetSize(f.size, ps); err != nil {
+			return o, err
+		}
+	}
 	if !f.sweep {
 		if f.qd != "" {
 			if o.QueueDepth, err = parseInt("-qd", f.qd, 1, ring.MaxDepth); err != nil {
@@ -133,12 +133,9 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 			}
 		}
 		if f.maxIO != "" {
-			n, err := parseSize("-max-io", f.maxIO, 1)
+			n, err := parseMaxIO(f.maxIO, ps)
 			if err != nil {
 				return o, err
-			}
-			if n > math.MaxInt32 {
-				return o, usage2("-max-io %s: too large", f.maxIO)
 			}
 			o.MaxIOBytes = int(n)
 		}
@@ -196,7 +193,9 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 	if p != bench.Hot {
 		for _, name := range []string{"duration", "writers", "sync-every"} {
 			if set[name] {
-				return o, usage2("-%s: only for -pattern hot", name)
+				what := map[string]string{"duration": "runs for a duration", "writers": "has writer goroutines", "sync-every": "syncs at an interval"}[name]
+				return o, usage2("-%s %s: only -pattern hot %s; -pattern %s dirties a fixed set of pages and times one flush (add -pattern hot, or drop -%s)",
+					name, f.fs.Lookup(name).Value, what, p, name)
 			}
 		}
 	}
@@ -210,6 +209,89 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 		o.Inject = f.inject
 	}
 	return o, nil
+}
+
+// flagError turns an error of the flag package into one line that
+// names the flag and the value and points to -h.
+func flagError(fs *flag.FlagSet, err error) error {
+	help := fs.Name() + " -h lists the flags"
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		return usage2("unknown flag %s (%s)", name, help)
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
+		return usage2("%s needs a value (%s)", name, help)
+	}
+	// invalid value "x" for flag -runs: parse error
+	// invalid boolean value "x" for -json: parse error
+	var val, name string
+	if _, after, ok := strings.Cut(msg, "value "); ok {
+		if q, rest, ok := strings.Cut(after, " for "); ok {
+			val = q
+			name, _, _ = strings.Cut(strings.TrimPrefix(rest, "flag "), ":")
+		}
+	}
+	if fl := fs.Lookup(strings.TrimPrefix(name, "-")); fl != nil {
+		want := "not a valid value"
+		if g, ok := fl.Value.(flag.Getter); ok {
+			switch g.Get().(type) {
+			case int, int64, uint, uint64:
+				want = "not a whole number"
+			case time.Duration:
+				want = "not a duration (e.g. 500ms, 10s, 1m)"
+			case bool:
+				want = "not true or false (a bool flag takes -" + fl.Name + " or -" + fl.Name + "=false)"
+			}
+		}
+		return usage2("%s %s: %s (%s)", name, val, want, help)
+	}
+	return usage2("%s (%s)", msg, help)
+}
+
+// parseTargetSize parses -size: at least one page of ps bytes.
+func parseTargetSize(s string, ps int64) (int64, error) {
+	n, err := parseSize("-size", s, 0)
+	if err != nil {
+		return 0, err
+	}
+	if n < ps {
+		return 0, usage2("-size %s (%s): less than one page (%s); give at least -size %s, or omit -size for the whole device (1 GiB for a target wbbench makes)",
+			s, humanize.IBytes(uint64(n)), humanize.IBytes(uint64(ps)), compactBytes(ps))
+	}
+	return n, nil
+}
+
+// parseMaxIO parses a -max-io value: a whole number of pages of ps
+// bytes. What the device takes is checked once it is known.
+func parseMaxIO(s string, ps int64) (int64, error) {
+	n, err := parseSize("-max-io", s, 0)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case n < ps:
+		return 0, usage2("-max-io %s: smaller than one page (%s): a write carries whole pages; give at least -max-io %s (e.g. 256KiB, 1MiB)",
+			s, humanize.IBytes(uint64(ps)), compactBytes(ps))
+	case n%ps != 0:
+		lo, hi := n-n%ps, n-n%ps+ps
+		return 0, usage2("-max-io %s: not a whole number of %s pages; use -max-io %s or %s", s, humanize.IBytes(uint64(ps)), compactBytes(lo), compactBytes(hi))
+	case n > math.MaxInt32:
+		return 0, usage2("-max-io %s: too large (at most 1024 pages, %s)", s, compactBytes(1024*ps))
+	}
+	return n, nil
+}
+
+// compactBytes writes n as a flag value: 4KiB, 1MiB, or bytes.
+func compactBytes(n int64) string {
+	for _, u := range []struct {
+		s string
+		v int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.v && n%u.v == 0 {
+			return strconv.FormatInt(n/u.v, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 func usage2(format string, args ...any) error {

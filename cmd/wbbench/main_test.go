@@ -817,3 +817,59 @@ func TestRefuseMounted(t *testing.T) {
 		t.Fatal("the mounted device was written to")
 	}
 }
+
+// TestMaxIOAgainstDevice: -max-io is held to the target before anything
+// is written: above the device's max_hw_sectors_kb or 1024 pages it is
+// refused, naming the limit and what to use; above max_sectors_kb it is
+// taken with a warning (the block layer splits each write).
+func TestMaxIOAgainstDevice(t *testing.T) {
+	file := loopdev.ShmFile(t, 8<<20)
+	code, out, errOut := wb(t, "-device", file, "-max-io", "1GiB", "-baseline", "none")
+	oneLine(t, code, out, errOut, "-max-io 1.0 GiB: more than 1024 pages of 4.0 KiB (4.0 MiB), the most one write carries; use at most -max-io 4.0 MiB")
+	code, out, errOut = wb(t, "sweep", "-device", file, "-qd", "1", "-max-io", "64KiB,8MiB", "-baseline", "none")
+	oneLine(t, code, out, errOut, "-max-io 8.0 MiB: more than 1024 pages")
+	d := loopdev.ForTest(t, 16<<20, 0)
+	hw := readSysInt(t, "/sys/block/"+d.Name()+"/queue/max_hw_sectors_kb")
+	code, out, errOut = wb(t, "-device", d.Path, "-max-io", fmt.Sprintf("%dKiB", hw+4), "-baseline", "none")
+	oneLine(t, code, out, errOut, fmt.Sprintf("above what %s takes in one request (max_hw_sectors_kb %d", d.Path, hw))
+	if !bytes.Equal(readAll(t, d.Path), make([]byte, 8<<20)) {
+		t.Fatal("written to")
+	}
+	// A soft limit below the I/O size: taken, with a warning.
+	if err := os.WriteFile("/sys/block/"+d.Name()+"/queue/max_sectors_kb", []byte("128"), 0o644); err != nil {
+		t.Skipf("skipping the max_sectors_kb part: %v", err)
+	}
+	code, out, errOut = wb(t, "-device", d.Path, "-max-io", "256KiB", "-baseline", "none", "-runs", "1", "-json")
+	if code != 0 || !strings.Contains(errOut, "-max-io 256 KiB is above "+d.Path+"'s max_sectors_kb 128") {
+		t.Fatalf("status %d, stderr %q; want it run, with a warning", code, errOut)
+	}
+	var doc struct{ Warnings []string }
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || len(doc.Warnings) != 1 || !strings.Contains(doc.Warnings[0], "the block layer splits every larger write") {
+		t.Fatalf("warnings %q (%v)", doc.Warnings, err)
+	}
+}
+
+func readSysInt(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	fmt.Sscan(string(b), &n)
+	return n
+}
+
+// TestEmptyAndPlotDir: an empty target and a -plot into a directory
+// that is not there are refused at once, saying what to do.
+func TestEmptyAndPlotDir(t *testing.T) {
+	empty := filepath.Join(t.TempDir(), "empty.dat")
+	os.WriteFile(empty, nil, 0o644)
+	code, out, errOut := wb(t, "-device", empty)
+	oneLine(t, code, out, errOut, "-device "+empty+": the file is empty (0 bytes); give it a size first (truncate -s 1G "+empty+"), or omit -device")
+	missing := filepath.Join(t.TempDir(), "no", "such", "dir", "sweep.svg")
+	// Nothing on stdout: the sweep did not run (it prints its table
+	// before it plots).
+	code, out, errOut = wb(t, "sweep", "-size", "16MiB", "-qd", "1,2", "-plot", missing)
+	oneLine(t, code, out, errOut, "-plot "+missing+": the directory "+filepath.Dir(missing)+" does not exist; create it (mkdir -p ")
+}
