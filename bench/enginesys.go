@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -113,7 +115,14 @@ func (b *Bench) openEngine(qd, maxIO int) (*engineSys, error) {
 			return tr, nil
 		},
 	}
-	e, err := engine.Open(b.cache, cfg)
+	// The goroutines the engine starts (its ring's owner thread, its
+	// sync runner) carry the pprof label system=engine: a CPU profile of
+	// a run (-cpuprofile) tells the engine's work from the baselines'.
+	var e *engine.Engine
+	var err error
+	pprof.Do(context.Background(), pprof.Labels("system", "engine"), func(context.Context) {
+		e, err = engine.Open(b.cache, cfg)
+	})
 	if err != nil {
 		return nil, engineError(o, err)
 	}
@@ -193,8 +202,9 @@ func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
 	})
 	b.dirtied = true
 	dm.timed()
+	var err error
 	t1, cpu0 := time.Now(), cpuTimes()
-	err := es.sync(ctx)
+	trace.WithRegion(ctx, "engine Sync (timed)", func() { err = es.sync(ctx) })
 	t2, cpu1 := time.Now(), cpuTimes()
 	dm.end()
 	tm := es.timed.Take()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 
 	"github.com/wbengine/wbengine/internal/verify"
@@ -103,16 +105,23 @@ func (b *Bench) measure(ctx context.Context, es *engineSys) ([]Result, []string,
 			b.cycle++
 			var s Sample
 			var err error
-			if o.Pattern == Hot {
-				st := hotStates[name]
-				if name == "engine" {
-					st = b.hot
-				} else if st == nil {
-					st = newHotState(b.n, o.Writers)
-					hotStates[name] = st
+			// Each system's work carries the pprof label system=NAME (the
+			// engine's own goroutines carry it from openEngine), and is a
+			// task in an execution trace.
+			pprof.Do(ctx, pprof.Labels("system", name), func(ctx context.Context) {
+				ctx, task := trace.NewTask(ctx, fmt.Sprintf("%s run %d", name, run+1))
+				defer task.End()
+				if o.Pattern == Hot {
+					st := hotStates[name]
+					if name == "engine" {
+						st = b.hot
+					} else if st == nil {
+						st = newHotState(b.n, o.Writers)
+						hotStates[name] = st
+					}
+					s, err = b.hotCycle(ctx, b.hotSystem(name, es), st, b.journalFor(name))
+					return
 				}
-				s, err = b.hotCycle(ctx, b.hotSystem(name, es), st, b.journalFor(name))
-			} else {
 				switch name {
 				case "engine":
 					s, err = es.flushCycle(ctx)
@@ -123,7 +132,7 @@ func (b *Bench) measure(ctx context.Context, es *engineSys) ([]Result, []string,
 				case "fio":
 					s, err = b.fioCycle(ctx, qd, maxIO)
 				}
-			}
+			})
 			if ctx.Err() != nil {
 				return nil, nil, ctxErr(ctx)
 			}

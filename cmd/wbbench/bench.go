@@ -36,15 +36,28 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitUsage
 	}
 	o.CommandLine = commandLine(args)
+	prof, err := openProfiles(f.cpuProfile, f.trace)
+	if err != nil {
+		errorf(stderr, "%v", err)
+		return exitUsage
+	}
+	defer prof.close()
 	u := newUI(stdout, stderr, f.json)
 	o.Logf = u.notice
 	o.Monitor = u.mon
 	b, err := bench.Open(o)
 	if err != nil {
+		prof.remove()
 		return u.openFailed(err)
 	}
 	u.startProgress()
-	rep, err := b.Run(ctx)
+	var rep *bench.Report
+	if err = prof.start(); err == nil {
+		rep, err = b.Run(ctx)
+		if perr := prof.stop(); err == nil && perr != nil {
+			err = perr
+		}
+	}
 	u.stopProgress()
 	tgt := *b.Target()
 	closeErr := b.Close()
@@ -97,6 +110,12 @@ func sweepMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return exitUsage
 		}
 	}
+	prof, err := openProfiles(f.cpuProfile, f.trace)
+	if err != nil {
+		errorf(stderr, "%v", err)
+		return exitUsage
+	}
+	defer prof.close()
 	o.QueueDepth = qds[0]
 	if len(maxIOs) > 0 {
 		o.MaxIOBytes = maxIOs[0]
@@ -106,10 +125,17 @@ func sweepMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	o.Monitor = u.mon
 	b, err := bench.Open(o)
 	if err != nil {
+		prof.remove()
 		return u.openFailed(err)
 	}
 	u.startProgress()
-	rep, err := b.Sweep(ctx, qds, maxIOs)
+	var rep *bench.SweepReport
+	if err = prof.start(); err == nil {
+		rep, err = b.Sweep(ctx, qds, maxIOs)
+		if perr := prof.stop(); err == nil && perr != nil {
+			err = perr
+		}
+	}
 	u.stopProgress()
 	tgt := *b.Target()
 	closeErr := b.Close()

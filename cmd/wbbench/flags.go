@@ -26,6 +26,7 @@ type cliFlags struct {
 	device, size, pageSize, qd, maxIO string
 	pattern, ring, baseline, inject   string
 	journal, plot                     string
+	cpuProfile, trace                 string
 	runs, writers                     int
 	duration, syncEvery               time.Duration
 	seed                              uint64
@@ -69,6 +70,8 @@ func newFlags(sweep bool) *cliFlags {
 	fs.IntVar(&f.writers, "writers", 4, "hot: writer goroutines")
 	fs.DurationVar(&f.syncEvery, "sync-every", 500*time.Millisecond, "hot: time between syncs")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the dirty pattern")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile (runtime/pprof) of the measured runs to this file; samples carry the label system=engine, kernel, pwrite or fio (go tool pprof -tagfocus=system=engine FILE)")
+	fs.StringVar(&f.trace, "trace", "", "write an execution trace (runtime/trace) of the measured runs to this file: each system's run a task, the engine's timed Sync a region (go tool trace FILE)")
 	fs.BoolVar(&f.version, "version", false, "print wbbench's version (module, VCS revision and time where the build recorded them, Go) and exit")
 	fs.BoolVar(&f.json, "json", false, "print one JSON document on stdout and nothing else")
 	fs.BoolVar(&f.hold, "hold-kernel-writeback", false, "raise vm.dirty_background_ratio to 80 and vm.dirty_ratio to 90 for the run (root), so the kernel baseline writes its pages back inside its timed fdatasync and not while they are dirtied; the old values are put back at exit, also on SIGINT and SIGTERM")

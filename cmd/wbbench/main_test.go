@@ -873,3 +873,36 @@ func TestEmptyAndPlotDir(t *testing.T) {
 	code, out, errOut = wb(t, "sweep", "-size", "16MiB", "-qd", "1,2", "-plot", missing)
 	oneLine(t, code, out, errOut, "-plot "+missing+": the directory "+filepath.Dir(missing)+" does not exist; create it (mkdir -p ")
 }
+
+// TestProfileAndTrace: -cpuprofile writes a CPU profile of the measured
+// runs that go tool pprof reads, its samples labelled with the system;
+// -trace writes an execution trace. A file that cannot be made is a
+// usage error before anything runs.
+func TestProfileAndTrace(t *testing.T) {
+	dir := t.TempDir()
+	prof, tr := filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "trace.out")
+	path := loopdev.ShmFile(t, 16<<20)
+	code, _, errOut := wb(t, "-device", path, "-pattern", "hot", "-duration", "300ms", "-sync-every", "50ms", "-writers", "2",
+		"-runs", "1", "-baseline", "none", "-cpuprofile", prof, "-trace", tr)
+	if code != 0 {
+		t.Fatalf("status %d: %s", code, errOut)
+	}
+	b, err := os.ReadFile(prof)
+	if err != nil || len(b) < 100 || !bytes.HasPrefix(b, []byte{0x1f, 0x8b}) {
+		t.Fatalf("CPU profile: %v, %d bytes; want a gzipped profile", err, len(b))
+	}
+	if gobin, err := exec.LookPath("go"); err != nil {
+		t.Logf("no go command: checked only that the profile is gzip (%v)", err)
+	} else {
+		out, err := exec.Command(gobin, "tool", "pprof", "-raw", prof).CombinedOutput()
+		if err != nil || !bytes.Contains(out, []byte("PeriodType: cpu nanoseconds")) || !bytes.Contains(out, []byte("system:[engine]")) {
+			t.Fatalf("go tool pprof -raw %s: %v; want a CPU profile with samples labelled system:[engine]:\n%.2000s", prof, err, out)
+		}
+	}
+	b, err = os.ReadFile(tr)
+	if err != nil || len(b) < 1000 || !bytes.HasPrefix(b, []byte("go 1.")) {
+		t.Fatalf("trace: %v, %d bytes, starts %q; want a Go execution trace", err, len(b), b[:min(len(b), 16)])
+	}
+	code, out, errOut := wb(t, "-device", path, "-cpuprofile", filepath.Join(dir, "no", "cpu.prof"))
+	oneLine(t, code, out, errOut, "-cpuprofile "+filepath.Join(dir, "no", "cpu.prof")+": open ")
+}
