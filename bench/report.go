@@ -530,7 +530,7 @@ func detail(r *Result, hot bool) []string {
 	}
 	lines := []string{first}
 	if l := r.Latency; l != nil {
-		lines = append(lines, fmtLatency("completion latency", humanize.Comma(l.N)+" writes", l))
+		lines = append(lines, fmtLatency("submit→complete latency", humanize.Comma(l.N)+" writes", l))
 	}
 	if hot {
 		if l := r.SyncLatency; l != nil {
@@ -546,6 +546,9 @@ func detail(r *Result, hot bool) []string {
 	}
 	if s := fmtBatches(r.SubmitBatch, r.CompleteBatch); s != "" {
 		lines = append(lines, s)
+	}
+	if r.Command != "" {
+		lines = append(lines, "command: "+r.Command)
 	}
 	if d := r.Device; d != nil {
 		lines = append(lines, fmt.Sprintf("block layer: %s in %s writes (%.2f ms each), %.0f%% of the bytes inside the timed part",
@@ -576,8 +579,10 @@ func fmtBatches(sub, comp *Batch) string {
 			slices.SortFunc(keys, func(x, y string) int { return fioBucketOrder(x) - fioBucketOrder(y) })
 			var parts []string
 			for _, k := range keys {
-				if v := b.FioPercent[k]; v > 0 {
+				if v := b.FioPercent[k]; v >= 0.5 {
 					parts = append(parts, fmt.Sprintf("≤%s: %.0f%%", k, v))
+				} else if v > 0 {
+					parts = append(parts, fmt.Sprintf("≤%s: <1%%", k))
 				}
 			}
 			return fmt.Sprintf("%s %s", what, strings.ReplaceAll(strings.Join(parts, ", "), "≤>=", "≥"))
