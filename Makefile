@@ -44,7 +44,7 @@ ramdev-clean: ## detach and delete the loop devices `make ramdev` made (and only
 	  rm -f "$$f"; done
 
 stress: ## long randomized stress runs
-	$(GO) test -race -tags invariants -run 'Stress|PowerCut|Faults' -timeout 30m -count 1 ./engine/ -args -stress.long
+	$(GO) test -race -tags invariants -run 'Stress|PowerCut|Faults|FaultMatrix' -timeout 30m -count 1 ./engine/ -args -stress.long
 
 fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test -run '^$$' -fuzz '^FuzzExtentMap$$' -fuzztime $(FUZZTIME) ./mapper/
