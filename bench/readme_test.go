@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"go/format"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +35,9 @@ func TestREADMEExample(t *testing.T) {
 	if !ok || !ok2 || !strings.Contains(code, "package main") {
 		t.Fatalf("no whole program in a go block under \"Using the library\":\n%s", rest[:min(len(rest), 500)])
 	}
+	if formatted, err := format.Source([]byte(code)); err != nil || string(formatted) != code {
+		t.Fatalf("the README's example is not gofmt'ed (%v):\n%s", err, formatted)
+	}
 	dir := t.TempDir()
 	src, bin := filepath.Join(dir, "main.go"), filepath.Join(dir, "example")
 	if err := os.WriteFile(src, []byte(code), 0o644); err != nil {
@@ -46,7 +50,9 @@ func TestREADMEExample(t *testing.T) {
 	}
 	target := loopdev.ShmFile(t, 4<<20)
 	out, err := exec.Command(bin, target).CombinedOutput()
-	if err != nil || string(out) != "page 7 is on "+target+"\n" {
+	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	if err != nil || len(lines) != 2 || !strings.HasPrefix(lines[0], "page 2000 refused: ") || !strings.Contains(lines[0], "2000") ||
+		lines[1] != "page 7 is on "+target {
 		t.Fatalf("the README's example: %v: %s", err, out)
 	}
 	got, err := os.ReadFile(target)
