@@ -835,10 +835,22 @@ func TestMaxIOAgainstDevice(t *testing.T) {
 	if !bytes.Equal(readAll(t, d.Path), make([]byte, 8<<20)) {
 		t.Fatal("written to")
 	}
-	// A soft limit below the I/O size: taken, with a warning.
-	if err := os.WriteFile("/sys/block/"+d.Name()+"/queue/max_sectors_kb", []byte("128"), 0o644); err != nil {
+	// A soft limit below the I/O size: taken, with a warning. A loop
+	// device keeps its queue settings when it is detached and reused, so
+	// the old value is put back before the device goes.
+	soft := "/sys/block/" + d.Name() + "/queue/max_sectors_kb"
+	old, err := os.ReadFile(soft)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(soft, []byte("128"), 0o644); err != nil {
 		t.Skipf("skipping the max_sectors_kb part: %v", err)
 	}
+	t.Cleanup(func() {
+		if err := os.WriteFile(soft, old, 0o644); err != nil {
+			t.Errorf("putting back %s: %v", soft, err)
+		}
+	})
 	code, out, errOut = wb(t, "-device", d.Path, "-max-io", "256KiB", "-baseline", "none", "-runs", "1", "-json")
 	if code != 0 || !strings.Contains(errOut, "-max-io 256 KiB is above "+d.Path+"'s max_sectors_kb 128") {
 		t.Fatalf("status %d, stderr %q; want it run, with a warning", code, errOut)
