@@ -87,7 +87,7 @@ func usage(w io.Writer, f *cliFlags) {
 	if f.sweep {
 		fmt.Fprintln(w, "usage: wbbench sweep [-qd 1,2,4,...,128] [-max-io 256KiB,1MiB] [-plot FILE.svg] [flags]")
 	} else {
-		fmt.Fprintln(w, "usage: wbbench [flags]\n       wbbench sweep [flags]                  (wbbench sweep -h for its flags)\n       wbbench check -device D -journal FILE  (checks what a -verify -journal run left)\n       wbbench check -device D -pattern P -seed S -size N  (a seq/runs/single -verify run without a journal)")
+		fmt.Fprintln(w, "usage: wbbench [flags]\n       wbbench sweep [flags]                  (wbbench sweep -h for its flags)\n       wbbench check -device D -journal FILE  (checks what a -verify -journal run left; wbbench check -h)\n       wbbench check -device D -pattern P -seed S -size N  (a seq/runs/single -verify run without a journal)\n       wbbench -version")
 	}
 	fmt.Fprintln(w, "\nflags:")
 	f.fs.SetOutput(w)

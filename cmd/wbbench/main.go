@@ -13,12 +13,19 @@
 //	wbbench check -device D -pattern P -seed S -size N
 //	                                check a seq/runs/single -verify run
 //	                                that kept no journal
+//	wbbench -version                the version, VCS revision, Go
 //
 // With no -device, wbbench makes its own 1 GiB target — as root a loop
 // device over a file in /dev/shm, else a temporary file — and removes it
 // at exit, also on SIGINT, SIGTERM and on error. A named device is
 // refused (exit status 2) if it is mounted, held open exclusively, or
-// carries a file-system or partition signature, unless -force.
+// carries a file-system or partition signature, and a named file if it
+// holds data wbbench did not write, unless -force.
+//
+// Each system runs -runs times (default 5), alternated; run 1 is
+// reported apart from the median of the rest. -hold-kernel-writeback
+// raises vm.dirty_* for the run and puts them back on every exit path
+// (the first SIGINT or SIGTERM puts them back before anything else).
 //
 // Human output ends with one table; -json prints one JSON document on
 // stdout and nothing else. Exit status: 0 success, 1 a run failed (an
