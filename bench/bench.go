@@ -293,19 +293,9 @@ func (b *Bench) open() error {
 		}
 	}
 	if o.HoldKernelWriteback {
-		if !b.runs("kernel") {
-			why := "-baseline has no kernel"
-			for _, s := range b.skipped {
-				if s.Name == "kernel" {
-					why = "the kernel baseline is skipped: " + s.Reason
-				}
-			}
-			return usagef("-hold-kernel-writeback: there is no kernel writeback to hold (%s); drop the flag", why)
-		}
-		if b.hold, err = holdKernelWriteback(o.Logf); err != nil {
+		if err := b.holdWriteback(); err != nil {
 			return err
 		}
-		o.Logf("holding kernel writeback back for the run: %s (put back at exit; after a SIGKILL, by the next wbbench -hold-kernel-writeback)", b.hold.describeHeld())
 	}
 	if b.layout != nil && (slices.Contains(o.Baselines, "kernel") || slices.Contains(o.Baselines, "pwrite")) {
 		if b.src, err = newAlignedBuf(int(b.layout.Pages) * ps); err != nil {
@@ -316,18 +306,8 @@ func (b *Bench) open() error {
 		b.hot = newHotState(b.n, o.Writers)
 	}
 	if o.Verify {
-		// What an earlier run (or anything else) left in the range would
-		// make check report pages this run never wrote: zero it first.
-		if b.target.Made != "" {
-			b.zeroed = "made for this run: all zero"
-		} else {
-			b.status("zeroing the range for -verify")
-			how, err := zeroRange(b.target.Path, b.target.Kind == ring.KindBlock, b.target.Size)
-			if err != nil {
-				return err
-			}
-			b.zeroed = fmt.Sprintf("zeroed bytes [0, %d) first: %s", b.target.Size, how)
-			o.Logf("-verify: %s", b.zeroed)
+		if err := b.zeroForVerify(); err != nil {
+			return err
 		}
 	}
 	if o.Journal != "" {
@@ -379,6 +359,44 @@ func (b *Bench) CheckMaxIO(n int) error {
 			b.opts.Logf("%s", w)
 		}
 	}
+	return nil
+}
+
+// holdWriteback holds the kernel's writeback back for the run
+// (-hold-kernel-writeback); it needs the kernel baseline.
+func (b *Bench) holdWriteback() error {
+	if !b.runs("kernel") {
+		why := "-baseline has no kernel"
+		for _, s := range b.skipped {
+			if s.Name == "kernel" {
+				why = "the kernel baseline is skipped: " + s.Reason
+			}
+		}
+		return usagef("-hold-kernel-writeback: there is no kernel writeback to hold (%s); drop the flag", why)
+	}
+	var err error
+	if b.hold, err = holdKernelWriteback(b.opts.Logf); err != nil {
+		return err
+	}
+	b.opts.Logf("holding kernel writeback back for the run: %s (put back at exit; after a SIGKILL, by the next wbbench -hold-kernel-writeback)", b.hold.describeHeld())
+	return nil
+}
+
+// zeroForVerify zeroes the run's range before a -verify run writes it:
+// what an earlier run (or anything else) left there would make check
+// report pages this run never wrote.
+func (b *Bench) zeroForVerify() error {
+	if b.target.Made != "" {
+		b.zeroed = "made for this run: all zero"
+		return nil
+	}
+	b.status("zeroing the range for -verify")
+	how, err := zeroRange(b.target.Path, b.target.Kind == ring.KindBlock, b.target.Size)
+	if err != nil {
+		return err
+	}
+	b.zeroed = fmt.Sprintf("zeroed bytes [0, %d) first: %s", b.target.Size, how)
+	b.opts.Logf("-verify: %s", b.zeroed)
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -24,6 +25,10 @@ func sweepForPlot() *SweepReport {
 				var ss []Sample
 				for run, f := range []float64{0.7, 0.9, 1, 1.1} {
 					ss = append(ss, Sample{Run: run + 1, Bytes: 1 << 30, Seconds: float64(1<<30) / (v * f)})
+				}
+				if name == "kernel" && q == 8 {
+					// Run 3 was written back before its timed part.
+					ss[2].setDevice(&DeviceIO{WriteBytes: 1 << 30, TimedWriteBytes: 1 << 28, TimedShare: 0.25})
 				}
 				for j := range ss {
 					ss[j].derive(4096)
@@ -67,6 +72,9 @@ func TestPlotSeries(t *testing.T) {
 		seen[l] = s.Label
 		if len(s.QD) != 8 || len(s.Lo) != 8 || s.Lo[3] >= s.Median[3] || s.Hi[3] <= s.Median[3] {
 			t.Fatalf("%s: qd %v, median %v, lo %v, hi %v", s.Label, s.QD, s.Median, s.Lo, s.Hi)
+		}
+		if want := s.System == "kernel"; s.Early[3] != want || s.Early[2] {
+			t.Fatalf("%s: early writeback marks %v; want qd 8 marked for the kernel only", s.Label, s.Early)
 		}
 	}
 	var colors []color.RGBA
@@ -112,6 +120,12 @@ func TestPlotFiles(t *testing.T) {
 			xOf[name] = x
 		}
 	}
+	if _, ok := xOf["!"]; !ok {
+		t.Fatal("no ! over the point with early writeback")
+	}
+	if _, ok := xOf["! most bytes written before the timed part (see the warnings)"]; !ok {
+		t.Fatal("the legend does not explain the !")
+	}
 	tick, ok := xOf["128"]
 	legend, ok2 := xOf["engine, max-io 128 KiB"]
 	if !ok || !ok2 {
@@ -124,5 +138,25 @@ func TestPlotFiles(t *testing.T) {
 	}
 	if tick+20 > width-150 {
 		t.Fatalf("the last tick label at x=%v is too close to the picture's edge %v", tick, width)
+	}
+}
+
+// TestSweepTable: each cell has its spread, each ratio its own, ≈ where
+// the ranges overlap and ! where the device wrote most bytes early.
+func TestSweepTable(t *testing.T) {
+	r := sweepForPlot()
+	r.Config.Runs = 4
+	for i := range r.Points {
+		compare(r.Points[i].Results)
+	}
+	var b strings.Builder
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"kernel/engine", " ≈", " !", "(≈: the two systems' min–max", "(!: in some run the device wrote"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("sweep table lacks %q:\n%s", want, out)
+		}
 	}
 }

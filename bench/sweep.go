@@ -156,13 +156,18 @@ func (r *SweepReport) WriteText(w io.Writer) error {
 	}
 	rows := [][]string{head}
 	spread := c.Runs > 1
-	overlap := false
+	overlap, early := false, false
 	for _, p := range r.Points {
 		row := []string{strconv.Itoa(p.QueueDepth), humanize.IBytes(uint64(p.MaxIOBytes))}
 		for _, n := range names {
 			if res := findResult(p.Results, n); res != nil {
 				lo, hi := res.Spread()
-				row = append(row, fmtRate(res.BytesPerSec, lo, hi, spread))
+				cell := fmtRate(res.BytesPerSec, lo, hi, spread)
+				if _, ok := res.lowestTimedShare(); ok {
+					cell += " !"
+					early = true
+				}
+				row = append(row, cell)
 			} else {
 				row = append(row, "—")
 			}
@@ -185,6 +190,9 @@ func (r *SweepReport) WriteText(w io.Writer) error {
 	writeColumns(&b, rows, 0)
 	if overlap {
 		b.WriteString("(≈: the two systems' min–max over the steady runs overlap, so the runs do not tell them apart)\n")
+	}
+	if early {
+		b.WriteString("(!: in some run the device wrote most of this system's bytes before its timed part began: see the warnings)\n")
 	}
 	if !spread {
 		b.WriteString("(one run per point, the first after the engine was opened: no steady figure and no spread; -runs 3 gives both)\n")
@@ -214,6 +222,9 @@ type plotSeries struct {
 	QD     []float64
 	Median []float64 // GB/s
 	Lo, Hi []float64
+	// Early marks the points where the device wrote most of the
+	// system's bytes before its timed part in some run (early_writeback).
+	Early []bool
 }
 
 // series lays the sweep out as plot series: a color per system, a line
@@ -238,9 +249,11 @@ func (r *SweepReport) series() []plotSeries {
 				}
 				if res := findResult(pt.Results, name); res != nil && res.BytesPerSec > 0 {
 					lo, hi := res.Spread()
+					_, early := res.lowestTimedShare()
 					s.QD = append(s.QD, float64(pt.QueueDepth))
 					s.Median = append(s.Median, res.BytesPerSec/1e9)
 					s.Lo, s.Hi = append(s.Lo, lo/1e9), append(s.Hi, hi/1e9)
+					s.Early = append(s.Early, early)
 				}
 			}
 			if len(s.QD) > 0 {
@@ -290,36 +303,19 @@ func (r *SweepReport) Plot(path string) ([]string, error) {
 
 	legend := plot.NewLegend()
 	legend.Top, legend.Left = true, true
+	var names []string
+	early := false
 	for _, s := range series {
-		if len(s.QD) > 1 && !slices.Equal(s.Lo, s.Hi) {
-			band := plotter.XYs{}
-			for i := range s.QD {
-				band = append(band, plotter.XY{X: s.QD[i], Y: s.Lo[i]})
-			}
-			for i := len(s.QD) - 1; i >= 0; i-- {
-				band = append(band, plotter.XY{X: s.QD[i], Y: s.Hi[i]})
-			}
-			poly, err := plotter.NewPolygon(band)
-			if err != nil {
-				return nil, fmt.Errorf("bench: plot: %w", err)
-			}
-			// Translucent (color.RGBA is alpha-premultiplied: NRGBA).
-			poly.Color = color.NRGBA{R: s.Color.R, G: s.Color.G, B: s.Color.B, A: 0x30}
-			poly.LineStyle.Width = 0
-			p.Add(poly)
+		if err := addSeries(p, &legend, s); err != nil {
+			return nil, err
 		}
-		xys := make(plotter.XYs, len(s.QD))
-		for i := range s.QD {
-			xys[i] = plotter.XY{X: s.QD[i], Y: s.Median[i]}
-		}
-		line, points, err := plotter.NewLinePoints(xys)
-		if err != nil {
-			return nil, fmt.Errorf("bench: plot: %w", err)
-		}
-		line.Color, line.Dashes, line.Width = s.Color, s.Dashes, vg.Points(1.5)
-		points.Color, points.Shape = s.Color, s.Glyph
-		p.Add(line, points)
-		legend.Add(s.Label, line, points)
+		names = append(names, s.Label)
+		early = early || slices.Contains(s.Early, true)
+	}
+	if early {
+		note := "! most bytes written before the timed part (see the warnings)"
+		legend.Add(note)
+		names = append(names, note)
 	}
 	files := []string{path}
 	switch ext := strings.ToLower(filepath.Ext(path)); ext {
@@ -330,16 +326,65 @@ func (r *SweepReport) Plot(path string) ([]string, error) {
 	default:
 		return nil, fmt.Errorf("bench: plot %s: want a file ending in .svg, .png or .pdf", path)
 	}
-	var names []string
-	for _, s := range series {
-		names = append(names, s.Label)
-	}
 	for _, f := range files {
 		if err := savePlot(p, &legend, names, f); err != nil {
 			return nil, err
 		}
 	}
 	return files, nil
+}
+
+// addSeries draws one series: its min–max band (translucent, in the
+// system's color), its median line and markers, and a "!" over each
+// point flagged for early writeback; and adds it to the legend.
+func addSeries(p *plot.Plot, legend *plot.Legend, s plotSeries) error {
+	if len(s.QD) > 1 && !slices.Equal(s.Lo, s.Hi) {
+		band := plotter.XYs{}
+		for i := range s.QD {
+			band = append(band, plotter.XY{X: s.QD[i], Y: s.Lo[i]})
+		}
+		for i := len(s.QD) - 1; i >= 0; i-- {
+			band = append(band, plotter.XY{X: s.QD[i], Y: s.Hi[i]})
+		}
+		poly, err := plotter.NewPolygon(band)
+		if err != nil {
+			return fmt.Errorf("bench: plot: %w", err)
+		}
+		// Translucent (color.RGBA is alpha-premultiplied: NRGBA).
+		poly.Color = color.NRGBA{R: s.Color.R, G: s.Color.G, B: s.Color.B, A: 0x30}
+		poly.LineStyle.Width = 0
+		p.Add(poly)
+	}
+	xys := make(plotter.XYs, len(s.QD))
+	var marks plotter.XYLabels
+	for i := range s.QD {
+		xys[i] = plotter.XY{X: s.QD[i], Y: s.Median[i]}
+		if s.Early[i] {
+			marks.XYs = append(marks.XYs, xys[i])
+			marks.Labels = append(marks.Labels, "!")
+		}
+	}
+	line, points, err := plotter.NewLinePoints(xys)
+	if err != nil {
+		return fmt.Errorf("bench: plot: %w", err)
+	}
+	line.Color, line.Dashes, line.Width = s.Color, s.Dashes, vg.Points(1.5)
+	points.Color, points.Shape = s.Color, s.Glyph
+	p.Add(line, points)
+	if len(marks.XYs) > 0 {
+		labels, err := plotter.NewLabels(marks)
+		if err != nil {
+			return fmt.Errorf("bench: plot: %w", err)
+		}
+		for i := range labels.TextStyle {
+			labels.TextStyle[i].Color = s.Color
+			labels.TextStyle[i].Font.Size = vg.Points(14)
+		}
+		labels.Offset = vg.Point{X: vg.Points(-2), Y: vg.Points(6)}
+		p.Add(labels)
+	}
+	legend.Add(s.Label, line, points)
+	return nil
 }
 
 // savePlot draws p with its legend in a column to the right of it
