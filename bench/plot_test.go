@@ -123,7 +123,7 @@ func TestPlotFiles(t *testing.T) {
 	if _, ok := xOf["!"]; !ok {
 		t.Fatal("no ! over the point with early writeback")
 	}
-	if _, ok := xOf["! most bytes written before the timed part (see the warnings)"]; !ok {
+	if _, ok := xOf["! early writeback (see the warnings)"]; !ok {
 		t.Fatal("the legend does not explain the !")
 	}
 	tick, ok := xOf["128"]

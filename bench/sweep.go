@@ -313,7 +313,7 @@ func (r *SweepReport) Plot(path string) ([]string, error) {
 		early = early || slices.Contains(s.Early, true)
 	}
 	if early {
-		note := "! most bytes written before the timed part (see the warnings)"
+		note := "! early writeback (see the warnings)"
 		legend.Add(note)
 		names = append(names, note)
 	}
