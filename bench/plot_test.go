@@ -2,6 +2,9 @@ package bench
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"image/color"
 	"math"
 	"os"
@@ -11,6 +14,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // sweepForPlot is a made-up sweep: four systems at two I/O sizes and
@@ -158,5 +164,32 @@ func TestSweepTable(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Fatalf("sweep table lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestReopenRetriesBusy: a sweep's reopen of the engine retries while
+// the device is still busy from the engine just closed, and gives up on
+// any other error at once.
+func TestReopenRetriesBusy(t *testing.T) {
+	calls := 0
+	busy := fmt.Errorf("engine: open: ring: open /dev/loop9: %w", unix.EBUSY)
+	es, err := reopen(context.Background(), func() (*engineSys, error) {
+		calls++
+		if calls < 3 {
+			return nil, busy
+		}
+		return &engineSys{}, nil
+	}, time.Second)
+	if err != nil || es == nil || calls != 3 {
+		t.Fatalf("reopen: %v after %d calls; want success on the third", err, calls)
+	}
+	calls = 0
+	other := errors.New("engine: bad config")
+	if _, err := reopen(context.Background(), func() (*engineSys, error) { calls++; return nil, other }, time.Second); err != other || calls != 1 {
+		t.Fatalf("reopen: %v after %d calls; want the error at once", err, calls)
+	}
+	calls = 0
+	if _, err := reopen(context.Background(), func() (*engineSys, error) { calls++; return nil, busy }, 30*time.Millisecond); !errors.Is(err, unix.EBUSY) || calls < 2 {
+		t.Fatalf("reopen: %v after %d calls; want EBUSY after retrying", err, calls)
 	}
 }

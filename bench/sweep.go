@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"image/color"
 	"io"
@@ -10,8 +11,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dustin/go-humanize"
+	"golang.org/x/sys/unix"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
@@ -76,7 +79,7 @@ func (b *Bench) Sweep(ctx context.Context, qds, maxIOs []int) (*SweepReport, err
 					return nil, err
 				}
 				b.eng = nil
-				es, err := b.openEngine(q, m)
+				es, err := reopen(ctx, func() (*engineSys, error) { return b.openEngine(q, m) }, reopenWait)
 				if err != nil {
 					return nil, err
 				}
@@ -105,6 +108,31 @@ func (b *Bench) Sweep(ctx context.Context, qds, maxIOs []int) (*SweepReport, err
 	}
 	roundFloats(rep)
 	return rep, nil
+}
+
+// reopenWait is how long Sweep retries opening the engine on a block
+// device that is still busy from the engine it just closed.
+const reopenWait = 5 * time.Second
+
+// reopen opens the engine with open, retrying for up to wait while the
+// open fails with EBUSY: the exclusive claim (O_EXCL) of the engine just
+// closed can outlive its Close by a moment — the io_uring instance is
+// torn down in a kernel worker after the ring's fd is closed, and a
+// request it has not freed yet still holds the device's file — and a
+// sweep reopens at once.
+func reopen(ctx context.Context, open func() (*engineSys, error), wait time.Duration) (*engineSys, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		es, err := open()
+		if err == nil || !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return es, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctxErr(ctx)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // systemsOf lists the systems that have results in the sweep, engine
