@@ -695,7 +695,7 @@ func writeTable(b *strings.Builder, results []Result, runs int) {
 		b.WriteString("(ranges overlap: the two systems' min–max over the steady runs overlap, so the runs do not tell them apart)\n")
 	}
 	if early {
-		b.WriteString("(!: the device wrote most of this system's bytes before its timed part began: see the warning above)\n")
+		b.WriteString("(!: in some run under 95% of the bytes the device wrote for this system fell inside its timed part: see the warnings above)\n")
 	}
 }
 

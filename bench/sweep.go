@@ -220,7 +220,7 @@ func (r *SweepReport) WriteText(w io.Writer) error {
 		b.WriteString("(≈: the two systems' min–max over the steady runs overlap, so the runs do not tell them apart)\n")
 	}
 	if early {
-		b.WriteString("(!: in some run the device wrote most of this system's bytes before its timed part began: see the warnings)\n")
+		b.WriteString("(!: in some run under 95% of the bytes the device wrote for this system fell inside its timed part: see the warnings)\n")
 	}
 	if !spread {
 		b.WriteString("(one run per point, the first after the engine was opened: no steady figure and no spread; -runs 3 gives both)\n")
@@ -250,8 +250,8 @@ type plotSeries struct {
 	QD     []float64
 	Median []float64 // GB/s
 	Lo, Hi []float64
-	// Early marks the points where the device wrote most of the
-	// system's bytes before its timed part in some run (early_writeback).
+	// Early marks the points where, in some run, under 95 % of the
+	// system's device bytes fell inside its timed part (early_writeback).
 	Early []bool
 }
 
