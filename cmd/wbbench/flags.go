@@ -53,7 +53,7 @@ func newFlags(sweep bool) *cliFlags {
 	if sweep {
 		fs.StringVar(&f.qd, "qd", "1,2,4,...,128", "queue depths to sweep: a comma list; \"...\" continues the progression (doubling here)")
 		fs.StringVar(&f.maxIO, "max-io", "", "largest writes to sweep, a comma list of whole numbers of pages, e.g. 128KiB,1MiB (default: min(1 MiB, the device's max_sectors_kb))")
-		fs.StringVar(&f.plot, "plot", "", "draw throughput against queue depth into this SVG file")
+		fs.StringVar(&f.plot, "plot", "", "draw throughput against queue depth (steady median and min–max band per system and I/O size) into this file: .svg, .png or .pdf (an SVG or PDF gets a PNG beside it)")
 	} else {
 		fs.StringVar(&f.qd, "qd", "", "queue depth: writes in flight (default: the device's nr_requests, clamped to 32..128; 32 for a file)")
 		fs.StringVar(&f.maxIO, "max-io", "", "largest write, a whole number of pages, e.g. 256KiB (default: min(1 MiB, the device's max_sectors_kb); at most max_hw_sectors_kb and 1024 pages)")
@@ -75,9 +75,9 @@ func newFlags(sweep bool) *cliFlags {
 	fs.BoolVar(&f.version, "version", false, "print wbbench's version (module, VCS revision and time where the build recorded them, Go) and exit")
 	fs.BoolVar(&f.json, "json", false, "print one JSON document on stdout and nothing else")
 	fs.BoolVar(&f.hold, "hold-kernel-writeback", false, "raise vm.dirty_background_ratio to 80 and vm.dirty_ratio to 90 for the run (root), so the kernel baseline writes its pages back inside its timed fdatasync and not while they are dirtied; the old values are put back at exit, also on SIGINT and SIGTERM")
-	fs.BoolVar(&f.force, "force", false, "write to a target even if it is mounted, held, or carries a file-system or partition signature")
+	fs.BoolVar(&f.force, "force", false, "write to a target even if it is mounted, held, carries a file-system or partition signature, or (a file) holds data wbbench did not write")
 	fs.StringVar(&f.inject, "inject", "", "fault rules for the engine's ring, e.g. eio=0.01,short=0.01,delay=5ms@0.001 (see ring.ParseFaultRules)")
-	fs.BoolVar(&f.verify, "verify", false, "write pages in the verify format (DESIGN.md) through Cache.WriteAt; turns the baselines off")
+	fs.BoolVar(&f.verify, "verify", false, "write pages in the verify format (DESIGN.md) through Cache.WriteAt, after zeroing the range (so wbbench check can tell this run's pages from what was there); turns the baselines off")
 	fs.StringVar(&f.journal, "journal", "", "with -verify: record each successful sync's version in this file (implies -verify)")
 	return f
 }
