@@ -146,14 +146,19 @@ func TestCompare(t *testing.T) {
 	rs := sortedResults(m, nil, nil, 4096)
 	k, p := findResult(rs, "kernel"), findResult(rs, "pwrite")
 	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
-	if q := k.VsEngine; q == nil || !near(q.Ratio, 2) || !near(q.Min, 190.0/110) || !near(q.Max, 210.0/90) || q.Overlap {
+	if q := k.VsEngine; q == nil || !near(q.Ratio, 2) || !near(q.Min, 190.0/110) || !near(q.Max, 210.0/90) || q.Overlap == nil || q.Overlaps() {
 		t.Fatalf("kernel vs engine %+v; want 2 (1.73–2.33), no overlap", q)
 	}
-	if q := p.VsEngine; q == nil || !near(q.Ratio, 1.05) || !q.Overlap {
+	if q := p.VsEngine; q == nil || !near(q.Ratio, 1.05) || !q.Overlaps() {
 		t.Fatalf("pwrite vs engine %+v; want 1.05, overlapping", q)
 	}
 	if findResult(rs, "engine").VsEngine != nil {
 		t.Fatal("the engine compared with itself")
+	}
+	// One run: a ratio, no spread and no overlap to speak of.
+	one := sortedResults(map[string][]Sample{"engine": m["engine"][:1], "kernel": m["kernel"][:1]}, nil, nil, 4096)
+	if q := findResult(one, "kernel").VsEngine; q == nil || !near(q.Ratio, 3) || q.Min != 0 || q.Max != 0 || q.Overlap != nil {
+		t.Fatalf("one run: kernel vs engine %+v; want the ratio alone", q)
 	}
 	var b strings.Builder
 	writeTable(&b, rs, 4)

@@ -116,13 +116,17 @@ type Result struct {
 // far the noise could move it: Min is this system's lowest steady run
 // over the engine's highest, Max its highest over the engine's lowest.
 // Overlap says the two min–max ranges overlap: the runs do not tell the
-// two systems apart.
+// two systems apart. With one run there is no spread: only Ratio is set.
 type Ratio struct {
 	Ratio   float64 `json:"ratio"`
-	Min     float64 `json:"min"`
-	Max     float64 `json:"max"`
-	Overlap bool    `json:"overlap"`
+	Min     float64 `json:"min,omitempty"`
+	Max     float64 `json:"max,omitempty"`
+	Overlap *bool   `json:"overlap,omitempty"`
 }
+
+// Overlaps reports whether the ratio's two ranges overlap (false
+// without a spread).
+func (q *Ratio) Overlaps() bool { return q != nil && q.Overlap != nil && *q.Overlap }
 
 // Spread is the lowest and highest bytes/s of the steady runs.
 func (r *Result) Spread() (lo, hi float64) { return r.BytesPerSecMin, r.BytesPerSecMax }
@@ -169,12 +173,14 @@ func compare(results []Result) {
 		if r.Name == "engine" || r.BytesPerSec <= 0 {
 			continue
 		}
-		r.VsEngine = &Ratio{
-			Ratio:   r.BytesPerSec / eng.BytesPerSec,
-			Min:     r.BytesPerSecMin / eng.BytesPerSecMax,
-			Max:     r.BytesPerSecMax / eng.BytesPerSecMin,
-			Overlap: r.BytesPerSecMin <= eng.BytesPerSecMax && eng.BytesPerSecMin <= r.BytesPerSecMax,
+		r.VsEngine = &Ratio{Ratio: r.BytesPerSec / eng.BytesPerSec}
+		if r.SteadyRuns == 0 || eng.SteadyRuns == 0 {
+			continue // one run: no spread to compare
 		}
+		overlap := r.BytesPerSecMin <= eng.BytesPerSecMax && eng.BytesPerSecMin <= r.BytesPerSecMax
+		r.VsEngine.Min = r.BytesPerSecMin / eng.BytesPerSecMax
+		r.VsEngine.Max = r.BytesPerSecMax / eng.BytesPerSecMin
+		r.VsEngine.Overlap = &overlap
 	}
 }
 
@@ -669,7 +675,7 @@ func writeTable(b *strings.Builder, results []Result, runs int) {
 		}
 		pages := humanize.Comma(int64(math.Round(r.PagesPerSec)))
 		var flags []string
-		if r.VsEngine != nil && r.VsEngine.Overlap && spread {
+		if r.VsEngine.Overlaps() && spread {
 			flags, overlap = append(flags, "ranges overlap"), true
 		}
 		if share, ok := r.lowestTimedShare(); ok {

@@ -207,7 +207,7 @@ func (r *SweepReport) WriteText(w io.Writer) error {
 				continue
 			}
 			cell := fmtRatio(res.VsEngine, spread)
-			if spread && res.VsEngine.Overlap {
+			if spread && res.VsEngine.Overlaps() {
 				cell += " ≈"
 				overlap = true
 			}
