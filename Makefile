@@ -2,6 +2,10 @@
 GO        ?= go
 ICEBER    := -tags iceber -ldflags=-checklinkname=0
 FUZZTIME  ?= 30s
+# wbbench -version: the VCS revision, also where the go command records none (a git worktree).
+VCSFLAGS  = -ldflags "-X github.com/wbengine/wbengine/bench.vcsRevision=$$(git rev-parse HEAD 2>/dev/null) \
+	-X github.com/wbengine/wbengine/bench.vcsTime=$$(git log -1 --format=%cI 2>/dev/null) \
+	-X github.com/wbengine/wbengine/bench.vcsModified=$$(git diff --quiet HEAD 2>/dev/null || echo true)"
 
 .PHONY: help test vet testrace test-iceber build stress fuzz bench bench-iceber ramdev ramdev-clean lint
 
@@ -20,8 +24,8 @@ testrace: ## unit, integration and crash tests under -race with invariant checks
 test-iceber: ## the iceber backend's tests (needs the linkname flag; not under -race: outside code with known hangs)
 	$(GO) test $(ICEBER) -timeout 120s ./ring/
 
-build: ## build wbbench
-	$(GO) build -o wbbench ./cmd/wbbench
+build: ## build wbbench (wbbench -version names the commit)
+	$(GO) build -buildvcs=auto $(VCSFLAGS) -o wbbench ./cmd/wbbench
 
 bench: build ## run wbbench on its default target (root: a 1 GiB /dev/shm loop device; else a temp file); BENCHFLAGS="-pattern runs -runs 3" adds flags
 	./wbbench $(BENCHFLAGS)

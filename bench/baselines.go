@@ -46,7 +46,7 @@ func (b *Bench) kernelCycle(ctx context.Context) (Sample, error) {
 		return Sample{}, fmt.Errorf("kernel: %w", err)
 	}
 	defer closeFd(fd)
-	ds0, statOK := readDiskStat(b.target.Dev)
+	dm := b.devMarks()
 	t0 := time.Now()
 	b.status("kernel: dirtying")
 	b.fillSrc()
@@ -67,13 +67,14 @@ func (b *Bench) kernelCycle(ctx context.Context) (Sample, error) {
 		done.Store(pos)
 	}
 	b.status("kernel: fdatasync")
-	t1, cpu0 := time.Now(), cpuTime()
+	dm.timed()
+	t1, cpu0 := time.Now(), cpuTimes()
 	err = fdatasync(fd)
-	t2, cpu1 := time.Now(), cpuTime()
+	t2, cpu1 := time.Now(), cpuTimes()
+	dm.end()
 	if err != nil {
 		return Sample{}, fmt.Errorf("kernel: %w", err)
 	}
-	ds1, _ := readDiskStat(b.target.Dev)
 	if err := dropCache(fd); err != nil {
 		return Sample{}, fmt.Errorf("kernel: %w", err)
 	}
@@ -82,10 +83,11 @@ func (b *Bench) kernelCycle(ctx context.Context) (Sample, error) {
 		Pages:        int64(b.layout.Pages),
 		Seconds:      t2.Sub(t1).Seconds(),
 		TotalSeconds: t2.Sub(t0).Seconds(),
-		CPUSeconds:   (cpu1 - cpu0).Seconds(),
 	}
-	if statOK {
-		s.IOs = ds1.writes - ds0.writes
+	s.setCPU(cpu0, cpu1)
+	s.setDevice(dm.deviceIO())
+	if s.Device != nil {
+		s.IOs = s.Device.WriteIOs
 	}
 	return s, nil
 }
@@ -103,6 +105,7 @@ func (b *Bench) pwriteCycle(ctx context.Context, qd, maxIO int) (Sample, error) 
 	}
 	defer closeFd(fd)
 	writes := b.layout.Writes(uint64(maxIO) / uint64(ps))
+	dm := b.devMarks()
 	t0 := time.Now()
 	b.status("pwrite: dirtying")
 	b.fillSrc()
@@ -113,7 +116,8 @@ func (b *Bench) pwriteCycle(ctx context.Context, qd, maxIO int) (Sample, error) 
 	hists := make([]*hdr.Histogram, qd)
 	errs := make([]error, qd)
 	var wg sync.WaitGroup
-	t1, cpu0 := time.Now(), cpuTime()
+	dm.timed()
+	t1, cpu0 := time.Now(), cpuTimes()
 	for g := range qd {
 		hists[g] = newHist()
 		wg.Add(1)
@@ -148,20 +152,23 @@ func (b *Bench) pwriteCycle(ctx context.Context, qd, maxIO int) (Sample, error) 
 			return Sample{}, fmt.Errorf("pwrite: %w", err)
 		}
 	}
-	t2, cpu1 := time.Now(), cpuTime()
+	t2, cpu1 := time.Now(), cpuTimes()
+	dm.end()
 	all := newHist()
 	for _, h := range hists {
 		all.Merge(h)
 	}
-	return Sample{
+	s := Sample{
 		Bytes:        int64(b.layout.Pages) * ps,
 		Pages:        int64(b.layout.Pages),
 		Seconds:      t2.Sub(t1).Seconds(),
 		TotalSeconds: t2.Sub(t0).Seconds(),
 		IOs:          int64(len(writes)),
-		CPUSeconds:   (cpu1 - cpu0).Seconds(),
 		Latency:      latencyOf(all),
-	}, nil
+	}
+	s.setCPU(cpu0, cpu1)
+	s.setDevice(dm.deviceIO())
+	return s, nil
 }
 
 // fioArgs is the fio command line for the layout at queue depth qd and
@@ -227,9 +234,15 @@ type fioJSON struct {
 			TotalIOs int64 `json:"total_ios"`
 			ClatNs   struct {
 				N          int64              `json:"N"`
+				Min        float64            `json:"min"`
+				Max        float64            `json:"max"`
+				Mean       float64            `json:"mean"`
+				Stddev     float64            `json:"stddev"`
 				Percentile map[string]float64 `json:"percentile"`
 			} `json:"clat_ns"`
 		} `json:"write"`
+		IodepthSubmit   map[string]float64 `json:"iodepth_submit"`
+		IodepthComplete map[string]float64 `json:"iodepth_complete"`
 	} `json:"jobs"`
 }
 
@@ -243,26 +256,46 @@ func (b *Bench) fioCycle(ctx context.Context, qd, maxIO int) (Sample, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, b.fio, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	dm := b.devMarks()
+	dm.timed() // fio's runtime is all its writing; the whole process is the window
 	t0 := time.Now()
 	err := cmd.Run()
 	wall := time.Since(t0)
+	dm.end()
 	if ctx.Err() != nil {
 		return Sample{}, ctxErr(ctx)
 	}
 	if err != nil {
 		return Sample{}, fmt.Errorf("fio: %v: %s", err, strings.TrimSpace(stderr.String()+" "+firstLine(stdout.String())))
 	}
-	out := stdout.Bytes()
+	s, err := fioSample(stdout.Bytes(), int64(b.opts.PageSize))
+	if err != nil {
+		if msg := strings.TrimSpace(stderr.String()); msg != "" {
+			err = fmt.Errorf("%w: %s", err, msg)
+		}
+		return Sample{}, fmt.Errorf("fio: %w", err)
+	}
+	s.TotalSeconds = wall.Seconds()
+	s.setDevice(dm.deviceIO())
+	return s, nil
+}
+
+// fioSample reads a Sample off fio's JSON output (out): its write
+// runtime (whole ms) as the flush time, its usr+sys CPU share of the job
+// runtime, its completion latency and its submit and complete batch
+// distributions. TotalSeconds is left to the caller.
+func fioSample(out []byte, ps int64) (Sample, error) {
+	all := out
 	if i := bytes.IndexByte(out, '{'); i > 0 {
 		out = out[i:] // fio may print notes before the JSON
 	}
 	var r fioJSON
 	if err := json.Unmarshal(out, &r); err != nil || len(r.Jobs) == 0 {
-		return Sample{}, fmt.Errorf("fio: cannot read its JSON output (%v): %.200s", err, stdout.String())
+		return Sample{}, fmt.Errorf("cannot read its JSON output (%v): %.200s", err, all)
 	}
 	j := r.Jobs[0]
 	if j.Error != 0 {
-		return Sample{}, fmt.Errorf("fio: job failed with error %d: %s", j.Error, strings.TrimSpace(stderr.String()))
+		return Sample{}, fmt.Errorf("job failed with error %d", j.Error)
 	}
 	ms := j.Write.Runtime
 	if ms <= 0 {
@@ -271,17 +304,23 @@ func (b *Bench) fioCycle(ctx context.Context, qd, maxIO int) (Sample, error) {
 	if ms <= 0 {
 		ms = 1 // fio reports whole milliseconds; under one is "about one"
 	}
-	ps := int64(b.opts.PageSize)
 	s := Sample{
-		Bytes:        j.Write.IOBytes,
-		Pages:        j.Write.IOBytes / ps,
-		Seconds:      float64(ms) / 1e3,
-		TotalSeconds: wall.Seconds(),
-		IOs:          j.Write.TotalIOs,
-		CPUSeconds:   (j.UsrCPU + j.SysCPU) / 100 * float64(j.JobRuntime) / 1e3,
+		Bytes:   j.Write.IOBytes,
+		Pages:   j.Write.IOBytes / ps,
+		Seconds: float64(ms) / 1e3,
+		IOs:     j.Write.TotalIOs,
 	}
-	if p := j.Write.ClatNs.Percentile; j.Write.ClatNs.N > 0 && len(p) > 0 {
-		s.Latency = &Latency{P50: p["50.000000"] / 1e3, P99: p["99.000000"] / 1e3, P999: p["99.900000"] / 1e3}
+	s.CPUUserSeconds = j.UsrCPU / 100 * float64(j.JobRuntime) / 1e3
+	s.CPUSystemSeconds = j.SysCPU / 100 * float64(j.JobRuntime) / 1e3
+	s.CPUSeconds = s.CPUUserSeconds + s.CPUSystemSeconds
+	if c := j.Write.ClatNs; len(c.Percentile) > 0 {
+		s.Latency = fioLatency(c.N, c.Mean, c.Stddev, c.Min, c.Max, c.Percentile)
+	}
+	if len(j.IodepthSubmit) > 0 {
+		s.SubmitBatch = &Batch{FioPercent: j.IodepthSubmit}
+	}
+	if len(j.IodepthComplete) > 0 {
+		s.CompleteBatch = &Batch{FioPercent: j.IodepthComplete}
 	}
 	return s, nil
 }

@@ -45,6 +45,16 @@ func ParseBaselines(s string) ([]string, error) {
 	return out, nil
 }
 
+// Default runs: enough alternated runs for a steady median of runs 2..N
+// and its spread, the first run (after the engine was opened) apart.
+// Hot runs are periods of Duration each; a sweep runs each point
+// DefaultSweepRuns times (wbbench sweep sets it).
+const (
+	DefaultRuns      = 5
+	DefaultHotRuns   = 3
+	DefaultSweepRuns = 3
+)
+
 // Options configure a benchmark. Zero values take the defaults noted.
 type Options struct {
 	Device     string // "" = make a target (see PrepareTarget)
@@ -55,7 +65,7 @@ type Options struct {
 	Pattern    Pattern
 	Ring       string   // engine.Config.Ring; "" = auto
 	Baselines  []string // subset of Baselines, run in that order
-	Runs       int      // dirty-and-flush cycles (hot: periods); default 1
+	Runs       int      // dirty-and-flush cycles (hot: periods); default DefaultRuns (hot: DefaultHotRuns)
 	Seed       uint64
 
 	// Hot pattern.
@@ -63,15 +73,25 @@ type Options struct {
 	Writers   int           // default 4
 	SyncEvery time.Duration // default 500 ms
 
-	Force  bool
-	Inject string // -inject, as given (for the report)
-	Faults []ring.FaultRule
+	Force bool
+	// HoldKernelWriteback raises vm.dirty_background_ratio and
+	// vm.dirty_ratio for the run (80 and 90, as the reference
+	// measurement), so the kernel baseline's writeback happens inside its
+	// timed fdatasync; Close (or RestoreSysctls) puts them back. It needs
+	// root and the kernel baseline.
+	HoldKernelWriteback bool
+	Inject              string // -inject, as given (for the report)
+	Faults              []ring.FaultRule
 
 	// Verify writes pages in the verify format (internal/verify) with
 	// Cache.WriteAt only; Journal, if set, is the journal file (it
 	// implies Verify). Neither goes with baselines.
 	Verify  bool
 	Journal string
+
+	// CommandLine is the command line that asked for the benchmark, for
+	// the report's provenance.
+	CommandLine []string
 
 	// Monitor, if set, is kept up to date with a one-line status.
 	Monitor *Monitor
@@ -96,7 +116,10 @@ func (o *Options) setDefaults() error {
 		return usagef("-pattern: %v", err)
 	}
 	if o.Runs == 0 {
-		o.Runs = 1
+		o.Runs = DefaultRuns
+		if o.Pattern == Hot {
+			o.Runs = DefaultHotRuns
+		}
 	}
 	if o.Duration == 0 {
 		o.Duration = 5 * time.Second
@@ -147,18 +170,28 @@ type Bench struct {
 	cycle  uint64 // dirty cycles so far (stamped into pages)
 
 	journal *verify.Journal
-	hot     *hotState
+	zeroed  string // -verify: how the range was zeroed before the run
+	// warnings go into the report (a -max-io the block layer splits).
+	warnings []string
+	hot      *hotState
 	// dirtied: the engine's cache got every page of the layout (version
 	// 1) at least once, so a Sync that returns nil makes "synced 1" true.
 	dirtied bool
 	// syncErrs is every failed sync, in order (Report.SyncErrors).
 	syncErrs []string
 
-	eng      *engineSys // the engine at the current settings
-	fio      string     // path of fio, "" when not found
-	skipped  []Skip
-	mon      *Monitor
-	runLabel atomic.Pointer[string]
+	hold *sysctlHold // -hold-kernel-writeback: what to put back
+	eng  *engineSys  // the engine at the current settings
+	fio  string      // path of fio, "" when not found
+
+	// For the report's provenance: when Open began, the sysctls then,
+	// fio's version.
+	started    time.Time
+	sysctls    map[string]string
+	fioVersion string
+	skipped    []Skip
+	mon        *Monitor
+	runLabel   atomic.Pointer[string]
 }
 
 // Open prepares a benchmark: it checks the options, finds or makes the
@@ -167,6 +200,8 @@ type Bench struct {
 // all before anything is written. Errors that are the caller's (bad
 // values, unsafe targets, a backend not built in) satisfy IsUsage.
 func Open(o Options) (*Bench, error) {
+	started := time.Now()
+	sysctls := readSysctls() // before -hold-kernel-writeback changes them
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -177,7 +212,7 @@ func Open(o Options) (*Bench, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bench{opts: o, target: t, n: uint64(t.Size) / uint64(o.PageSize), mon: o.Monitor}
+	b := &Bench{opts: o, target: t, n: uint64(t.Size) / uint64(o.PageSize), mon: o.Monitor, started: started, sysctls: sysctls}
 	if b.mon == nil {
 		b.mon = &Monitor{}
 	}
@@ -225,6 +260,11 @@ func (b *Bench) open() error {
 	}
 	b.nonce = binary.LittleEndian.Uint32(nonce[:])
 	b.tmpl = pageTemplate(ps)
+	if o.MaxIOBytes > 0 {
+		if err := b.CheckMaxIO(o.MaxIOBytes); err != nil {
+			return err
+		}
+	}
 	var err error
 	b.cache, err = pages.New(pages.Config{PageSize: ps, Capacity: int(capacity)})
 	if err != nil {
@@ -248,7 +288,13 @@ func (b *Bench) open() error {
 				b.skip("fio", "fio is not on PATH (apt-get install fio)")
 			} else {
 				b.fio = p
+				b.fioVersion = fioVersionOf(p)
 			}
+		}
+	}
+	if o.HoldKernelWriteback {
+		if err := b.holdWriteback(); err != nil {
+			return err
 		}
 	}
 	if b.layout != nil && (slices.Contains(o.Baselines, "kernel") || slices.Contains(o.Baselines, "pwrite")) {
@@ -259,6 +305,11 @@ func (b *Bench) open() error {
 	if o.Pattern == Hot {
 		b.hot = newHotState(b.n, o.Writers)
 	}
+	if o.Verify {
+		if err := b.zeroForVerify(); err != nil {
+			return err
+		}
+	}
 	if o.Journal != "" {
 		b.journal, err = verify.CreateJournal(o.Journal, verify.JournalHeader{
 			Pattern: string(o.Pattern), Seed: o.Seed, Nonce: b.nonce, Pages: b.n, PageSize: ps,
@@ -267,6 +318,85 @@ func (b *Bench) open() error {
 			return usagef("-journal %s: %v", o.Journal, err)
 		}
 	}
+	return nil
+}
+
+// maxIOPages is the most pages one write of the engine carries (1024
+// iovecs of at least a page each).
+const maxIOPages = 1024
+
+// CheckMaxIO checks a -max-io value against the page size and the
+// target, before anything is written: a whole number of pages, at most
+// maxIOPages of them, and at most what the device takes in one request
+// (max_hw_sectors_kb). Above the device's max_sectors_kb (a soft limit
+// the block layer splits at) it is taken, with a warning in the report.
+func (b *Bench) CheckMaxIO(n int) error {
+	ps := b.opts.PageSize
+	size := humanize.IBytes(uint64(n))
+	switch {
+	case n < ps:
+		return usagef("-max-io %s: smaller than one page (%s); give at least -max-io %d", size, humanize.IBytes(uint64(ps)), ps)
+	case n%ps != 0:
+		return usagef("-max-io %s: not a whole number of %s pages; use -max-io %d or %d", size, humanize.IBytes(uint64(ps)), n-n%ps, n-n%ps+ps)
+	case n > maxIOPages*ps:
+		return usagef("-max-io %s: more than %d pages of %s (%s), the most one write carries; use at most -max-io %s",
+			size, maxIOPages, humanize.IBytes(uint64(ps)), humanize.IBytes(uint64(maxIOPages*ps)), humanize.IBytes(uint64(maxIOPages*ps)))
+	}
+	q := readQueueLimits(b.target.Dev)
+	if q == nil {
+		return nil
+	}
+	if hw := q.MaxHwSectorsKB; hw > 0 && n > hw<<10 {
+		most := (hw << 10) / ps * ps
+		return usagef("-max-io %s: above what %s takes in one request (max_hw_sectors_kb %d = %s); use at most -max-io %s",
+			size, b.target.Path, hw, humanize.IBytes(uint64(hw<<10)), humanize.IBytes(uint64(most)))
+	}
+	if soft := q.MaxSectorsKB; soft > 0 && n > soft<<10 {
+		w := fmt.Sprintf("-max-io %s is above %s's max_sectors_kb %d (%s): the block layer splits every larger write into requests of at most %s (raise /sys/block/%s/queue/max_sectors_kb, up to max_hw_sectors_kb %d, to avoid it)",
+			size, b.target.Path, soft, humanize.IBytes(uint64(soft<<10)), humanize.IBytes(uint64(soft<<10)), b.target.Dev, q.MaxHwSectorsKB)
+		if !slices.Contains(b.warnings, w) {
+			b.warnings = append(b.warnings, w)
+			b.opts.Logf("%s", w)
+		}
+	}
+	return nil
+}
+
+// holdWriteback holds the kernel's writeback back for the run
+// (-hold-kernel-writeback); it needs the kernel baseline.
+func (b *Bench) holdWriteback() error {
+	if !b.runs("kernel") {
+		why := "-baseline has no kernel"
+		for _, s := range b.skipped {
+			if s.Name == "kernel" {
+				why = "the kernel baseline is skipped: " + s.Reason
+			}
+		}
+		return usagef("-hold-kernel-writeback: there is no kernel writeback to hold (%s); drop the flag", why)
+	}
+	var err error
+	if b.hold, err = holdKernelWriteback(b.opts.Logf); err != nil {
+		return err
+	}
+	b.opts.Logf("holding kernel writeback back for the run: %s (put back at exit; after a SIGKILL, by the next wbbench -hold-kernel-writeback)", b.hold.describeHeld())
+	return nil
+}
+
+// zeroForVerify zeroes the run's range before a -verify run writes it:
+// what an earlier run (or anything else) left there would make check
+// report pages this run never wrote.
+func (b *Bench) zeroForVerify() error {
+	if b.target.Made != "" {
+		b.zeroed = "made for this run: all zero"
+		return nil
+	}
+	b.status("zeroing the range for -verify")
+	how, err := zeroRange(b.target.Path, b.target.Kind == ring.KindBlock, b.target.Size)
+	if err != nil {
+		return err
+	}
+	b.zeroed = fmt.Sprintf("zeroed bytes [0, %d) first: %s", b.target.Size, how)
+	b.opts.Logf("-verify: %s", b.zeroed)
 	return nil
 }
 
@@ -299,6 +429,16 @@ func (b *Bench) Target() *Target { return b.target }
 // benchmark made. It is safe to call more than once.
 func (b *Bench) Close() error {
 	var errs []error
+	if b.hold != nil {
+		// Already done if a signal came (RestoreSysctls); saying so here
+		// covers both paths.
+		if err := b.hold.restore(); err != nil {
+			errs = append(errs, err)
+		} else {
+			b.opts.Logf("kernel writeback no longer held: %s put back", b.hold.describeSaved())
+		}
+		b.hold = nil
+	}
 	if b.eng != nil {
 		errs = append(errs, b.eng.close())
 		b.eng = nil
@@ -343,8 +483,12 @@ func pageTemplate(ps int) []byte {
 	return t
 }
 
-// fillMagic opens every page the benchmark writes outside -verify.
-const fillMagic = "WBBENCH0"
+// fillMagic opens every page the benchmark writes outside -verify, and
+// fioMagic every 8 bytes of what fio writes (--buffer_pattern).
+const (
+	fillMagic = "WBBENCH0"
+	fioMagic  = "WBENCH00"
+)
 
 // fill writes the contents of page index into dst: the template, with
 // the magic, the index and stamp (the dirty cycle, or the hot version)

@@ -87,34 +87,94 @@ func (s *hotState) pendingNow(w int) uint64 {
 	return s.pending[w]
 }
 
+// TestAggregate: run 1 is reported apart; the numbers are the medians
+// of runs 2..N, the spread their min–max; with one run there is no
+// steady figure.
 func TestAggregate(t *testing.T) {
 	ss := []Sample{
-		{Bytes: 100, Pages: 10, Seconds: 1, IOs: 5, Latency: &Latency{P50: 1, P99: 2, P999: 3}},
-		{Bytes: 100, Pages: 10, Seconds: 4, IOs: 5, Latency: &Latency{P50: 3, P99: 4, P999: 5}},
-		{Bytes: 100, Pages: 10, Seconds: 2, IOs: 0},
+		{Run: 1, Bytes: 100, Pages: 10, Seconds: 10, IOs: 5}, // the first run: slow
+		{Run: 2, Bytes: 100, Pages: 10, Seconds: 1, IOs: 5, Latency: &Latency{P50: 1, P99: 2, P999: 3}},
+		{Run: 3, Bytes: 100, Pages: 10, Seconds: 4, IOs: 5, Latency: &Latency{P50: 3, P99: 4, P999: 5}},
+		{Run: 4, Bytes: 100, Pages: 10, Seconds: 2, IOs: 0},
 	}
 	for i := range ss {
 		ss[i].derive(4096)
 	}
 	r := aggregate("engine", ss)
-	if r.BytesPerSec != 50 || r.Seconds != 2 || len(r.Runs) != 3 {
-		t.Fatalf("median bytes/s %v, seconds %v, runs %d; want 50, 2, 3", r.BytesPerSec, r.Seconds, len(r.Runs))
+	if r.BytesPerSec != 50 || r.Seconds != 2 || len(r.Runs) != 4 || r.SteadyRuns != 3 || r.Run != 0 {
+		t.Fatalf("steady bytes/s %v, seconds %v, runs %d, steady runs %d; want 50, 2, 4, 3", r.BytesPerSec, r.Seconds, len(r.Runs), r.SteadyRuns)
+	}
+	if r.First == nil || r.First.Run != 1 || r.First.BytesPerSec != 10 {
+		t.Fatalf("first run %+v, want run 1 at 10 B/s", r.First)
 	}
 	if lo, hi := r.Spread(); lo != 25 || hi != 100 {
-		t.Fatalf("spread %v–%v, want 25–100", lo, hi)
+		t.Fatalf("spread %v–%v, want 25–100 (the steady runs only)", lo, hi)
 	}
 	if r.Latency == nil || r.Latency.P50 != 2 {
 		t.Fatalf("median latency %+v, want p50 2", r.Latency)
 	}
-	if ss[2].PagesPerIO != 0 {
-		t.Fatalf("pages per I/O with no I/Os: %v, want 0", ss[2].PagesPerIO)
+	if ss[3].PagesPerIO != 0 {
+		t.Fatalf("pages per I/O with no I/Os: %v, want 0", ss[3].PagesPerIO)
 	}
 	if _, err := json.Marshal(r); err != nil {
 		t.Fatal(err)
 	}
+	one := aggregate("engine", ss[:1])
+	if one.SteadyRuns != 0 || one.BytesPerSec != 10 || one.First == nil || len(one.Runs) != 1 {
+		t.Fatalf("one run: %+v; want its numbers, no steady runs", one)
+	}
 	if ratio(1, 0) != 0 || !math.IsInf(1/ratio(0, 1), 1) {
 		t.Fatal("ratio")
 	}
+}
+
+// TestCompare: each ratio to the engine carries its spread, and a ratio
+// whose two ranges overlap is flagged, in the JSON and in the table.
+func TestCompare(t *testing.T) {
+	res := func(name string, first float64, steady ...float64) []Sample {
+		ss := []Sample{{Run: 1, Bytes: 1000, Seconds: 1000 / first}}
+		for i, v := range steady {
+			ss = append(ss, Sample{Run: i + 2, Bytes: 1000, Seconds: 1000 / v})
+		}
+		return ss
+	}
+	m := map[string][]Sample{
+		"engine": res("engine", 50, 90, 100, 110),
+		"kernel": res("kernel", 150, 190, 200, 210),
+		"pwrite": res("pwrite", 100, 95, 105, 120),
+	}
+	rs := sortedResults(m, nil, nil, 4096)
+	k, p := findResult(rs, "kernel"), findResult(rs, "pwrite")
+	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+	if q := k.VsEngine; q == nil || !near(q.Ratio, 2) || !near(q.Min, 190.0/110) || !near(q.Max, 210.0/90) || q.Overlap == nil || q.Overlaps() {
+		t.Fatalf("kernel vs engine %+v; want 2 (1.73–2.33), no overlap", q)
+	}
+	if q := p.VsEngine; q == nil || !near(q.Ratio, 1.05) || !q.Overlaps() {
+		t.Fatalf("pwrite vs engine %+v; want 1.05, overlapping", q)
+	}
+	if findResult(rs, "engine").VsEngine != nil {
+		t.Fatal("the engine compared with itself")
+	}
+	// One run: a ratio, no spread and no overlap to speak of.
+	one := sortedResults(map[string][]Sample{"engine": m["engine"][:1], "kernel": m["kernel"][:1]}, nil, nil, 4096)
+	if q := findResult(one, "kernel").VsEngine; q == nil || !near(q.Ratio, 3) || q.Min != 0 || q.Max != 0 || q.Overlap != nil {
+		t.Fatalf("one run: kernel vs engine %+v; want the ratio alone", q)
+	}
+	var b strings.Builder
+	writeTable(&b, rs, 4)
+	out := b.String()
+	for _, want := range []string{
+		"steady: runs 2–4 (min–max)", "first run", "vs engine (min–max)",
+		"kernel  200.00 B/s (190.00–210.00)  150.00 B/s",
+		"2.00× (1.73–2.33)\n",
+		"1.05× (0.86–1.33)  ranges overlap\n",
+		"(ranges overlap: ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("table lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("\n%s", out)
 }
 
 // TestRunFile runs the runs pattern on an O_DIRECT file against the
@@ -171,8 +231,8 @@ func TestRunFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := text.String()
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if !strings.HasPrefix(lines[len(lines)-3], "system") || !strings.HasPrefix(lines[len(lines)-1], "pwrite") {
+	table := tableOf(out)
+	if len(table) != 3 || !strings.HasPrefix(table[0], "system") || !strings.HasPrefix(table[1], "engine ") || !strings.HasPrefix(table[2], "pwrite ") {
 		t.Fatalf("the output does not end with the table:\n%s", out)
 	}
 	t.Logf("\n%s", out)
@@ -248,7 +308,7 @@ func TestReportSyncLines(t *testing.T) {
 		Pattern:   string(Hot),
 		Faults:    &Faults{Requests: 10},
 		Errors:    []string{"engine: sync 1: boom"},
-		EngineEnd: &EngineEnd{LastSyncOK: true, FaultsOff: true, Syncs: 20, FailedSyncs: 13},
+		EngineEnd: &EngineEnd{LastSyncOK: true, FaultsOff: new(true), Syncs: 20, FailedSyncs: 13},
 	}
 	for i := 1; i <= 13; i++ {
 		r.SyncErrors = append(r.SyncErrors, fmt.Sprintf("engine: sync %d: boom", i))
@@ -267,4 +327,56 @@ func TestReportSyncLines(t *testing.T) {
 	if !r.EngineEnd.Idle() {
 		t.Fatal("an engine with nothing dirty is not idle")
 	}
+}
+
+// TestHotDirtyToDurable: in the hot pattern every page write is timed
+// to the end of the sync that covered it, for each system, and the
+// engine reports its submission and completion batches.
+func TestHotDirtyToDurable(t *testing.T) {
+	path := loopdev.ShmFile(t, 8<<20)
+	b, err := Open(Options{Device: path, Pattern: Hot, Duration: 200 * time.Millisecond, SyncEvery: 40 * time.Millisecond,
+		Writers: 2, Baselines: []string{"pwrite"}, Runs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	rep, err := b.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Results {
+		d := r.DirtyToDurable
+		if d == nil || d.N != r.Pages || d.Min <= 0 || d.Max > r.Seconds*1e6 || d.P50 < d.Min || d.Max < d.P9999 {
+			t.Fatalf("%s: %d pages written, dirty to durable %+v", r.Name, r.Pages, d)
+		}
+		if r.SyncLatency == nil || r.SyncLatency.N != int64(r.Syncs) {
+			t.Fatalf("%s: %d syncs, sync latency %+v", r.Name, r.Syncs, r.SyncLatency)
+		}
+	}
+	if e := rep.Results[0]; e.SubmitBatch == nil || e.CompleteBatch == nil || e.SubmitBatch.N == 0 {
+		t.Fatalf("engine batches %+v %+v", e.SubmitBatch, e.CompleteBatch)
+	}
+}
+
+// tableOf returns the closing table of a text report: the lines from
+// the last one starting "system" up to the notes in brackets after it.
+func tableOf(out string) []string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	start := -1
+	for i, l := range lines {
+		if strings.HasPrefix(l, "system ") {
+			start = i
+		}
+	}
+	if start < 0 {
+		return nil
+	}
+	var t []string
+	for _, l := range lines[start:] {
+		if strings.HasPrefix(l, "(") {
+			break
+		}
+		t = append(t, l)
+	}
+	return t
 }

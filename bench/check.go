@@ -42,7 +42,8 @@ type CheckOptions struct {
 
 // CheckReport is what Check found.
 type CheckReport struct {
-	Device string `json:"device"`
+	SchemaVersion int    `json:"schema_version"`
+	Device        string `json:"device"`
 	// Journal is the journal's header; nil when checking a pattern
 	// without one (Run says what was checked either way).
 	Journal *verify.JournalHeader `json:"journal,omitempty"`
@@ -56,6 +57,23 @@ type CheckReport struct {
 	Valid    uint64 `json:"valid"` // pages holding a valid page of the run
 	Zero     uint64 `json:"zero"`  // pages all zero where that is allowed
 	Bad      uint64 `json:"bad"`   // pages that fail
+	// BadThisRun are the bad pages that hold this run's page, damaged,
+	// misplaced or too old, or nothing (all zero where the run had to
+	// have written); BadOther those that hold another run's page or
+	// another program's data where this run had to have written.
+	BadThisRun uint64 `json:"bad_this_run"`
+	BadOther   uint64 `json:"bad_other"`
+	// BadByReason counts the bad pages by CheckFailure.Reason.
+	BadByReason map[string]uint64 `json:"bad_by_reason"`
+	// Foreign are pages where this run had to write nothing (need 0, or
+	// no "synced" line yet) that hold another run's page or another
+	// program's data: not a failure of this run (a -verify run zeroes
+	// its range first, so something wrote there after it started, or
+	// the run was made by a wbbench that did not zero). ForeignByReason
+	// counts them by reason, ForeignPages lists them all.
+	Foreign         uint64            `json:"foreign"`
+	ForeignByReason map[string]uint64 `json:"foreign_by_reason"`
+	ForeignPages    []CheckFailure    `json:"foreign_pages"`
 	// Problems has one line per failure, all of them, and Failures the
 	// same as records, in page order.
 	Problems []string       `json:"problems"`
@@ -93,7 +111,22 @@ type CheckFailure struct {
 	// payload (the page is not valid), old (valid, older than Need) or
 	// version (valid, not the one version the pattern writes).
 	Reason string `json:"reason"`
+	// Class says whose the page's content is: "this_run" (this run's
+	// page — damaged, misplaced, too old — or all zero where the run had
+	// to have written) or "other" (another run's page, by its nonce, or
+	// data not in the verify format: another program's, or wbbench's
+	// from a run without -verify).
+	Class string `json:"class"`
+	// Required: the run had to have written this page (need > 0, or a
+	// layout page once synced).
+	Required bool `json:"required"`
 }
+
+// Classes of CheckFailure.
+const (
+	ClassThisRun = "this_run"
+	ClassOther   = "other"
+)
 
 func (f CheckFailure) String() string {
 	return fmt.Sprintf("page %d: expected %s, found %s", f.Page, f.Expected, f.Found)
@@ -122,7 +155,8 @@ func (r *CheckReport) OK() bool { return r.Bad == 0 }
 // there come back as *UsageError; a page that fails is not an error but
 // a failure in the report.
 func Check(ctx context.Context, o CheckOptions) (*CheckReport, error) {
-	rep := &CheckReport{Device: o.Device, Problems: []string{}, Failures: []CheckFailure{}}
+	rep := &CheckReport{SchemaVersion: SchemaVersion, Device: o.Device, Problems: []string{}, Failures: []CheckFailure{},
+		BadByReason: map[string]uint64{}, ForeignByReason: map[string]uint64{}, ForeignPages: []CheckFailure{}}
 	var p Pattern
 	switch {
 	case o.Journal != "" && o.Pattern != "":
@@ -269,6 +303,7 @@ func Check(ctx context.Context, o CheckOptions) (*CheckReport, error) {
 		}
 	}
 	rep.Seconds = time.Since(t0).Seconds()
+	roundFloats(rep)
 	return rep, nil
 }
 
@@ -310,25 +345,61 @@ func (c *pageChecker) check(page []byte, idx, need uint64, exact, zeroOK bool) {
 		return fmt.Sprintf("version ≥ %d (synced)", need)
 	}
 	v, err := verify.Check(page, idx, nonce)
+	f := CheckFailure{Page: idx, Need: need, Required: !zeroOK}
 	switch {
 	case errors.Is(err, verify.ErrZero) && zeroOK:
 		r.Zero++
+		return
 	case err != nil:
-		found, reason, version := describe(page, err)
-		c.fail(CheckFailure{Page: idx, Expected: expected(), Found: found, Need: need, Version: version, Reason: reason})
+		f.Found, f.Reason, f.Version = describe(page, err)
+		f.Class = c.classOf(page, f.Reason)
 	case exact && v != need:
-		c.fail(CheckFailure{Page: idx, Expected: expected(), Found: fmt.Sprintf("version %d", v), Need: need, Version: v, Reason: "version"})
+		f.Found, f.Version, f.Reason, f.Class = fmt.Sprintf("version %d", v), v, "version", ClassThisRun
 	case v < need:
-		c.fail(CheckFailure{Page: idx, Expected: expected(), Found: fmt.Sprintf("version %d", v), Need: need, Version: v, Reason: "old"})
+		f.Found, f.Version, f.Reason, f.Class = fmt.Sprintf("version %d", v), v, "old", ClassThisRun
 	default:
 		r.Valid++
+		return
 	}
+	f.Expected = expected()
+	if zeroOK && f.Class == ClassOther {
+		// Nothing of this run had to be here, and what is here is not
+		// this run's: not a failure of the run.
+		r.Foreign++
+		r.ForeignByReason[f.Reason]++
+		r.ForeignPages = append(r.ForeignPages, f)
+		return
+	}
+	c.fail(f)
+}
+
+// classOf says whose the content of a page that failed with reason is:
+// another run's page (its nonce is not the run's) or data not in the
+// verify format are ClassOther; this run's damaged, misplaced or
+// unwritten pages ClassThisRun.
+func (c *pageChecker) classOf(page []byte, reason string) string {
+	switch reason {
+	case "magic", "nonce":
+		return ClassOther
+	case "index", "checksum", "payload", "version0":
+		if h, ok := verify.ReadHeader(page); ok && c.nonceKnown && h.Nonce != c.rep.Run.Nonce {
+			return ClassOther
+		}
+	}
+	return ClassThisRun
 }
 
 func (c *pageChecker) fail(f CheckFailure) {
-	c.rep.Bad++
-	c.rep.Failures = append(c.rep.Failures, f)
-	c.rep.Problems = append(c.rep.Problems, f.String())
+	r := c.rep
+	r.Bad++
+	r.BadByReason[f.Reason]++
+	if f.Class == ClassOther {
+		r.BadOther++
+	} else {
+		r.BadThisRun++
+	}
+	r.Failures = append(r.Failures, f)
+	r.Problems = append(r.Problems, f.String())
 }
 
 // describe says what a page that failed verify.Check holds: a phrase,
@@ -344,7 +415,14 @@ func describe(page []byte, err error) (found, reason string, version uint64) {
 	case errors.Is(err, verify.ErrZero):
 		return "all zero", "zero", 0
 	case errors.Is(err, verify.ErrMagic):
-		return fmt.Sprintf("no page of the format (it starts %q)", page[:min(len(page), len(verify.Magic))]), "magic", 0
+		start := page[:min(len(page), len(verify.Magic))]
+		switch string(start) {
+		case fillMagic:
+			return fmt.Sprintf("a page of a wbbench run without -verify (it starts %q)", start), "magic", 0
+		case fioMagic:
+			return fmt.Sprintf("a page fio wrote in a wbbench run (it starts %q)", start), "magic", 0
+		}
+		return fmt.Sprintf("no page of the format (it starts %q)", start), "magic", 0
 	case errors.Is(err, verify.ErrIndex):
 		return fmt.Sprintf("version %d of page %d (misplaced)", h.Version, h.Index), "index", h.Version
 	case errors.Is(err, verify.ErrNonce):

@@ -7,13 +7,17 @@
 // opens the engine on a page cache whose capacity is the pattern's
 // pages, with its ring wrapped for timing (TimedRing) and, with -inject,
 // for fault injection (ring.Faulty). Run then measures the engine and
-// each baseline in turn, Runs times, and returns a Report; Sweep does
-// that at several queue depths and I/O sizes. Check reads back what a
-// -verify -journal run left on a device.
+// each baseline in turn, Runs times, and returns a Report: run 1 apart,
+// the steady median of runs 2..N with its spread, each ratio to the
+// engine with its spread, what the block layer counted, and the
+// provenance; Sweep does that at several queue depths and I/O sizes.
+// Check reads back what a -verify -journal run left on a device and
+// tells this run's damage from what another run or program left.
 //
 // What is timed: for the engine, Sync after the pattern was dirtied
 // into the cache; for the kernel baseline, fdatasync after buffered
-// pwrite of the same pages; for the pwrite baseline, O_DIRECT pwritev
+// pwrite of the same pages (the device's write counters show how much
+// the kernel wrote back before it: HoldKernelWriteback holds that back); for the pwrite baseline, O_DIRECT pwritev
 // of the engine's writes from QueueDepth goroutines plus fdatasync; for
 // fio, its own runtime. Each result also has the total with dirtying
 // included. README.md in this directory has the details.

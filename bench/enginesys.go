@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -56,9 +58,14 @@ func (es *engineSys) setFaults(on bool) {
 // end is the engine's state now, for the report's engine_end.
 func (es *engineSys) end() *EngineEnd {
 	st := es.eng.Stats()
+	var faultsOff *bool
+	if es.faulty != nil {
+		off := !es.faulty.Enabled()
+		faultsOff = &off
+	}
 	return &EngineEnd{
 		LastSyncOK:   es.syncs.Load() > 0 && es.lastSyncOK.Load(),
-		FaultsOff:    es.faulty != nil && !es.faulty.Enabled(),
+		FaultsOff:    faultsOff,
 		Dirty:        st.Dirty,
 		Writeback:    st.Writeback,
 		InFlight:     st.InFlight,
@@ -108,7 +115,14 @@ func (b *Bench) openEngine(qd, maxIO int) (*engineSys, error) {
 			return tr, nil
 		},
 	}
-	e, err := engine.Open(b.cache, cfg)
+	// The goroutines the engine starts (its ring's owner thread, its
+	// sync runner) carry the pprof label system=engine: a CPU profile of
+	// a run (-cpuprofile) tells the engine's work from the baselines'.
+	var e *engine.Engine
+	var err error
+	pprof.Do(context.Background(), pprof.Labels("system", "engine"), func(context.Context) {
+		e, err = engine.Open(b.cache, cfg)
+	})
 	if err != nil {
 		return nil, engineError(o, err)
 	}
@@ -176,6 +190,7 @@ func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
 	ps := int64(b.opts.PageSize)
 	es.timed.Take() // drop anything recorded outside the measurement
 	st0 := es.eng.Stats()
+	dm := b.devMarks()
 	t0 := time.Now()
 	if err := b.dirtyCache(ctx); err != nil {
 		return Sample{}, err
@@ -186,10 +201,13 @@ func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
 		return fmt.Sprintf("engine: flushing %d%% (%s of %s pages)", 100*n/int64(total), humanize.Comma(n), humanize.Comma(int64(total)))
 	})
 	b.dirtied = true
-	t1, cpu0 := time.Now(), cpuTime()
-	err := es.sync(ctx)
-	t2, cpu1 := time.Now(), cpuTime()
-	writes, flushes := es.timed.Take()
+	dm.timed()
+	var err error
+	t1, cpu0 := time.Now(), cpuTimes()
+	trace.WithRegion(ctx, "engine Sync (timed)", func() { err = es.sync(ctx) })
+	t2, cpu1 := time.Now(), cpuTimes()
+	dm.end()
+	tm := es.timed.Take()
 	st1 := es.eng.Stats()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -204,16 +222,20 @@ func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
 			return Sample{}, err
 		}
 	}
-	return Sample{
-		Bytes:        int64(total) * ps,
-		Pages:        int64(total),
-		Seconds:      t2.Sub(t1).Seconds(),
-		TotalSeconds: t2.Sub(t0).Seconds(),
-		IOs:          st1.Writes - st0.Writes,
-		CPUSeconds:   (cpu1 - cpu0).Seconds(),
-		Latency:      latencyOf(writes),
-		FlushLatency: latencyOf(flushes),
-	}, nil
+	s := Sample{
+		Bytes:         int64(total) * ps,
+		Pages:         int64(total),
+		Seconds:       t2.Sub(t1).Seconds(),
+		TotalSeconds:  t2.Sub(t0).Seconds(),
+		IOs:           st1.Writes - st0.Writes,
+		Latency:       latencyOf(tm.Writes),
+		FlushLatency:  latencyOf(tm.Flushes),
+		SubmitBatch:   batchOf(tm.Submits),
+		CompleteBatch: batchOf(tm.Completions),
+	}
+	s.setCPU(cpu0, cpu1)
+	s.setDevice(dm.deviceIO())
+	return s, nil
 }
 
 // engineHot is the engine's side of the hot pattern: writers use
@@ -249,12 +271,14 @@ func (h *engineHot) settle() { h.es.setFaults(false) }
 func (h *engineHot) injects() bool { return h.es.faulty != nil }
 
 func (h *engineHot) end(s *Sample) error {
-	writes, flushes := h.es.timed.Take()
+	tm := h.es.timed.Take()
 	st := h.es.eng.Stats()
 	s.IOs = st.Writes - h.st0.Writes
 	s.DeviceBytes = st.BytesWritten - h.st0.BytesWritten
-	s.Latency = latencyOf(writes)
-	s.FlushLatency = latencyOf(flushes)
+	s.Latency = latencyOf(tm.Writes)
+	s.FlushLatency = latencyOf(tm.Flushes)
+	s.SubmitBatch = batchOf(tm.Submits)
+	s.CompleteBatch = batchOf(tm.Completions)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -121,7 +122,12 @@ func (b *Bench) hotCycle(ctx context.Context, sys hotSystem, st *hotState, journ
 		errMu.Unlock()
 		stop.Store(true)
 	}
-	t0, cpu0 := time.Now(), cpuTime()
+	// logs[w] is writer w's write times (ns since t0) that no successful
+	// sync has covered yet, for dirty-to-durable.
+	logs := make([]writeLog, o.Writers)
+	dm := b.devMarks()
+	dm.timed() // the whole period is timed
+	t0, cpu0 := time.Now(), cpuTimes()
 	for w := 0; w < o.Writers; w++ {
 		buf := bufs.b[w*ps : (w+1)*ps : (w+1)*ps]
 		wg.Add(1)
@@ -146,6 +152,7 @@ func (b *Bench) hotCycle(ctx context.Context, sys hotSystem, st *hotState, journ
 					}
 					st.maxv[p] = v
 					written.Add(1)
+					logs[w].add(int64(time.Since(t0)))
 				} else {
 					superseded.Add(1)
 				}
@@ -154,7 +161,7 @@ func (b *Bench) hotCycle(ctx context.Context, sys hotSystem, st *hotState, journ
 			}
 		}()
 	}
-	syncs := newHist()
+	syncs, durable := newHist(), newHist()
 	var nsync atomic.Int64
 	var failed int
 	var firstErr error // the first failed sync of the period
@@ -165,7 +172,8 @@ func (b *Bench) hotCycle(ctx context.Context, sys hotSystem, st *hotState, journ
 		v := st.watermark()
 		ts := time.Now()
 		err := sys.sync(ctx)
-		_ = syncs.RecordValue(min(max(int64(time.Since(ts)), latMin), latMax))
+		te := time.Now()
+		_ = syncs.RecordValue(min(max(int64(te.Sub(ts)), latMin), latMax))
 		n := nsync.Add(1)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -177,6 +185,9 @@ func (b *Bench) hotCycle(ctx context.Context, sys hotSystem, st *hotState, journ
 				}
 			}
 			return err
+		}
+		for w := range logs {
+			logs[w].covered(int64(ts.Sub(t0)), int64(te.Sub(t0)), durable)
 		}
 		if journal != nil {
 			if err := journal.Synced(v); err != nil {
@@ -218,18 +229,21 @@ loop:
 		fs.settle()
 	}
 	lastErr := syncOnce() // every version written is covered by it
-	t1, cpu1 := time.Now(), cpuTime()
+	t1, cpu1 := time.Now(), cpuTimes()
+	dm.end()
 	s := Sample{
-		Bytes:        written.Load() * int64(ps),
-		Pages:        written.Load(),
-		Seconds:      t1.Sub(t0).Seconds(),
-		TotalSeconds: t1.Sub(t0).Seconds(),
-		CPUSeconds:   (cpu1 - cpu0).Seconds(),
-		SyncLatency:  latencyOf(syncs),
-		Syncs:        int(nsync.Load()),
-		FailedSyncs:  failed,
-		Superseded:   superseded.Load(),
+		Bytes:          written.Load() * int64(ps),
+		Pages:          written.Load(),
+		Seconds:        t1.Sub(t0).Seconds(),
+		TotalSeconds:   t1.Sub(t0).Seconds(),
+		SyncLatency:    latencyOf(syncs),
+		DirtyToDurable: latencyOf(durable),
+		Syncs:          int(nsync.Load()),
+		FailedSyncs:    failed,
+		Superseded:     superseded.Load(),
 	}
+	s.setCPU(cpu0, cpu1)
+	s.setDevice(dm.deviceIO())
 	if err := sys.end(&s); err != nil {
 		return s, err
 	}
@@ -244,6 +258,33 @@ loop:
 		return s, firstErr
 	}
 	return s, nil
+}
+
+// writeLog is one hot writer's write times, in ns since the period
+// began, that no successful sync has covered yet. The writer appends;
+// the sync loop takes what a sync covered.
+type writeLog struct {
+	mu sync.Mutex // protects t
+	t  []int64    // ascending
+}
+
+func (l *writeLog) add(t int64) {
+	l.mu.Lock()
+	l.t = append(l.t, t)
+	l.mu.Unlock()
+}
+
+// covered records into h, for every write that returned before a sync
+// began at start and succeeded at end, the time from the write to end,
+// and forgets those writes.
+func (l *writeLog) covered(start, end int64, h *hdr.Histogram) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k, _ := slices.BinarySearch(l.t, start+1)
+	for _, t := range l.t[:k] {
+		_ = h.RecordValue(min(max(end-t, latMin), latMax))
+	}
+	l.t = l.t[:copy(l.t, l.t[k:])]
 }
 
 // kernelHot is the kernel's side of the hot pattern: buffered pwrite

@@ -5,8 +5,8 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 	"unicode/utf8"
 
@@ -21,25 +21,50 @@ import (
 // For hot, both are the whole period, Bytes and Pages what the writers
 // wrote, DeviceBytes what reached the device.
 type Sample struct {
-	Bytes        int64    `json:"bytes"`
-	Pages        int64    `json:"pages"`
-	Seconds      float64  `json:"seconds"`
-	TotalSeconds float64  `json:"total_seconds"`
-	BytesPerSec  float64  `json:"bytes_per_sec"`
-	PagesPerSec  float64  `json:"pages_per_sec"`
-	IOs          int64    `json:"ios"`
-	PagesPerIO   float64  `json:"pages_per_io"`
-	CPUSeconds   float64  `json:"cpu_seconds"`
-	Latency      *Latency `json:"latency_us,omitempty"`
+	// Run is the run (cycle) this sample is from, counting from 1; 0 in
+	// a median.
+	Run          int     `json:"run,omitempty"`
+	Bytes        int64   `json:"bytes"`
+	Pages        int64   `json:"pages"`
+	Seconds      float64 `json:"seconds"`
+	TotalSeconds float64 `json:"total_seconds"`
+	BytesPerSec  float64 `json:"bytes_per_sec"`
+	PagesPerSec  float64 `json:"pages_per_sec"`
+	IOs          int64   `json:"ios"`
+	PagesPerIO   float64 `json:"pages_per_io"`
+	// CPU time of the timed part: user + system, and each (getrusage;
+	// fio: its usr_cpu and sys_cpu share of its runtime).
+	CPUSeconds       float64 `json:"cpu_seconds"`
+	CPUUserSeconds   float64 `json:"cpu_user_seconds"`
+	CPUSystemSeconds float64 `json:"cpu_system_seconds"`
+	// Latency is each write's completion latency, from its submission to
+	// its completion (the engine: Submit to the delivery of its
+	// completion, timed around the ring; pwrite: each pwritev call; fio:
+	// its clat).
+	Latency *Latency `json:"latency_us,omitempty"`
 	// FlushLatency is the engine's device flushes (OpFlush), submit to
 	// completion.
 	FlushLatency *Latency `json:"flush_latency_us,omitempty"`
+	// SubmitBatch is requests per submission, CompleteBatch completions
+	// per reap (the engine: per ring Submit call and per handler call;
+	// fio: its iodepth_submit and iodepth_complete).
+	SubmitBatch   *Batch `json:"submit_batch,omitempty"`
+	CompleteBatch *Batch `json:"complete_batch,omitempty"`
+	// Device is what the block layer counted (block devices only).
+	Device *DeviceIO `json:"device,omitempty"`
+	// EarlyWriteback: under 95 % of the bytes the block layer wrote for
+	// this cycle fell inside its timed part (in a median: in any run).
+	EarlyWriteback bool `json:"early_writeback,omitempty"`
 	// Hot pattern only.
 	SyncLatency *Latency `json:"sync_latency_us,omitempty"`
-	Syncs       int      `json:"syncs,omitempty"`
-	FailedSyncs int      `json:"failed_syncs,omitempty"` // of Syncs, those that returned an error
-	DeviceBytes int64    `json:"device_bytes,omitempty"`
-	Superseded  int64    `json:"superseded,omitempty"`
+	// DirtyToDurable is, for each page write, the time from the write
+	// returning (the page in the cache, or in the kernel's) to the end of
+	// the first sync that began after it and succeeded.
+	DirtyToDurable *Latency `json:"dirty_to_durable_us,omitempty"`
+	Syncs          int      `json:"syncs,omitempty"`
+	FailedSyncs    int      `json:"failed_syncs,omitempty"` // of Syncs, those that returned an error
+	DeviceBytes    int64    `json:"device_bytes,omitempty"`
+	Superseded     int64    `json:"superseded,omitempty"`
 }
 
 // derive fills in the rates from the counts.
@@ -61,91 +86,102 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
-// Result is one system's numbers. With more than one run, each number
-// is the median over the runs of that number (rates are the medians of
-// the per-run rates, not recomputed from median counts), and Runs holds
-// every run's numbers in the order they ran.
+// Result is one system's numbers. The first cycle after the engine was
+// opened runs slower than the rest (its pages are touched, its ring and
+// the device warmed for the first time), so it is kept apart: the
+// numbers of a Result are the steady ones, each the median over runs
+// 2..N of that number (rates are the medians of the per-run rates, not
+// recomputed from median counts), and First is run 1. With one run
+// there is no steady figure: the numbers are run 1's, and SteadyRuns is
+// 0. Runs holds every run's numbers in the order they ran.
 type Result struct {
 	Name string `json:"name"`
 	Sample
-	Note string   `json:"note,omitempty"`
-	Runs []Sample `json:"runs,omitempty"`
+	// SteadyRuns is how many runs the numbers are the median of (runs
+	// 2..N); 0 when there was one run.
+	SteadyRuns int `json:"steady_runs"`
+	// BytesPerSecMin and Max are the spread of the steady runs' bytes/s.
+	BytesPerSecMin float64 `json:"bytes_per_sec_min"`
+	BytesPerSecMax float64 `json:"bytes_per_sec_max"`
+	// First is run 1: for the engine, the first cycle after Open.
+	First *Sample `json:"first_cycle,omitempty"`
+	// VsEngine is this system's steady bytes/s against the engine's.
+	VsEngine *Ratio   `json:"vs_engine,omitempty"`
+	Note     string   `json:"note,omitempty"`
+	Command  string   `json:"command,omitempty"` // fio: its exact command line
+	Runs     []Sample `json:"runs"`
 }
 
-// Spread is the lowest and highest per-run bytes/s.
-func (r *Result) Spread() (lo, hi float64) {
-	if len(r.Runs) == 0 {
-		return r.BytesPerSec, r.BytesPerSec
-	}
-	lo, hi = math.Inf(1), math.Inf(-1)
-	for _, s := range r.Runs {
-		lo, hi = min(lo, s.BytesPerSec), max(hi, s.BytesPerSec)
-	}
-	return lo, hi
+// Ratio is one system's steady throughput over the engine's, and how
+// far the noise could move it: Min is this system's lowest steady run
+// over the engine's highest, Max its highest over the engine's lowest.
+// Overlap says the two min–max ranges overlap: the runs do not tell the
+// two systems apart. With one run there is no spread: only Ratio is set.
+type Ratio struct {
+	Ratio   float64 `json:"ratio"`
+	Min     float64 `json:"min,omitempty"`
+	Max     float64 `json:"max,omitempty"`
+	Overlap *bool   `json:"overlap,omitempty"`
 }
 
-// aggregate makes a Result of a system's samples.
+// Overlaps reports whether the ratio's two ranges overlap (false
+// without a spread).
+func (q *Ratio) Overlaps() bool { return q != nil && q.Overlap != nil && *q.Overlap }
+
+// Spread is the lowest and highest bytes/s of the steady runs.
+func (r *Result) Spread() (lo, hi float64) { return r.BytesPerSecMin, r.BytesPerSecMax }
+
+// aggregate makes a Result of a system's samples, in the order they
+// ran (Sample.Run is the run's number, from 1).
 func aggregate(name string, samples []Sample) Result {
-	r := Result{Name: name}
-	if len(samples) == 1 {
-		r.Sample = samples[0]
-		return r
-	}
-	r.Runs = samples
-	f := func(get func(*Sample) float64) float64 {
-		v := make([]float64, len(samples))
-		for i := range samples {
-			v[i] = get(&samples[i])
+	r := Result{Name: name, Runs: samples}
+	steady := samples
+	if len(samples) > 0 && samples[0].Run == 1 {
+		first := samples[0]
+		r.First = &first
+		if len(samples) > 1 {
+			steady = samples[1:]
 		}
-		return median(v)
 	}
-	i := func(get func(*Sample) int64) int64 {
-		return int64(math.Round(f(func(s *Sample) float64 { return float64(get(s)) })))
+	if len(samples) > 1 || (len(samples) == 1 && samples[0].Run != 1) {
+		r.SteadyRuns = len(steady)
 	}
-	lat := func(get func(*Sample) *Latency) *Latency {
-		var p50, p99, p999 []float64
-		for k := range samples {
-			if l := get(&samples[k]); l != nil {
-				p50, p99, p999 = append(p50, l.P50), append(p99, l.P99), append(p999, l.P999)
-			}
-		}
-		if len(p50) == 0 {
-			return nil
-		}
-		return &Latency{P50: median(p50), P99: median(p99), P999: median(p999)}
+	if len(steady) == 1 {
+		r.Sample = steady[0]
+	} else {
+		r.Sample = medianSample(steady)
 	}
-	r.Sample = Sample{
-		Bytes:        i(func(s *Sample) int64 { return s.Bytes }),
-		Pages:        i(func(s *Sample) int64 { return s.Pages }),
-		Seconds:      f(func(s *Sample) float64 { return s.Seconds }),
-		TotalSeconds: f(func(s *Sample) float64 { return s.TotalSeconds }),
-		BytesPerSec:  f(func(s *Sample) float64 { return s.BytesPerSec }),
-		PagesPerSec:  f(func(s *Sample) float64 { return s.PagesPerSec }),
-		IOs:          i(func(s *Sample) int64 { return s.IOs }),
-		PagesPerIO:   f(func(s *Sample) float64 { return s.PagesPerIO }),
-		CPUSeconds:   f(func(s *Sample) float64 { return s.CPUSeconds }),
-		Latency:      lat(func(s *Sample) *Latency { return s.Latency }),
-		FlushLatency: lat(func(s *Sample) *Latency { return s.FlushLatency }),
-		SyncLatency:  lat(func(s *Sample) *Latency { return s.SyncLatency }),
-		Syncs:        int(i(func(s *Sample) int64 { return int64(s.Syncs) })),
-		FailedSyncs:  int(i(func(s *Sample) int64 { return int64(s.FailedSyncs) })),
-		DeviceBytes:  i(func(s *Sample) int64 { return s.DeviceBytes }),
-		Superseded:   i(func(s *Sample) int64 { return s.Superseded }),
+	r.Run = 0
+	r.BytesPerSecMin, r.BytesPerSecMax = math.Inf(1), math.Inf(-1)
+	for _, s := range steady {
+		r.BytesPerSecMin, r.BytesPerSecMax = min(r.BytesPerSecMin, s.BytesPerSec), max(r.BytesPerSecMax, s.BytesPerSec)
+	}
+	if len(steady) == 0 {
+		r.BytesPerSecMin, r.BytesPerSecMax = 0, 0
 	}
 	return r
 }
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
+// compare sets each baseline's VsEngine.
+func compare(results []Result) {
+	eng := findResult(results, "engine")
+	if eng == nil || eng.BytesPerSec <= 0 || eng.BytesPerSecMin <= 0 {
+		return
 	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
+	for i := range results {
+		r := &results[i]
+		if r.Name == "engine" || r.BytesPerSec <= 0 {
+			continue
+		}
+		r.VsEngine = &Ratio{Ratio: r.BytesPerSec / eng.BytesPerSec}
+		if r.SteadyRuns == 0 || eng.SteadyRuns == 0 {
+			continue // one run: no spread to compare
+		}
+		overlap := r.BytesPerSecMin <= eng.BytesPerSecMax && eng.BytesPerSecMin <= r.BytesPerSecMax
+		r.VsEngine.Min = r.BytesPerSecMin / eng.BytesPerSecMax
+		r.VsEngine.Max = r.BytesPerSecMax / eng.BytesPerSecMin
+		r.VsEngine.Overlap = &overlap
 	}
-	return (s[n/2-1] + s[n/2]) / 2
 }
 
 // TargetInfo describes the target in a report.
@@ -157,7 +193,11 @@ type TargetInfo struct {
 	Kind             string `json:"kind"` // "block" or "file"
 	WriteCache       string `json:"write_cache,omitempty"`
 	MaxSectorsKB     int    `json:"max_sectors_kb,omitempty"`
-	Made             string `json:"made,omitempty"` // what wbbench made for the run
+	// Queue is a block device's queue limits and settings; FileSystem
+	// the file system a file target is on.
+	Queue      *QueueLimits `json:"queue,omitempty"`
+	FileSystem string       `json:"file_system,omitempty"`
+	Made       string       `json:"made,omitempty"` // what wbbench made for the run
 }
 
 // ConfigInfo is the configuration a report was measured with (the
@@ -179,22 +219,36 @@ type ConfigInfo struct {
 	SyncEverySeconds  float64  `json:"sync_every_seconds,omitempty"`
 	Inject            string   `json:"inject,omitempty"`
 	Verify            bool     `json:"verify"`
-	Nonce             uint32   `json:"nonce,omitempty"`
-	Journal           string   `json:"journal,omitempty"`
+	// Zeroed, with -verify: how the target's range was zeroed before the
+	// run (so check can tell this run's pages from what was there).
+	Zeroed string `json:"zeroed,omitempty"`
+	// HoldKernelWriteback: vm.dirty_* were raised for the run (HeldSysctls
+	// their values then; the report's sysctls are those before).
+	HoldKernelWriteback bool              `json:"hold_kernel_writeback"`
+	HeldSysctls         map[string]string `json:"held_sysctls,omitempty"`
+	Nonce               uint32            `json:"nonce,omitempty"`
+	Journal             string            `json:"journal,omitempty"`
 }
 
 // Report is what a benchmark run found: wbbench -json prints it.
 type Report struct {
-	Target       TargetInfo `json:"target"`
-	Config       ConfigInfo `json:"config"`
-	Pattern      string     `json:"pattern"`
-	PatternPages uint64     `json:"pattern_pages"`
-	PatternBytes int64      `json:"pattern_bytes"`
-	Extents      int        `json:"extents,omitempty"`
-	Results      []Result   `json:"results"`
-	Skipped      []Skip     `json:"skipped,omitempty"`
-	Errors       []string   `json:"errors,omitempty"`
-	Faults       *Faults    `json:"faults,omitempty"`
+	SchemaVersion int        `json:"schema_version"`
+	Provenance    Provenance `json:"provenance"`
+	Target        TargetInfo `json:"target"`
+	Config        ConfigInfo `json:"config"`
+	Pattern       string     `json:"pattern"`
+	PatternPages  uint64     `json:"pattern_pages"`
+	PatternBytes  int64      `json:"pattern_bytes"`
+	Extents       int        `json:"extents,omitempty"`
+	Results       []Result   `json:"results"`
+	Skipped       []Skip     `json:"skipped,omitempty"`
+	// Warnings say where a figure cannot be trusted as it stands: a
+	// system whose device bytes were mostly written before its timed part
+	// (early_writeback), an engine whose bytes the block layer counted
+	// differently, a -max-io the block layer splits.
+	Warnings []string `json:"warnings,omitempty"`
+	Errors   []string `json:"errors,omitempty"`
+	Faults   *Faults  `json:"faults,omitempty"`
 	// JournalSynced is the last version the journal recorded as synced.
 	JournalSynced *uint64 `json:"journal_synced,omitempty"`
 	// SyncErrors is every engine Sync that failed (and every sync of a
@@ -211,11 +265,12 @@ type Report struct {
 // more Sync after the last cycle), so a run ends with a Sync that can
 // succeed.
 type EngineEnd struct {
-	LastSyncOK   bool  `json:"last_sync_ok"` // the last Sync returned nil
-	FaultsOff    bool  `json:"faults_off"`   // -inject: injection was off for the last Sync
-	Dirty        int64 `json:"dirty"`        // pages dirty in the cache
-	Writeback    int64 `json:"writeback"`    // pages under writeback
-	InFlight     int64 `json:"in_flight"`    // writes submitted and not completed
+	LastSyncOK bool `json:"last_sync_ok"` // the last Sync returned nil
+	// FaultsOff, with -inject only: injection was off for the last Sync.
+	FaultsOff    *bool `json:"faults_off,omitempty"`
+	Dirty        int64 `json:"dirty"`     // pages dirty in the cache
+	Writeback    int64 `json:"writeback"` // pages under writeback
+	InFlight     int64 `json:"in_flight"` // writes submitted and not completed
 	PagesInError int64 `json:"pages_in_error"`
 	Syncs        int64 `json:"syncs"`        // Syncs the benchmark called
 	FailedSyncs  int64 `json:"failed_syncs"` // of them, those that returned an error
@@ -261,6 +316,10 @@ func (b *Bench) header(es *engineSys) (TargetInfo, ConfigInfo, Report) {
 	ti := TargetInfo{
 		Path: t.Path, Size: t.Size, DeviceSize: t.DeviceSize, LogicalBlockSize: t.LogicalBlockSize,
 		Kind: t.KindName(), WriteCache: t.WriteCache, MaxSectorsKB: t.MaxSectorsKB, Made: t.Made,
+		Queue: readQueueLimits(t.Dev),
+	}
+	if t.Kind != ring.KindBlock {
+		ti.FileSystem = fileSystemOf(t.Path)
 	}
 	ring := o.Ring
 	if ring == "" {
@@ -277,9 +336,13 @@ func (b *Bench) header(es *engineSys) (TargetInfo, ConfigInfo, Report) {
 		ci.Baselines = []string{}
 	}
 	if o.Verify {
-		ci.Nonce = b.nonce
+		ci.Nonce, ci.Zeroed = b.nonce, b.zeroed
 	}
-	r := Report{Target: ti, Config: ci, Pattern: string(o.Pattern), Skipped: b.skipped}
+	if b.hold != nil {
+		ci.HoldKernelWriteback, ci.HeldSysctls = true, b.hold.held
+	}
+	r := Report{SchemaVersion: SchemaVersion, Provenance: b.provenance(), Target: ti, Config: ci, Pattern: string(o.Pattern), Skipped: b.skipped,
+		Warnings: slices.Clone(b.warnings)}
 	if o.Pattern == Hot {
 		ci.DurationSeconds = o.Duration.Seconds()
 		ci.Writers = o.Writers
@@ -332,7 +395,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			last = "FAILED"
 		}
 		if r.Faults != nil {
-			if e.FaultsOff {
+			if e.FaultsOff != nil && *e.FaultsOff {
 				last += ", faults off"
 			} else {
 				last += ", faults still on"
@@ -342,17 +405,16 @@ func (r *Report) WriteText(w io.Writer) error {
 			humanize.Comma(e.Syncs), humanize.Comma(e.FailedSyncs), last,
 			humanize.Comma(e.Dirty), humanize.Comma(e.Writeback), humanize.Comma(e.InFlight), humanize.Comma(e.PagesInError))
 	}
+	for _, w := range r.Warnings {
+		fmt.Fprintf(&b, "warning  %s\n", w)
+	}
 	for _, e := range r.Errors {
 		fmt.Fprintf(&b, "error    %s\n", e)
 	}
 	b.WriteString("\n")
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	for _, res := range r.Results {
-		fmt.Fprintf(tw, "%s\t%s\n", res.Name, detail(&res, r.Pattern == string(Hot), r.Config.PageSize))
-	}
-	tw.Flush()
+	writeDetails(&b, r.Results, r.Pattern == string(Hot))
 	b.WriteString("\n")
-	writeTable(&b, r.Results, r.Config.Runs > 1)
+	writeTable(&b, r.Results, r.Config.Runs)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -397,7 +459,7 @@ func writeHeader(b *strings.Builder, t *TargetInfo, c *ConfigInfo, swept, patter
 	fmt.Fprintf(b, "config   page %s, %s, ring %s (%s)\n", humanize.IBytes(uint64(c.PageSize)), qdio, c.Ring, setup)
 	fmt.Fprintf(b, "         seed %d", c.Seed)
 	if c.Runs > 1 {
-		fmt.Fprintf(b, ", %d runs (systems alternated, order rotated each run; medians, min–max)", c.Runs)
+		fmt.Fprintf(b, ", %d runs (systems alternated, order rotated each run; steady: medians of runs 2–%d, min–max; run 1 apart)", c.Runs, c.Runs)
 	}
 	if c.Inject != "" {
 		fmt.Fprintf(b, ", inject %q", c.Inject)
@@ -406,6 +468,9 @@ func writeHeader(b *strings.Builder, t *TargetInfo, c *ConfigInfo, swept, patter
 		fmt.Fprintf(b, ", verify format (nonce %d)", c.Nonce)
 	}
 	b.WriteString("\n")
+	if c.Zeroed != "" {
+		fmt.Fprintf(b, "verify   %s\n", c.Zeroed)
+	}
 	if pattern == string(Hot) {
 		fmt.Fprintf(b, "pattern  hot over %s pages (%s): %d writers, a sync every %v, %v per run\n",
 			humanize.Comma(int64(pages)), humanize.IBytes(uint64(bytes)), c.Writers,
@@ -424,21 +489,34 @@ func secondsDuration(s float64) string {
 	return time.Duration(math.Round(s * 1e9)).String()
 }
 
-// detail is the line of numbers for one system before the table.
-func detail(r *Result, hot bool, ps int) string {
+// writeDetails writes the numbers of each system before the table: a
+// first line after its name, then indented lines for its latencies,
+// batches and what the block layer counted.
+func writeDetails(b *strings.Builder, results []Result, hot bool) {
+	width := 0
+	for i := range results {
+		width = max(width, utf8.RuneCountInString(results[i].Name))
+	}
+	for i := range results {
+		r := &results[i]
+		for k, line := range detail(r, hot) {
+			name := ""
+			if k == 0 {
+				name = r.Name
+			}
+			fmt.Fprintf(b, "%-*s  %s\n", width, name, line)
+		}
+	}
+}
+
+// detail is the lines of numbers for one system before the table.
+func detail(r *Result, hot bool) []string {
 	var parts []string
 	if hot {
 		parts = append(parts, fmt.Sprintf("%s pages written in %.2f s (%s superseded)",
 			humanize.Comma(r.Pages), r.Seconds, humanize.Comma(r.Superseded)))
 		if r.DeviceBytes > 0 {
 			parts = append(parts, fmt.Sprintf("%s to the device", humanize.IBytes(uint64(r.DeviceBytes))))
-		}
-		if l := r.SyncLatency; l != nil {
-			failed := ""
-			if r.FailedSyncs > 0 {
-				failed = fmt.Sprintf(" (%d failed)", r.FailedSyncs)
-			}
-			parts = append(parts, fmt.Sprintf("%d syncs%s taking p50 %s p99 %s p99.9 %s", r.Syncs, failed, fmtLat(l.P50), fmtLat(l.P99), fmtLat(l.P999)))
 		}
 	} else {
 		parts = append(parts, fmt.Sprintf("flush %.3f s, total %.3f s", r.Seconds, r.TotalSeconds))
@@ -448,22 +526,99 @@ func detail(r *Result, hot bool, ps int) string {
 	} else {
 		parts = append(parts, "I/Os not counted")
 	}
-	parts = append(parts, fmt.Sprintf("CPU %.3f s", r.CPUSeconds))
-	if l := r.Latency; l != nil {
-		parts = append(parts, fmt.Sprintf("completion p50 %s p99 %s p99.9 %s", fmtLat(l.P50), fmtLat(l.P99), fmtLat(l.P999)))
-	}
+	parts = append(parts, fmt.Sprintf("CPU %.3f s (user %.3f, system %.3f)", r.CPUSeconds, r.CPUUserSeconds, r.CPUSystemSeconds))
 	if l := r.FlushLatency; l != nil && !hot {
 		parts = append(parts, fmt.Sprintf("device flush %s", fmtLat(l.P50)))
 	}
-	s := strings.Join(parts, ", ")
+	first := strings.Join(parts, ", ")
 	if r.Note != "" {
-		s += " (" + r.Note + ")"
+		first += " (" + r.Note + ")"
 	}
-	return s
+	lines := []string{first}
+	if l := r.Latency; l != nil {
+		lines = append(lines, fmtLatency("submit→complete latency", humanize.Comma(l.N)+" writes", l))
+	}
+	if hot {
+		if l := r.SyncLatency; l != nil {
+			n := fmt.Sprintf("%d syncs", r.Syncs)
+			if r.FailedSyncs > 0 {
+				n += fmt.Sprintf(", %d failed", r.FailedSyncs)
+			}
+			lines = append(lines, fmtLatency("sync latency", n, l))
+		}
+		if l := r.DirtyToDurable; l != nil {
+			lines = append(lines, fmtLatency("dirty to durable", humanize.Comma(l.N)+" page writes", l))
+		}
+	}
+	if s := fmtBatches(r.SubmitBatch, r.CompleteBatch); s != "" {
+		lines = append(lines, s)
+	}
+	if r.Command != "" {
+		lines = append(lines, "command: "+r.Command)
+	}
+	if d := r.Device; d != nil {
+		lines = append(lines, fmt.Sprintf("block layer: %s in %s writes (%.2f ms each), %.0f%% of the bytes inside the timed part",
+			humanize.IBytes(uint64(d.WriteBytes)), humanize.Comma(d.WriteIOs), d.MeanWriteMs, 100*d.TimedShare))
+	}
+	return lines
+}
+
+// fmtLatency prints a latency distribution the way fio does: what and
+// how many, mean ± standard deviation, min, percentiles, max.
+func fmtLatency(what, count string, l *Latency) string {
+	return fmt.Sprintf("%s (%s): mean %s ±%s, min %s, p1 %s, p5 %s, p10 %s, p50 %s, p90 %s, p95 %s, p99 %s, p99.9 %s, p99.99 %s, max %s",
+		what, count, fmtLat(l.Mean), fmtLat(l.Stdev), fmtLat(l.Min), fmtLat(l.P1), fmtLat(l.P5), fmtLat(l.P10),
+		fmtLat(l.P50), fmtLat(l.P90), fmtLat(l.P95), fmtLat(l.P99), fmtLat(l.P999), fmtLat(l.P9999), fmtLat(l.Max))
+}
+
+// fmtBatches prints the submission and completion batch sizes.
+func fmtBatches(sub, comp *Batch) string {
+	one := func(what string, b *Batch) string {
+		if b == nil {
+			return ""
+		}
+		if b.N == 0 && len(b.FioPercent) > 0 {
+			var keys []string
+			for k := range b.FioPercent {
+				keys = append(keys, k)
+			}
+			slices.SortFunc(keys, func(x, y string) int { return fioBucketOrder(x) - fioBucketOrder(y) })
+			var parts []string
+			for _, k := range keys {
+				if v := b.FioPercent[k]; v >= 0.5 {
+					parts = append(parts, fmt.Sprintf("≤%s: %.0f%%", k, v))
+				} else if v > 0 {
+					parts = append(parts, fmt.Sprintf("≤%s: <1%%", k))
+				}
+			}
+			return fmt.Sprintf("%s %s", what, strings.ReplaceAll(strings.Join(parts, ", "), "≤>=", "≥"))
+		}
+		return fmt.Sprintf("%s mean %.1f (min %.0f, p50 %.0f, p99 %.0f, max %.0f)", what, b.Mean, b.Min, b.P50, b.P99, b.Max)
+	}
+	var parts []string
+	for _, s := range []string{one("requests per submit", sub), one("completions per reap", comp)} {
+		if s != "" {
+			parts = append(parts, s)
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "batches: " + strings.Join(parts, "; ")
+}
+
+// fioBucketOrder orders fio's iodepth bucket names ("0", "4", …, ">=64").
+func fioBucketOrder(k string) int {
+	if n, err := strconv.Atoi(k); err == nil {
+		return n
+	}
+	return math.MaxInt32
 }
 
 func fmtLat(us float64) string {
 	switch {
+	case us == 0:
+		return "0"
 	case us < 10:
 		return fmt.Sprintf("%.1f µs", us)
 	case us < 1000:
@@ -485,34 +640,81 @@ func fmtRate(v, lo, hi float64, spread bool) string {
 	return s
 }
 
-// writeTable writes the closing table.
-func writeTable(b *strings.Builder, results []Result, spread bool) {
-	var eng *Result
-	for i := range results {
-		if results[i].Name == "engine" {
-			eng = &results[i]
-		}
+// fmtRatio prints a ratio to the engine with its spread.
+func fmtRatio(q *Ratio, spread bool) string {
+	if q == nil {
+		return "—"
 	}
-	head := "throughput"
+	if !spread {
+		return fmt.Sprintf("%.2f×", q.Ratio)
+	}
+	return fmt.Sprintf("%.2f× (%.2f–%.2f)", q.Ratio, q.Min, q.Max)
+}
+
+// writeTable writes the closing table: each system's steady throughput
+// with its spread, its first run apart, pages/s, CPU per GiB, and its
+// ratio to the engine with the ratio's spread, flagged where the two
+// systems' ranges overlap. runs is how many runs there were.
+func writeTable(b *strings.Builder, results []Result, runs int) {
+	spread := runs > 1
+	head := []string{"system", "throughput", "pages/s", "CPU/GiB", "vs engine", ""}
 	if spread {
-		head = "throughput (min–max)"
+		head = []string{"system", fmt.Sprintf("steady: runs 2–%d (min–max)", runs), "first run", "pages/s", "CPU/GiB", "vs engine (min–max)", ""}
 	}
-	rows := [][]string{{"system", head, "pages/s", "CPU/GiB", "vs engine"}}
+	rows := [][]string{head}
+	overlap, early := false, false
 	for i := range results {
 		r := &results[i]
-		lo, hi := r.Spread()
-		vs := "—"
-		if eng != nil && eng.BytesPerSec > 0 {
-			vs = fmt.Sprintf("%.2f×", r.BytesPerSec/eng.BytesPerSec)
+		vs := fmtRatio(r.VsEngine, spread)
+		if r.Name == "engine" {
+			vs = "1.00×"
 		}
 		cpu := "—"
 		if r.Bytes > 0 {
 			cpu = fmt.Sprintf("%.3f s", r.CPUSeconds/(float64(r.Bytes)/(1<<30)))
 		}
-		rows = append(rows, []string{r.Name, fmtRate(r.BytesPerSec, lo, hi, spread),
-			humanize.Comma(int64(math.Round(r.PagesPerSec))), cpu, vs})
+		pages := humanize.Comma(int64(math.Round(r.PagesPerSec)))
+		var flags []string
+		if r.VsEngine.Overlaps() && spread {
+			flags, overlap = append(flags, "ranges overlap"), true
+		}
+		if share, ok := r.lowestTimedShare(); ok {
+			flags, early = append(flags, fmt.Sprintf("! only %.0f%% written in its timed part", 100*share)), true
+		}
+		flag := strings.Join(flags, "; ")
+		if !spread {
+			rows = append(rows, []string{r.Name, fmtRate(r.BytesPerSec, 0, 0, false), pages, cpu, vs, flag})
+			continue
+		}
+		first := "—"
+		if r.First != nil {
+			first = fmtRate(r.First.BytesPerSec, 0, 0, false)
+		}
+		lo, hi := r.Spread()
+		rows = append(rows, []string{r.Name, fmtRate(r.BytesPerSec, lo, hi, true), first, pages, cpu, vs, flag})
 	}
 	writeColumns(b, rows, 1)
+	if !spread {
+		b.WriteString("(one run, the first after the engine was opened: no steady figure and no spread; -runs 5 gives both)\n")
+	}
+	if overlap {
+		b.WriteString("(ranges overlap: the two systems' min–max over the steady runs overlap, so the runs do not tell them apart)\n")
+	}
+	if early {
+		b.WriteString("(!: in some run under 95% of the bytes the device wrote for this system fell inside its timed part: see the warnings above)\n")
+	}
+}
+
+// lowestTimedShare is the lowest share of the device's bytes inside the
+// timed part over the runs flagged EarlyWriteback, if any was.
+func (r *Result) lowestTimedShare() (float64, bool) {
+	lo, ok := 1.0, false
+	for _, s := range r.Runs {
+		if s.EarlyWriteback && s.Device != nil {
+			lo, ok = min(lo, s.Device.TimedShare), true
+		}
+	}
+	return lo, ok
 }
 
 // writeColumns writes rows as columns two spaces apart: the first left
@@ -546,7 +748,7 @@ func writeColumns(b *strings.Builder, rows [][]string, left int) {
 
 // sortedResults makes the results of each system's samples, engine
 // first, then the baselines in their fixed order.
-func sortedResults(m map[string][]Sample, notes map[string]string, ps int) []Result {
+func sortedResults(m map[string][]Sample, notes, commands map[string]string, ps int) []Result {
 	var out []Result
 	for _, name := range append([]string{"engine"}, Baselines...) {
 		ss := m[name]
@@ -558,7 +760,9 @@ func sortedResults(m map[string][]Sample, notes map[string]string, ps int) []Res
 		}
 		r := aggregate(name, ss)
 		r.Note = notes[name]
+		r.Command = commands[name]
 		out = append(out, r)
 	}
+	compare(out)
 	return out
 }

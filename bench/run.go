@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/pprof"
+	"runtime/trace"
+	"strings"
 
 	"github.com/wbengine/wbengine/internal/verify"
 )
@@ -21,6 +24,7 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 	}
 	r.Results = results
 	r.Errors = errs
+	r.Warnings = append(r.Warnings, deviceWarnings(results, b.opts.Pattern == Hot, b.hold != nil)...)
 	if b.eng.faulty != nil && b.layout != nil {
 		// A flush pattern ends with faults off and one more Sync (hot
 		// ends each period so): what the failed cycles left dirty is
@@ -42,6 +46,7 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 	}
 	r.SyncErrors = b.syncErrs
 	r.EngineEnd = b.eng.end()
+	roundFloats(&r)
 	return &r, nil
 }
 
@@ -80,11 +85,13 @@ func (b *Bench) measure(ctx context.Context, es *engineSys) ([]Result, []string,
 	o := &b.opts
 	systems := b.systems()
 	samples := map[string][]Sample{}
-	notes := map[string]string{}
+	notes, commands := map[string]string{}, map[string]string{}
 	var errs []string
 	qd, maxIO := es.cfg.QueueDepth, es.cfg.MaxIOBytes
 	if b.fio != "" && b.layout != nil {
-		_, notes["fio"] = b.fioArgs(qd, maxIO)
+		var args []string
+		args, notes["fio"] = b.fioArgs(qd, maxIO)
+		commands["fio"] = shellCommand(append([]string{b.fio}, args...))
 	}
 	hotStates := map[string]*hotState{}
 	for run := range o.Runs {
@@ -98,16 +105,23 @@ func (b *Bench) measure(ctx context.Context, es *engineSys) ([]Result, []string,
 			b.cycle++
 			var s Sample
 			var err error
-			if o.Pattern == Hot {
-				st := hotStates[name]
-				if name == "engine" {
-					st = b.hot
-				} else if st == nil {
-					st = newHotState(b.n, o.Writers)
-					hotStates[name] = st
+			// Each system's work carries the pprof label system=NAME (the
+			// engine's own goroutines carry it from openEngine), and is a
+			// task in an execution trace.
+			pprof.Do(ctx, pprof.Labels("system", name), func(ctx context.Context) {
+				ctx, task := trace.NewTask(ctx, fmt.Sprintf("%s run %d", name, run+1))
+				defer task.End()
+				if o.Pattern == Hot {
+					st := hotStates[name]
+					if name == "engine" {
+						st = b.hot
+					} else if st == nil {
+						st = newHotState(b.n, o.Writers)
+						hotStates[name] = st
+					}
+					s, err = b.hotCycle(ctx, b.hotSystem(name, es), st, b.journalFor(name))
+					return
 				}
-				s, err = b.hotCycle(ctx, b.hotSystem(name, es), st, b.journalFor(name))
-			} else {
 				switch name {
 				case "engine":
 					s, err = es.flushCycle(ctx)
@@ -118,7 +132,7 @@ func (b *Bench) measure(ctx context.Context, es *engineSys) ([]Result, []string,
 				case "fio":
 					s, err = b.fioCycle(ctx, qd, maxIO)
 				}
-			}
+			})
 			if ctx.Err() != nil {
 				return nil, nil, ctxErr(ctx)
 			}
@@ -127,12 +141,13 @@ func (b *Bench) measure(ctx context.Context, es *engineSys) ([]Result, []string,
 				o.Logf("%s%v", label, err)
 			}
 			if s.Seconds > 0 {
+				s.Run = run + 1
 				samples[name] = append(samples[name], s)
 			}
 		}
 	}
 	b.status("done")
-	results := sortedResults(samples, notes, o.PageSize)
+	results := sortedResults(samples, notes, commands, o.PageSize)
 	if len(results) == 0 && len(errs) > 0 {
 		return nil, nil, errors.New(errs[0])
 	}
@@ -154,4 +169,18 @@ func (b *Bench) journalFor(name string) *verify.Journal {
 		return b.journal
 	}
 	return nil
+}
+
+// shellCommand quotes a command line for a POSIX shell: words of safe
+// characters as they are, the others in single quotes.
+func shellCommand(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=+./:,%@") == "" {
+			q[i] = a
+		} else {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(q, " ")
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -19,8 +20,9 @@ import (
 // one of its partitions), used as swap, claimed by another block device
 // (device mapper, RAID: /sys/.../holders), or held open exclusively
 // (an O_EXCL open fails with EBUSY); a regular file that backs a loop
-// device; and any target whose first or last MiB carries a file-system,
-// volume or partition-table signature.
+// device, or holds data wbbench did not write (ownfile_linux.go); and
+// any target whose first or last MiB carries a file-system, volume or
+// partition-table signature.
 
 // procRoot and sysRoot are where proc and sysfs are mounted; tests may
 // point them elsewhere.
@@ -31,8 +33,22 @@ var (
 
 // CheckTarget returns a *RefusedError saying why path (a block device
 // or regular file of size bytes) must not be written to, or nil. Other
-// errors (an unreadable device) are returned as they are.
+// errors (an unreadable device) are returned as they are. The checks
+// that need no open of the device (checkUnopened) run first.
 func CheckTarget(path string, size int64) error {
+	if err := checkUnopened(path); err != nil {
+		return err
+	}
+	return checkOpened(path, size)
+}
+
+// checkUnopened runs the checks that need no open of the target, from
+// its stat, /proc and /sys alone: a block device mounted (it or one of
+// its partitions), used as swap, or claimed by a stacked device; a
+// regular file backing a loop device. PrepareTarget runs them before
+// anything opens the target, so a mounted device is refused as mounted
+// even where it cannot be opened at all.
+func checkUnopened(path string) error {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
 		return fmt.Errorf("bench: check %s: %w", path, err)
@@ -58,6 +74,27 @@ func CheckTarget(path string, size int64) error {
 					d.name, strings.Join(h, ", "), filepath.Join(d.sys, "holders"))
 			}
 		}
+	case unix.S_IFREG:
+		if loop := loopBacked(&st); loop != "" {
+			return refuse("it is the backing file of loop device %s", loop)
+		}
+	}
+	return nil
+}
+
+// checkOpened runs the checks that open the target (read-only): a
+// block device held open exclusively by another program (an O_EXCL open
+// fails with EBUSY); a signature in its first or last MiB; a regular
+// file holding data wbbench did not write.
+func checkOpened(path string, size int64) error {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fmt.Errorf("bench: check %s: %w", path, err)
+	}
+	refuse := func(format string, args ...any) error {
+		return &RefusedError{Path: path, Reason: fmt.Sprintf(format, args...)}
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFBLK {
 		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
 		if errors.Is(err, unix.EBUSY) {
 			return refuse("it is held open exclusively by another program (an O_EXCL open failed: %v)", err)
@@ -66,10 +103,6 @@ func CheckTarget(path string, size int64) error {
 			return fmt.Errorf("bench: check %s: %w", path, err)
 		}
 		unix.Close(fd)
-	case unix.S_IFREG:
-		if loop := loopBacked(&st); loop != "" {
-			return refuse("it is the backing file of loop device %s", loop)
-		}
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -81,7 +114,24 @@ func CheckTarget(path string, size int64) error {
 	} else if sig != "" {
 		return refuse("it carries %s", sig)
 	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG {
+		return checkOwnFile(path, f, size)
+	}
 	return nil
+}
+
+// blockSize is a block device's size in bytes from sysfs (no open), or
+// -1 when unknown.
+func blockSize(rdev uint64) int64 {
+	b, err := os.ReadFile(filepath.Join(sysRoot, "dev", "block", fmt.Sprintf("%d:%d", unix.Major(rdev), unix.Minor(rdev)), "size"))
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n * 512
 }
 
 // blockDev is a block device and its sysfs directory.

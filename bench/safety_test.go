@@ -148,3 +148,78 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// nodevNode makes a block device node for major:minor on a tmpfs
+// mounted nodev in a temp dir (root only): the node can be stat'ed but
+// not opened, as a disk a container may not open. Both go when the test
+// ends.
+func nodevNode(t *testing.T, major, minor uint32) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: mounting a tmpfs and making a device node need root")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NODEV, "size=64k"); err != nil {
+		t.Skipf("skipping: mount tmpfs nodev: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	node := filepath.Join(dir, "disk")
+	if err := unix.Mknod(node, unix.S_IFBLK|0o600, int(unix.Mkdev(major, minor))); err != nil {
+		t.Fatal(err)
+	}
+	if fd, err := unix.Open(node, unix.O_RDONLY, 0); err == nil {
+		unix.Close(fd)
+		t.Fatalf("%s on a nodev mount opened", node)
+	}
+	return node
+}
+
+// TestChecksBeforeOpen: the mount, swap and holder checks need no open
+// of the device and run before anything opens it, so a device that
+// cannot be opened is refused for what it is (mounted, claimed), not
+// with the open's error. /proc and /sys are made up here.
+func TestChecksBeforeOpen(t *testing.T) {
+	node := nodevNode(t, 7, 250)
+	root := t.TempDir()
+	oldProc, oldSys := procRoot, sysRoot
+	procRoot, sysRoot = filepath.Join(root, "proc"), filepath.Join(root, "sys")
+	t.Cleanup(func() { procRoot, sysRoot = oldProc, oldSys })
+	dev := filepath.Join(sysRoot, "devices", "virtual", "block", "loop250")
+	for _, d := range []string{filepath.Join(procRoot, "self"), filepath.Join(sysRoot, "dev", "block"), filepath.Join(dev, "holders")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(dev, "size"), []byte("131072\n"), 0o644)
+	if err := os.Symlink(dev, filepath.Join(sysRoot, "dev", "block", "7:250")); err != nil {
+		t.Fatal(err)
+	}
+	mi := "27 1 254:0 / / rw - ext4 /dev/vda rw\n40 27 7:250 / /mnt/data rw,relatime - ext4 /dev/loop250 rw\n"
+	os.WriteFile(filepath.Join(procRoot, "self", "mountinfo"), []byte(mi), 0o644)
+	_, err := PrepareTarget(TargetOptions{Device: node, PageSize: 4096})
+	var re *RefusedError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "/dev/loop250 is mounted on /mnt/data") {
+		t.Fatalf("a mounted device that cannot be opened: %v; want it refused as mounted", err)
+	}
+	os.WriteFile(filepath.Join(procRoot, "self", "mountinfo"), []byte(mi[:strings.Index(mi, "\n")+1]), 0o644)
+	os.WriteFile(filepath.Join(dev, "holders", "dm-3"), nil, 0o644)
+	_, err = PrepareTarget(TargetOptions{Device: node, PageSize: 4096})
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "loop250 is in use by dm-3") {
+		t.Fatalf("a claimed device that cannot be opened: %v; want it refused as in use by dm-3", err)
+	}
+}
+
+// TestEmptyTarget: an empty file or block device is refused with what to
+// do, before it is opened.
+func TestEmptyTarget(t *testing.T) {
+	empty := filepath.Join(t.TempDir(), "empty.dat")
+	os.WriteFile(empty, nil, 0o644)
+	_, err := PrepareTarget(TargetOptions{Device: empty, PageSize: 4096})
+	if !IsUsage(err) || !strings.Contains(err.Error(), "the file is empty (0 bytes); give it a size first (truncate -s 1G "+empty+"), or omit -device") {
+		t.Fatalf("an empty file: %v", err)
+	}
+}

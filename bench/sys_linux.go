@@ -17,13 +17,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cpuTime is the process's user+system CPU time so far.
-func cpuTime() time.Duration {
+// cpuTimes is the process's user and system CPU time so far.
+func cpuTimes() cpuUsage {
 	var ru unix.Rusage
 	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return cpuUsage{}
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return cpuUsage{user: time.Duration(ru.Utime.Nano()), sys: time.Duration(ru.Stime.Nano())}
 }
 
 func retry(f func() error) error {
@@ -92,10 +92,12 @@ func dropCache(fd int) error {
 // diskStat is a block device's write counters (/sys/block/DEV/stat).
 type diskStat struct {
 	writes, sectors int64
+	ticks           int64 // ms spent on writes
 }
 
-// readDiskStat reads the write I/Os completed and sectors written of
-// the disk dev (fields 5 and 7 of /sys/block/DEV/stat).
+// readDiskStat reads the write I/Os completed, sectors written and
+// milliseconds spent writing of the disk dev (fields 5, 7 and 8 of
+// /sys/block/DEV/stat).
 func readDiskStat(dev string) (diskStat, bool) {
 	if dev == "" {
 		return diskStat{}, false
@@ -105,15 +107,16 @@ func readDiskStat(dev string) (diskStat, bool) {
 		return diskStat{}, false
 	}
 	f := strings.Fields(string(b))
-	if len(f) < 7 {
+	if len(f) < 8 {
 		return diskStat{}, false
 	}
 	w, err1 := strconv.ParseInt(f[4], 10, 64)
 	s, err2 := strconv.ParseInt(f[6], 10, 64)
-	if err1 != nil || err2 != nil {
+	ms, err3 := strconv.ParseInt(f[7], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
 		return diskStat{}, false
 	}
-	return diskStat{w, s}, true
+	return diskStat{w, s, ms}, true
 }
 
 // alignedBuf is page-aligned memory off the Go heap, for O_DIRECT.
@@ -141,13 +144,17 @@ func (a *alignedBuf) free() {
 
 // memAvailable is MemAvailable from /proc/meminfo in bytes (0 when
 // unknown).
-func memAvailable() int64 {
+func memAvailable() int64 { return meminfo("MemAvailable:") }
+
+// meminfo reads a line of /proc/meminfo (its name with the colon) in
+// bytes, 0 when unknown.
+func meminfo(name string) int64 {
 	b, err := os.ReadFile(filepath.Join(procRoot, "meminfo"))
 	if err != nil {
 		return 0
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+		if rest, ok := strings.CutPrefix(line, name); ok {
 			f := strings.Fields(rest)
 			if len(f) == 2 && f[1] == "kB" {
 				n, err := strconv.ParseInt(f[0], 10, 64)
@@ -163,4 +170,50 @@ func memAvailable() int64 {
 // fallocate allocates [0, size) of f (mode 0: the size does not change).
 func fallocate(f *os.File, size int64) error {
 	return retry(func() error { return unix.Fallocate(int(f.Fd()), 0, 0, size) })
+}
+
+// zeroRange makes [0, size) of a target read as zeros before a -verify
+// run writes it, and says how. A block device: fallocate
+// FALLOC_FL_ZERO_RANGE, which the kernel serves as it serves BLKZEROOUT
+// (blkdev_issue_zeroout: the device's write-zeroes command, else
+// written zero pages) and which drops the device's cached pages. A
+// file: FALLOC_FL_ZERO_RANGE, else a punched hole (tmpfs takes only
+// that), else written zeros. Either way fdatasync follows.
+func zeroRange(path string, block bool, size int64) (string, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return "", fmt.Errorf("bench: zeroing %s: %w", path, err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	how := ""
+	err = retry(func() error { return unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, 0, size) })
+	switch {
+	case err == nil && block:
+		how = "fallocate FALLOC_FL_ZERO_RANGE (blkdev_issue_zeroout, as BLKZEROOUT)"
+	case err == nil:
+		how = "fallocate FALLOC_FL_ZERO_RANGE"
+	case !block:
+		err = retry(func() error {
+			return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, size)
+		})
+		if err == nil {
+			how = "fallocate FALLOC_FL_PUNCH_HOLE"
+		}
+	}
+	if err != nil {
+		// Neither: write zeros.
+		zero := make([]byte, 1<<20)
+		for off := int64(0); off < size; off += int64(len(zero)) {
+			n := min(int64(len(zero)), size-off)
+			if _, err := f.WriteAt(zero[:n], off); err != nil {
+				return "", fmt.Errorf("bench: zeroing %s: %w", path, err)
+			}
+		}
+		how = "written zeros"
+	}
+	if err := fdatasync(fd); err != nil {
+		return "", fmt.Errorf("bench: zeroing %s: %w", path, err)
+	}
+	return how, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 
 	"github.com/dustin/go-humanize"
 
@@ -81,6 +82,17 @@ func PrepareTarget(o TargetOptions) (*Target, error) {
 	if m := fi.Mode(); !m.IsRegular() && m&os.ModeDevice == 0 || m&os.ModeCharDevice != 0 {
 		return nil, usagef("-device %s: not a block device or regular file", o.Device)
 	}
+	// Nothing opens the target before the checks that need no open: a
+	// mounted device is refused as mounted, also where it cannot be
+	// opened at all.
+	if !o.Force {
+		if err := checkUnopened(o.Device); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkEmpty(o.Device, fi); err != nil {
+		return nil, err
+	}
 	t, err := probe(o.Device)
 	if err != nil {
 		return nil, err
@@ -89,11 +101,29 @@ func PrepareTarget(o TargetOptions) (*Target, error) {
 		return nil, err
 	}
 	if !o.Force {
-		if err := CheckTarget(o.Device, t.DeviceSize); err != nil {
+		if err := checkOpened(o.Device, t.DeviceSize); err != nil {
 			return nil, err
 		}
 	}
+	if t.Kind == ring.KindFile {
+		markOwn(o.Device) // from now on it holds wbbench's pages
+	}
 	return t, nil
+}
+
+// checkEmpty refuses an empty target (a file of 0 bytes, a loop device
+// with no backing file) and says how to give it a size.
+func checkEmpty(path string, fi os.FileInfo) error {
+	if fi.Mode().IsRegular() {
+		if fi.Size() == 0 {
+			return usagef("-device %s: the file is empty (0 bytes); give it a size first (truncate -s 1G %s), or omit -device and wbbench makes a 1 GiB target of its own", path, path)
+		}
+		return nil
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && blockSize(uint64(st.Rdev)) == 0 {
+		return usagef("-device %s: the block device is empty (0 bytes; a loop device with no file attached?); attach one (losetup %s FILE), or omit -device and wbbench makes a 1 GiB target of its own", path, path)
+	}
+	return nil
 }
 
 // probe reads a target's size and limits without writing (read-only,
@@ -249,3 +279,5 @@ func preallocate(name string, size int64) {
 		}
 	}
 }
+
+func fmtIBytes(n int64) string { return humanize.IBytes(uint64(n)) }

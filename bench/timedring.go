@@ -13,19 +13,23 @@ import (
 // flushTag is the tag the engine gives its device flush (engine.go).
 const flushTag = 1 << 63
 
-// Latency bounds: 1 ns to 1 hour at 3 significant digits.
+// Latency bounds: 1 ns to 1 hour at 3 significant digits; batch sizes
+// up to 65536 requests.
 const (
 	latMin    = 1
 	latMax    = int64(time.Hour)
 	latDigits = 3
+	batchMax  = 1 << 16
 )
 
-func newHist() *hdr.Histogram { return hdr.New(latMin, latMax, latDigits) }
+func newHist() *hdr.Histogram      { return hdr.New(latMin, latMax, latDigits) }
+func newBatchHist() *hdr.Histogram { return hdr.New(1, batchMax, latDigits) }
 
 // TimedRing wraps a ring and records, for every write and flush, the
-// time from Submit to the delivery of its Completion. It costs no
-// allocation per request: a request's tag picks its start-time slot
-// directly. The engine tags its writes with record indexes below the
+// time from Submit to the delivery of its Completion, and the size of
+// every batch: requests per Submit call, completions per call of the
+// handler (one reap). It costs no allocation per request: a request's
+// tag picks its start-time slot directly. The engine tags its writes with record indexes below the
 // queue depth and its flush with 1<<63; other requests (the engine's
 // reads carry 1<<62 in their tags) pass through untimed.
 type TimedRing struct {
@@ -39,9 +43,20 @@ type TimedRing struct {
 	// handler after its completion: the ring's hand-off orders the two.
 	starts []atomic.Int64
 
-	mu      sync.Mutex     // protects writes and flushes
-	writes  *hdr.Histogram // write completion latency, ns
-	flushes *hdr.Histogram // flush completion latency, ns
+	mu sync.Mutex // protects t (the histograms)
+	t  Timings
+}
+
+// Timings is what a TimedRing recorded: write and flush latency from
+// Submit to the delivery of the completion (ns), requests per Submit
+// call and completions per handler call.
+type Timings struct {
+	Writes, Flushes      *hdr.Histogram
+	Submits, Completions *hdr.Histogram
+}
+
+func newTimings() Timings {
+	return Timings{Writes: newHist(), Flushes: newHist(), Submits: newBatchHist(), Completions: newBatchHist()}
 }
 
 var _ ring.Ring = (*TimedRing)(nil)
@@ -58,8 +73,7 @@ func OpenTimed(open func(ring.Config) (ring.Ring, error), cfg ring.Config) (*Tim
 		depth:   depth,
 		base:    time.Now(),
 		starts:  make([]atomic.Int64, depth+1),
-		writes:  newHist(),
-		flushes: newHist(),
+		t:       newTimings(),
 	}
 	icfg := cfg
 	icfg.Handler = t.handle
@@ -93,6 +107,11 @@ func (t *TimedRing) Submit(reqs []ring.Request) error {
 			t.starts[k].Store(now)
 		}
 	}
+	if len(reqs) > 0 {
+		t.mu.Lock()
+		_ = t.t.Submits.RecordValue(min(int64(len(reqs)), batchMax))
+		t.mu.Unlock()
+	}
 	return t.inner.Submit(reqs)
 }
 
@@ -100,15 +119,18 @@ func (t *TimedRing) Submit(reqs []ring.Request) error {
 func (t *TimedRing) handle(cs []ring.Completion) {
 	now := int64(time.Since(t.base))
 	t.mu.Lock()
+	if len(cs) > 0 {
+		_ = t.t.Completions.RecordValue(min(int64(len(cs)), batchMax))
+	}
 	for i := range cs {
 		k := t.slot(cs[i].Tag)
 		if k < 0 {
 			continue
 		}
 		d := max(now-t.starts[k].Load(), latMin)
-		h := t.writes
+		h := t.t.Writes
 		if k == t.depth {
-			h = t.flushes
+			h = t.t.Flushes
 		}
 		_ = h.RecordValue(min(d, latMax))
 	}
@@ -125,28 +147,11 @@ func (t *TimedRing) Caps() ring.Caps { return t.inner.Caps() }
 // Close implements ring.Ring.
 func (t *TimedRing) Close() error { return t.inner.Close() }
 
-// Take returns the write and flush latencies recorded since the last
-// Take and starts over.
-func (t *TimedRing) Take() (writes, flushes *hdr.Histogram) {
+// Take returns what was recorded since the last Take and starts over.
+func (t *TimedRing) Take() Timings {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	writes, flushes = t.writes, t.flushes
-	t.writes, t.flushes = newHist(), newHist()
-	return writes, flushes
-}
-
-// Latency is completion-latency percentiles in microseconds.
-type Latency struct {
-	P50  float64 `json:"p50"`
-	P99  float64 `json:"p99"`
-	P999 float64 `json:"p999"`
-}
-
-// latencyOf reads the percentiles off h (nil when h is empty).
-func latencyOf(h *hdr.Histogram) *Latency {
-	if h == nil || h.TotalCount() == 0 {
-		return nil
-	}
-	us := func(q float64) float64 { return float64(h.ValueAtQuantile(q)) / 1e3 }
-	return &Latency{P50: us(50), P99: us(99), P999: us(99.9)}
+	r := t.t
+	t.t = newTimings()
+	return r
 }

@@ -37,6 +37,15 @@ func (f *fakeRing) complete() {
 	f.handler(f.out)
 }
 
+// completeN delivers the first n pending completions in one call.
+func (f *fakeRing) completeN(n int) {
+	f.mu.Lock()
+	f.out = append(f.out[:0], f.pending[:n]...)
+	f.pending = append(f.pending[:0], f.pending[n:]...)
+	f.mu.Unlock()
+	f.handler(f.out)
+}
+
 func (f *fakeRing) RegisterBuffers([][]byte) error { return ring.ErrNotSupported }
 func (f *fakeRing) Caps() ring.Caps                { return ring.Caps{Backend: "fake"} }
 func (f *fakeRing) Close() error                   { return nil }
@@ -73,15 +82,29 @@ func TestTimedRingRecords(t *testing.T) {
 	if seen != len(reqs) {
 		t.Fatalf("handler saw %d completions, want %d", seen, len(reqs))
 	}
-	w, f := tr.Take()
-	if w.TotalCount() != 2 || f.TotalCount() != 1 {
-		t.Fatalf("recorded %d writes and %d flushes, want 2 and 1", w.TotalCount(), f.TotalCount())
+	// A second, smaller batch, completed in two reaps.
+	if err := tr.Submit(reqs[:2]); err != nil {
+		t.Fatal(err)
 	}
-	if l := latencyOf(w); l == nil || l.P50 < 1000 || l.P50 > 1e6 {
-		t.Fatalf("write latency %+v: want about 2 ms (in µs)", l)
+	fr.completeN(1)
+	fr.completeN(1)
+	tm := tr.Take()
+	w, f := tm.Writes, tm.Flushes
+	if w.TotalCount() != 4 || f.TotalCount() != 1 {
+		t.Fatalf("recorded %d writes and %d flushes, want 4 and 1", w.TotalCount(), f.TotalCount())
 	}
-	if w2, _ := tr.Take(); w2.TotalCount() != 0 {
-		t.Fatalf("Take did not start over: %d", w2.TotalCount())
+	if l := latencyOf(w); l == nil || l.Max < 1000 || l.Max > 1e6 {
+		t.Fatalf("write latency %+v: want a max of about 2 ms (in µs)", l)
+	}
+	// Batches: submits of 5 and 2 requests; reaps of 5, 1 and 1.
+	if b := batchOf(tm.Submits); b == nil || b.N != 2 || b.Min != 2 || b.Max != 5 || b.Mean != 3.5 {
+		t.Fatalf("submit batches %+v, want 2 of them, sizes 5 and 2", b)
+	}
+	if b := batchOf(tm.Completions); b == nil || b.N != 3 || b.Min != 1 || b.Max != 5 {
+		t.Fatalf("completion batches %+v, want 3 of them, sizes 5, 1, 1", b)
+	}
+	if tm2 := tr.Take(); tm2.Writes.TotalCount() != 0 || tm2.Submits.TotalCount() != 0 {
+		t.Fatalf("Take did not start over: %d writes, %d submits", tm2.Writes.TotalCount(), tm2.Submits.TotalCount())
 	}
 	if latencyOf(newHist()) != nil {
 		t.Fatal("latency of an empty histogram is not nil")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -26,19 +27,37 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		usage(stdout, f)
 		return exitOK
 	}
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(stdout, bench.BuildVersion())
+		return exitOK
+	}
 	if err != nil {
 		errorf(stderr, "%v", err)
 		return exitUsage
 	}
+	o.CommandLine = commandLine(args)
+	prof, err := openProfiles(f.cpuProfile, f.trace)
+	if err != nil {
+		errorf(stderr, "%v", err)
+		return exitUsage
+	}
+	defer prof.close()
 	u := newUI(stdout, stderr, f.json)
 	o.Logf = u.notice
 	o.Monitor = u.mon
 	b, err := bench.Open(o)
 	if err != nil {
+		prof.remove()
 		return u.openFailed(err)
 	}
 	u.startProgress()
-	rep, err := b.Run(ctx)
+	var rep *bench.Report
+	if err = prof.start(); err == nil {
+		rep, err = b.Run(ctx)
+		if perr := prof.stop(); err == nil && perr != nil {
+			err = perr
+		}
+	}
 	u.stopProgress()
 	tgt := *b.Target()
 	closeErr := b.Close()
@@ -72,6 +91,11 @@ func sweepMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		usage(stdout, f)
 		return exitOK
 	}
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(stdout, bench.BuildVersion())
+		return exitOK
+	}
+	o.CommandLine = commandLine(append([]string{"sweep"}, args...))
 	var qds, maxIOs []int
 	if err == nil {
 		qds, maxIOs, err = f.sweepLists(o.PageSize)
@@ -80,10 +104,18 @@ func sweepMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		errorf(stderr, "%v", err)
 		return exitUsage
 	}
-	if f.plot != "" && !strings.HasSuffix(f.plot, ".svg") && !strings.HasSuffix(f.plot, ".png") && !strings.HasSuffix(f.plot, ".pdf") {
-		errorf(stderr, "-plot %s: want a file ending in .svg, .png or .pdf", f.plot)
+	if f.plot != "" {
+		if err := checkPlotPath(f.plot); err != nil {
+			errorf(stderr, "%v", err)
+			return exitUsage
+		}
+	}
+	prof, err := openProfiles(f.cpuProfile, f.trace)
+	if err != nil {
+		errorf(stderr, "%v", err)
 		return exitUsage
 	}
+	defer prof.close()
 	o.QueueDepth = qds[0]
 	if len(maxIOs) > 0 {
 		o.MaxIOBytes = maxIOs[0]
@@ -93,10 +125,17 @@ func sweepMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	o.Monitor = u.mon
 	b, err := bench.Open(o)
 	if err != nil {
+		prof.remove()
 		return u.openFailed(err)
 	}
 	u.startProgress()
-	rep, err := b.Sweep(ctx, qds, maxIOs)
+	var rep *bench.SweepReport
+	if err = prof.start(); err == nil {
+		rep, err = b.Sweep(ctx, qds, maxIOs)
+		if perr := prof.stop(); err == nil && perr != nil {
+			err = perr
+		}
+	}
 	u.stopProgress()
 	tgt := *b.Target()
 	closeErr := b.Close()
@@ -115,12 +154,13 @@ func sweepMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitFailed
 	}
 	if f.plot != "" {
-		if err := rep.Plot(f.plot); err != nil {
+		files, err := rep.Plot(f.plot)
+		if err != nil {
 			errorf(stderr, "%v", err)
 			return exitFailed
 		}
 		if !f.json {
-			fmt.Fprintf(stdout, "\nplot: %s\n", f.plot)
+			fmt.Fprintf(stdout, "\nplot: %s\n", strings.Join(files, ", "))
 		}
 	}
 	if closeErr != nil {
@@ -132,6 +172,34 @@ func sweepMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitFailed
 	}
 	return exitOK
+}
+
+// checkPlotPath checks, before the sweep runs, that -plot can be
+// written: a known extension, and a directory that exists and takes a
+// new file (the PNG beside it too).
+func checkPlotPath(path string) error {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".svg", ".png", ".pdf":
+	default:
+		return usage2("-plot %s: want a file ending in .svg, .png or .pdf (an SVG or PDF gets a PNG beside it)", path)
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return usage2("-plot %s: the directory %s does not exist; create it (mkdir -p %s) or plot elsewhere", path, dir, dir)
+	case err != nil:
+		return usage2("-plot %s: %v", path, err)
+	case !fi.IsDir():
+		return usage2("-plot %s: %s is not a directory", path, dir)
+	}
+	tmp, err := os.CreateTemp(dir, ".wbbench-plot-*")
+	if err != nil {
+		return usage2("-plot %s: cannot write in %s: %v", path, dir, err)
+	}
+	tmp.Close()
+	os.Remove(tmp.Name())
+	return nil
 }
 
 // sweepLists parses sweep's -qd and -max-io lists.
@@ -150,11 +218,7 @@ func (f *cliFlags) sweepLists(ps int) (qds, maxIOs []int, err error) {
 		return qds, nil, nil
 	}
 	m, err := parseList("-max-io", f.maxIO, func(s string) (int64, error) {
-		n, err := parseSize("-max-io", s, uint64(ps))
-		if err == nil && n > 1<<30 {
-			err = usage2("-max-io %s: at most 1GiB", s)
-		}
-		return n, err
+		return parseMaxIO(s, int64(ps))
 	})
 	if err != nil {
 		return nil, nil, err

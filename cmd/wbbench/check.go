@@ -16,8 +16,8 @@ import (
 	"github.com/wbengine/wbengine/bench"
 )
 
-const checkUsage = `usage: wbbench check -device D -journal FILE [-wait 10s] [-json]
-       wbbench check -device D -pattern seq|runs|single [-seed S] [-size N] [-page-size B] [-nonce X] [-wait 10s] [-json]
+const checkUsage = `usage: wbbench check -device D -journal FILE [-wait 10s] [-v] [-json]
+       wbbench check -device D -pattern seq|runs|single [-seed S] [-size N] [-page-size B] [-nonce X] [-wait 10s] [-v] [-json]
 
 With -journal, checks what a -verify -journal run left (also after it was
 killed): every page must be a valid page of the run holding at least the
@@ -30,8 +30,14 @@ journal: every page of the layout that -seed, -size and -page-size give
 not read. The run's nonce is taken from the first valid page of the
 layout unless -nonce gives it; every page must carry it.
 
-Every failure is printed as: page, expected, found. Exit status: 0 all
-pages passed, 1 a page failed (or reading failed), 2 bad usage.`
+A page that fails is this run's (damaged, misplaced, too old, or all zero
+where the run had to have written) or holds another run's page or another
+program's data. The report counts the failures by reason, in those two
+groups, and lists the first few pages of each reason (-v or -json: every
+page). Another run's or program's data where this run had to write nothing
+is reported apart and is not a failure: a -verify run zeroes its range
+before it writes. Exit status: 0 all pages passed, 1 a page failed (or
+reading failed), 2 bad usage.`
 
 // checkMain is wbbench check: it reads what a -verify run left on the
 // device (also after the run was killed, or the machine lost power) and
@@ -47,7 +53,8 @@ func checkMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	pageSize := fs.String("page-size", "4KiB", "with -pattern: the run's -page-size")
 	nonce := fs.Uint64("nonce", 0, "with -pattern: the run's nonce (default: the first valid page's)")
 	wait := fs.Duration("wait", 10*time.Second, "how long to retry while a block device is busy (a killed writer's I/O draining)")
-	jsonOut := fs.Bool("json", false, "print one JSON document on stdout")
+	jsonOut := fs.Bool("json", false, "print one JSON document on stdout (it lists every page that failed)")
+	verbose := fs.Bool("v", false, "list every page that failed (by default: counts by reason and the first few pages of each)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stdout, checkUsage+"\n\nflags:")
@@ -55,7 +62,7 @@ func checkMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			fs.PrintDefaults()
 			return exitOK
 		}
-		errorf(stderr, "check: %v", err)
+		errorf(stderr, "check: %v", flagError(fs, err))
 		return exitUsage
 	}
 	set := map[string]bool{}
@@ -130,7 +137,7 @@ func checkMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			errorf(stderr, "%v", err)
 			return exitFailed
 		}
-	} else if err := writeCheck(stdout, rep); err != nil {
+	} else if err := writeCheck(stdout, rep, *verbose); err != nil {
 		errorf(stderr, "%v", err)
 		return exitFailed
 	}
@@ -140,9 +147,58 @@ func checkMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	return exitOK
 }
 
+// firstPages is how many pages of each reason check lists without -v.
+const firstPages = 5
+
+// writeFailures writes one group of failures: a heading with their
+// count, then per reason its count and the first pages (every page with
+// verbose, one line each).
+func writeFailures(b *strings.Builder, tag, what string, fs []bench.CheckFailure, verbose bool) {
+	if len(fs) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "%-8s %s: %s\n", tag, what, humanize.Comma(int64(len(fs))))
+	var reasons []string
+	by := map[string][]bench.CheckFailure{}
+	for _, f := range fs {
+		if by[f.Reason] == nil {
+			reasons = append(reasons, f.Reason)
+		}
+		by[f.Reason] = append(by[f.Reason], f)
+	}
+	for _, r := range reasons {
+		list := by[r]
+		fmt.Fprintf(b, "  %-9s %s\n", r, humanize.Comma(int64(len(list))))
+		n := len(list)
+		if !verbose {
+			n = min(n, firstPages)
+		}
+		for _, f := range list[:n] {
+			fmt.Fprintf(b, "    page %d: expected %s, found %s\n", f.Page, f.Expected, f.Found)
+		}
+		if n < len(list) {
+			fmt.Fprintf(b, "    … and %s more\n", humanize.Comma(int64(len(list)-n)))
+		}
+	}
+}
+
+// hasMore reports whether some reason has more pages than check lists
+// without -v.
+func hasMore(rep *bench.CheckReport) bool {
+	for _, m := range []map[string]uint64{rep.BadByReason, rep.ForeignByReason} {
+		for _, n := range m {
+			if n > firstPages {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // writeCheck writes a check report for people: what was checked against
-// what, the counts, every failure, and OK or FAILED.
-func writeCheck(w io.Writer, rep *bench.CheckReport) error {
+// what, the counts, the failures grouped by whose data the page holds
+// and by reason (every page with verbose), and OK or FAILED.
+func writeCheck(w io.Writer, rep *bench.CheckReport, verbose bool) error {
 	var b strings.Builder
 	r := rep.Run
 	comma := func(n uint64) string { return humanize.Comma(int64(n)) }
@@ -168,10 +224,25 @@ func writeCheck(w io.Writer, rep *bench.CheckReport) error {
 			fmt.Fprintln(&b, "nonce    unknown: no page of the pattern is valid")
 		}
 	}
-	fmt.Fprintf(&b, "pages    %s checked in %.2f s: %s required, %s valid, %s zero (allowed), %s bad\n",
+	fmt.Fprintf(&b, "pages    %s checked in %.2f s: %s required, %s valid, %s zero (allowed), %s bad",
 		comma(rep.Pages), rep.Seconds, comma(rep.Required), comma(rep.Valid), comma(rep.Zero), comma(rep.Bad))
+	if rep.Foreign > 0 {
+		fmt.Fprintf(&b, ", %s left by another run or program where this run wrote nothing", comma(rep.Foreign))
+	}
+	b.WriteString("\n")
+	var this, other []bench.CheckFailure
 	for _, f := range rep.Failures {
-		fmt.Fprintf(&b, "bad      page %d: expected %s, found %s\n", f.Page, f.Expected, f.Found)
+		if f.Class == bench.ClassOther {
+			other = append(other, f)
+		} else {
+			this = append(this, f)
+		}
+	}
+	writeFailures(&b, "bad", "this run's pages, damaged, misplaced, too old or missing", this, verbose)
+	writeFailures(&b, "bad", "left by another run or another program, where this run had to have written", other, verbose)
+	writeFailures(&b, "foreign", "left by another run or another program, where this run wrote nothing (not a failure)", rep.ForeignPages, verbose)
+	if !verbose && len(rep.Failures)+len(rep.ForeignPages) > 0 && hasMore(rep) {
+		b.WriteString("(the first pages of each reason; -v lists every page, -json too)\n")
 	}
 	if rep.OK() {
 		b.WriteString("OK\n")

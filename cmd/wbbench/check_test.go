@@ -11,6 +11,7 @@ import (
 
 	"github.com/wbengine/wbengine/bench"
 	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/verify"
 )
 
 // checkDoc is wbbench check's -json schema, written out independently
@@ -32,23 +33,33 @@ type checkDoc struct {
 		Pages     uint64 `json:"pages"`
 		PageSize  int    `json:"page_size"`
 	} `json:"run"`
-	Synced   bool     `json:"synced"`
-	Last     uint64   `json:"last_synced"`
-	Pages    uint64   `json:"pages_checked"`
-	Required uint64   `json:"required"`
-	Valid    uint64   `json:"valid"`
-	Zero     uint64   `json:"zero"`
-	Bad      uint64   `json:"bad"`
-	Problems []string `json:"problems"`
-	Failures []struct {
-		Page     uint64 `json:"page"`
-		Expected string `json:"expected"`
-		Found    string `json:"found"`
-		Need     uint64 `json:"need"`
-		Version  uint64 `json:"version"`
-		Reason   string `json:"reason"`
-	} `json:"failures"`
-	Seconds float64 `json:"seconds"`
+	Synced      bool              `json:"synced"`
+	Last        uint64            `json:"last_synced"`
+	Pages       uint64            `json:"pages_checked"`
+	Required    uint64            `json:"required"`
+	Valid       uint64            `json:"valid"`
+	Zero        uint64            `json:"zero"`
+	Bad         uint64            `json:"bad"`
+	BadThisRun  uint64            `json:"bad_this_run"`
+	BadOther    uint64            `json:"bad_other"`
+	BadByReason map[string]uint64 `json:"bad_by_reason"`
+	Foreign     uint64            `json:"foreign"`
+	ForeignBy   map[string]uint64 `json:"foreign_by_reason"`
+	ForeignList []checkFailure    `json:"foreign_pages"`
+	Problems    []string          `json:"problems"`
+	Failures    []checkFailure    `json:"failures"`
+	Seconds     float64           `json:"seconds"`
+}
+
+type checkFailure struct {
+	Page     uint64 `json:"page"`
+	Expected string `json:"expected"`
+	Found    string `json:"found"`
+	Need     uint64 `json:"need"`
+	Version  uint64 `json:"version"`
+	Reason   string `json:"reason"`
+	Class    string `json:"class"`
+	Required bool   `json:"required"`
 }
 
 // checkJSON runs wbbench check -json with args and decodes its report.
@@ -144,7 +155,7 @@ func TestCheckPattern(t *testing.T) {
 			corrupt(t, path, bad, ps)
 			code, out, errOut = wb(t, append([]string{"check"}, args...)...)
 			t.Logf("\n%s", out)
-			want := fmt.Sprintf("bad      page %d: expected version 1, found version 1, damaged: CRC32C mismatch (stored ", bad)
+			want := fmt.Sprintf("bad      this run's pages, damaged, misplaced, too old or missing: 1\n  checksum  1\n    page %d: expected version 1, found version 1, damaged: CRC32C mismatch (stored ", bad)
 			if code != exitFailed || !strings.Contains(out, want) || strings.Count(out, "\nbad ") != 1 ||
 				!strings.HasSuffix(out, fmt.Sprintf("FAILED   1 of %s pages\n", comma(run.PatternPages))) || errOut != "" {
 				t.Fatalf("after corrupting page %d: status %d, stderr %q, output:\n%s", bad, code, errOut, out)
@@ -154,6 +165,7 @@ func TestCheckPattern(t *testing.T) {
 				t.Fatalf("after corrupting page %d: status %d, %+v", bad, code, doc)
 			}
 			if f := doc.Failures[0]; f.Page != bad || f.Expected != "version 1" || f.Reason != "checksum" || f.Version != 1 || f.Need != 1 ||
+				f.Class != "this_run" || !f.Required || doc.BadThisRun != 1 || doc.BadOther != 0 || doc.BadByReason["checksum"] != 1 ||
 				doc.Problems[0] != fmt.Sprintf("page %d: expected %s, found %s", f.Page, f.Expected, f.Found) {
 				t.Fatalf("failure %+v, problem %q", f, doc.Problems[0])
 			}
@@ -173,10 +185,12 @@ func TestCheckPattern(t *testing.T) {
 	}
 }
 
-// TestCheckListsEveryFailure: no "… and N more": 40 damaged pages are
-// 40 lines, and the first page of the pattern being garbage makes the
+// TestCheckListsFailures: check prints the failures grouped by whose
+// data the page holds (this run's, or another run's or program's) and
+// by reason, the first few pages of each reason; -v and -json list
+// every page. The first page of the pattern being garbage makes the
 // check take the nonce from the next valid page.
-func TestCheckListsEveryFailure(t *testing.T) {
+func TestCheckListsFailures(t *testing.T) {
 	path := loopdev.ShmFile(t, 4<<20)
 	if code, _, errOut := wb(t, "-device", path, "-pattern", "seq", "-verify"); code != 0 {
 		t.Fatalf("-verify run: status %d: %s", code, errOut)
@@ -201,10 +215,23 @@ func TestCheckListsEveryFailure(t *testing.T) {
 		}
 	}
 	code, out, _ := wb(t, "check", "-device", path, "-pattern", "seq")
-	if code != exitFailed || strings.Count(out, "\nbad      page ") != 40 || strings.Contains(out, "more") ||
-		!strings.Contains(out, "bad      page 0: expected version 1, found no page of the format (it starts ") ||
-		!strings.Contains(out, "taken from page 1, the first valid page of the pattern") {
-		t.Fatalf("status %d, output:\n%s", code, out)
+	for _, want := range []string{
+		"bad      this run's pages, damaged, misplaced, too old or missing: 39\n  checksum  39\n    page ",
+		"    … and 34 more\n",
+		"bad      left by another run or another program, where this run had to have written: 1\n  magic     1\n    page 0: expected version 1, found no page of the format (it starts ",
+		"(the first pages of each reason; -v lists every page, -json too)\n",
+		"taken from page 1, the first valid page of the pattern",
+	} {
+		if code != exitFailed || !strings.Contains(out, want) {
+			t.Fatalf("status %d, output lacks %q:\n%s", code, want, out)
+		}
+	}
+	if n := strings.Count(out, "\n    page "); n != 6 {
+		t.Fatalf("%d pages listed without -v, want 5 + 1:\n%s", n, out)
+	}
+	code, out, _ = wb(t, "check", "-device", path, "-pattern", "seq", "-v")
+	if n := strings.Count(out, "\n    page "); code != exitFailed || n != 40 || strings.Contains(out, "more") {
+		t.Fatalf("-v: status %d, %d pages listed, want all 40:\n%s", code, n, out)
 	}
 	code, doc := checkJSON(t, "-device", path, "-pattern", "seq")
 	if code != exitFailed || doc.Bad != 40 || doc.Valid != 1024-40 || doc.Run.NonceFrom != "page 1" {
@@ -216,11 +243,11 @@ func TestCheckListsEveryFailure(t *testing.T) {
 		}
 	}
 	// A device with no valid page at all: the nonce is unknown, and
-	// every page fails.
+	// every page fails, all zero where the run had to have written.
 	zero := loopdev.ShmFile(t, 1<<20)
 	code, out, _ = wb(t, "check", "-device", zero, "-pattern", "seq")
 	if code != exitFailed || !strings.Contains(out, "nonce    unknown: no page of the pattern is valid") ||
-		strings.Count(out, ": expected version 1, found all zero\n") != 256 {
+		!strings.Contains(out, "  zero      256\n") || strings.Count(out, ": expected version 1, found all zero\n") != 5 {
 		t.Fatalf("a zero device: status %d, output:\n%s", code, out)
 	}
 }
@@ -266,7 +293,7 @@ func TestCheckBadInput(t *testing.T) {
 		{[]string{"-device", path, "-pattern", "seq", "-wait", "-1s"}, "-wait -1s: must not be negative"},
 		{[]string{"-device", path, "-pattern", "seq", "extra"}, `unexpected argument "extra"`},
 		{[]string{"-device", filepath.Join(t.TempDir(), "missing"), "-pattern", "seq"}, "no such file"},
-		{[]string{"-device", path, "-pattern", "seq", "-bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"-device", path, "-pattern", "seq", "-bogus"}, "unknown flag -bogus (wbbench check -h lists the flags)"},
 	} {
 		code, out, errOut := wb(t, append([]string{"check"}, tc.args...)...)
 		oneLine(t, code, out, errOut, tc.want)
@@ -282,4 +309,73 @@ func comma(n uint64) string {
 		s = s[:i] + "," + s[i:]
 	}
 	return s
+}
+
+// TestVerifyZeroesFirst: a hot -verify -journal run on a target a plain
+// benchmark wrote before zeroes its range first (and says so), so the
+// check of a clean run finds nothing to report about the pages it never
+// wrote. Data of another run or program where the run wrote nothing is
+// reported apart and is not a failure; where the run had to have
+// written, it is.
+func TestVerifyZeroesFirst(t *testing.T) {
+	path, _ := e2eTarget(t, 128<<20)
+	if code, _, errOut := wb(t, "-device", path, "-runs", "1", "-baseline", "none"); code != 0 {
+		t.Fatalf("the earlier benchmark: status %d: %s", code, errOut)
+	}
+	journal := filepath.Join(t.TempDir(), "journal")
+	code, out, errOut := wb(t, "-device", path, "-pattern", "hot", "-verify", "-journal", journal,
+		"-duration", "200ms", "-sync-every", "50ms", "-writers", "1", "-runs", "1")
+	if code != 0 {
+		t.Fatalf("-verify run: status %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, fmt.Sprintf("verify   zeroed bytes [0, %d) first: fallocate ", 128<<20)) || !strings.Contains(errOut, "-verify: zeroed bytes") {
+		t.Fatalf("the run does not say it zeroed its range:\n%s%s", out, errOut)
+	}
+	code, doc := checkJSON(t, "-device", path, "-journal", journal)
+	if code != 0 || doc.Bad != 0 || doc.Foreign != 0 || doc.Zero == 0 {
+		t.Fatalf("check after a clean run: status %d, %d bad, %d foreign, %d zero; want nothing bad, and pages the run never wrote all zero", code, doc.Bad, doc.Foreign, doc.Zero)
+	}
+	t.Logf("%d pages required and valid, %d never written and zero", doc.Required, doc.Zero)
+
+	// Another program's data where the run wrote nothing, and a
+	// benchmark's page where the run had to have written.
+	jb, _ := os.ReadFile(journal)
+	lines := strings.Split(strings.TrimSpace(string(jb)), "\n")
+	var last uint64
+	fmt.Sscanf(lines[len(lines)-1], "synced %d", &last)
+	need := verify.Need(doc.Run.Seed, last, doc.Run.Pages)
+	unwritten, written := -1, -1
+	for p := len(need) - 1; p >= 0 && (unwritten < 0 || written < 0); p-- {
+		if need[p] == 0 && unwritten < 0 {
+			unwritten = p
+		} else if need[p] > 0 && written < 0 {
+			written = p
+		}
+	}
+	corrupt(t, path, uint64(unwritten), 4096)
+	code, doc = checkJSON(t, "-device", path, "-journal", journal)
+	if code != 0 || doc.Bad != 0 || doc.Foreign != 1 || doc.ForeignBy["magic"] != 1 || len(doc.ForeignList) != 1 ||
+		doc.ForeignList[0].Page != uint64(unwritten) || doc.ForeignList[0].Class != "other" || doc.ForeignList[0].Required {
+		t.Fatalf("another program's data on page %d (need 0): status %d, %+v", unwritten, code, doc)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := make([]byte, 4096)
+	copy(page, "WBBENCH0")
+	f.WriteAt(page, int64(written)*4096)
+	f.Sync()
+	f.Close()
+	code, out, _ = wb(t, "check", "-device", path, "-journal", journal)
+	for _, want := range []string{
+		"bad      left by another run or another program, where this run had to have written: 1\n  magic     1\n",
+		"found a page of a wbbench run without -verify (it starts \"WBBENCH0\")\n",
+		"foreign  left by another run or another program, where this run wrote nothing (not a failure): 1\n",
+		"FAILED   1 of ",
+	} {
+		if code != exitFailed || !strings.Contains(out, want) {
+			t.Fatalf("a benchmark page on page %d (need %d): status %d, output lacks %q:\n%s", written, need[written], code, want, out)
+		}
+	}
 }

@@ -195,7 +195,7 @@ func TestFaultsEndToEnd(t *testing.T) {
 			}
 			journal := filepath.Join(t.TempDir(), "journal")
 			code, out, errOut := wb(t, "-device", path, "-pattern", "hot", "-verify", "-journal", journal, "-inject", injectSpec,
-				"-duration", "2s", "-sync-every", "50ms", "-baseline", "none", "-json")
+				"-duration", "2s", "-sync-every", "50ms", "-baseline", "none", "-runs", "1", "-json")
 			if code != 0 {
 				t.Fatalf("status %d: %s\n%s", code, errOut, out)
 			}

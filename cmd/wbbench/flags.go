@@ -26,11 +26,16 @@ type cliFlags struct {
 	device, size, pageSize, qd, maxIO string
 	pattern, ring, baseline, inject   string
 	journal, plot                     string
+	cpuProfile, trace                 string
 	runs, writers                     int
 	duration, syncEvery               time.Duration
 	seed                              uint64
-	json, force, verify               bool
+	json, force, verify, hold         bool
+	version                           bool
 }
+
+// errVersion is parse's answer to -version: print the version, exit 0.
+var errVersion = errors.New("version")
 
 func newFlags(sweep bool) *cliFlags {
 	f := &cliFlags{sweep: sweep}
@@ -47,24 +52,32 @@ func newFlags(sweep bool) *cliFlags {
 	fs.StringVar(&f.pageSize, "page-size", "4KiB", "page size: a power of two, a multiple of the device's logical block size")
 	if sweep {
 		fs.StringVar(&f.qd, "qd", "1,2,4,...,128", "queue depths to sweep: a comma list; \"...\" continues the progression (doubling here)")
-		fs.StringVar(&f.maxIO, "max-io", "", "maximum I/O sizes to sweep, a comma list (default: the engine's default)")
-		fs.StringVar(&f.plot, "plot", "", "draw throughput against queue depth into this SVG file")
+		fs.StringVar(&f.maxIO, "max-io", "", "largest writes to sweep, a comma list of whole numbers of pages, e.g. 128KiB,1MiB (default: min(1 MiB, the device's max_sectors_kb))")
+		fs.StringVar(&f.plot, "plot", "", "draw throughput against queue depth (steady median and min–max band per system and I/O size) into this file: .svg, .png or .pdf (an SVG or PDF gets a PNG beside it)")
 	} else {
-		fs.StringVar(&f.qd, "qd", "", "queue depth: writes in flight (default: the engine's, 32)")
-		fs.StringVar(&f.maxIO, "max-io", "", "largest write, e.g. 1MiB (default: the engine's: min(1 MiB, max_sectors_kb))")
+		fs.StringVar(&f.qd, "qd", "", "queue depth: writes in flight (default: the device's nr_requests, clamped to 32..128; 32 for a file)")
+		fs.StringVar(&f.maxIO, "max-io", "", "largest write, a whole number of pages, e.g. 256KiB (default: min(1 MiB, the device's max_sectors_kb); at most max_hw_sectors_kb and 1024 pages)")
 	}
 	fs.StringVar(&f.pattern, "pattern", "seq", "dirty pattern: seq, runs, single or hot")
 	fs.StringVar(&f.ring, "ring", "auto", "ring backend: auto, native, pwritev or iceber (iceber needs a build with -tags iceber)")
 	fs.StringVar(&f.baseline, "baseline", "kernel,pwrite,fio", "baselines to run beside the engine: a comma list of kernel, pwrite, fio, or none")
-	fs.IntVar(&f.runs, "runs", 1, "dirty-and-flush cycles per system (engine and baselines alternated); reports medians and min–max")
+	if sweep {
+		fs.IntVar(&f.runs, "runs", 0, fmt.Sprintf("dirty-and-flush cycles per system at each point, systems alternated; run 1 (the first after the engine is opened) is reported apart, the rest as a median with its min–max (default %d)", bench.DefaultSweepRuns))
+	} else {
+		fs.IntVar(&f.runs, "runs", 0, fmt.Sprintf("dirty-and-flush cycles per system, systems alternated; run 1 (the first after the engine is opened) is reported apart, runs 2..N as a median with its min–max (default %d; -pattern hot: %d periods of -duration)", bench.DefaultRuns, bench.DefaultHotRuns))
+	}
 	fs.DurationVar(&f.duration, "duration", 5*time.Second, "hot: how long each run writes")
 	fs.IntVar(&f.writers, "writers", 4, "hot: writer goroutines")
 	fs.DurationVar(&f.syncEvery, "sync-every", 500*time.Millisecond, "hot: time between syncs")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the dirty pattern")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile (runtime/pprof) of the measured runs to this file; samples carry the label system=engine, kernel, pwrite or fio (go tool pprof -tagfocus=system=engine FILE)")
+	fs.StringVar(&f.trace, "trace", "", "write an execution trace (runtime/trace) of the measured runs to this file: each system's run a task, the engine's timed Sync a region (go tool trace FILE)")
+	fs.BoolVar(&f.version, "version", false, "print wbbench's version (module, VCS revision and time where the build recorded them, Go) and exit")
 	fs.BoolVar(&f.json, "json", false, "print one JSON document on stdout and nothing else")
-	fs.BoolVar(&f.force, "force", false, "write to a target even if it is mounted, held, or carries a file-system or partition signature")
+	fs.BoolVar(&f.hold, "hold-kernel-writeback", false, "raise vm.dirty_background_ratio to 80 and vm.dirty_ratio to 90 for the run (root), so the kernel baseline writes its pages back inside its timed fdatasync and not while they are dirtied; the old values are put back at exit, also on SIGINT and SIGTERM")
+	fs.BoolVar(&f.force, "force", false, "write to a target even if it is mounted, held, carries a file-system or partition signature, or (a file) holds data wbbench did not write")
 	fs.StringVar(&f.inject, "inject", "", "fault rules for the engine's ring, e.g. eio=0.01,short=0.01,delay=5ms@0.001 (see ring.ParseFaultRules)")
-	fs.BoolVar(&f.verify, "verify", false, "write pages in the verify format (DESIGN.md) through Cache.WriteAt; turns the baselines off")
+	fs.BoolVar(&f.verify, "verify", false, "write pages in the verify format (DESIGN.md) through Cache.WriteAt, after zeroing the range (so wbbench check can tell this run's pages from what was there); turns the baselines off")
 	fs.StringVar(&f.journal, "journal", "", "with -verify: record each successful sync's version in this file (implies -verify)")
 	return f
 }
@@ -74,7 +87,7 @@ func usage(w io.Writer, f *cliFlags) {
 	if f.sweep {
 		fmt.Fprintln(w, "usage: wbbench sweep [-qd 1,2,4,...,128] [-max-io 256KiB,1MiB] [-plot FILE.svg] [flags]")
 	} else {
-		fmt.Fprintln(w, "usage: wbbench [flags]\n       wbbench sweep [flags]                  (wbbench sweep -h for its flags)\n       wbbench check -device D -journal FILE  (checks what a -verify -journal run left)\n       wbbench check -device D -pattern P -seed S -size N  (a seq/runs/single -verify run without a journal)")
+		fmt.Fprintln(w, "usage: wbbench [flags]\n       wbbench sweep [flags]                  (wbbench sweep -h for its flags)\n       wbbench check -device D -journal FILE  (checks what a -verify -journal run left; wbbench check -h)\n       wbbench check -device D -pattern P -seed S -size N  (a seq/runs/single -verify run without a journal)\n       wbbench -version")
 	}
 	fmt.Fprintln(w, "\nflags:")
 	f.fs.SetOutput(w)
@@ -90,7 +103,10 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
 		}
-		return o, &bench.UsageError{Msg: err.Error()}
+		return o, flagError(f.fs, err)
+	}
+	if f.version {
+		return o, errVersion
 	}
 	if f.fs.NArg() > 0 {
 		return o, &bench.UsageError{Msg: fmt.Sprintf("unexpected argument %q (flags only; subcommand: sweep)", f.fs.Arg(0))}
@@ -100,11 +116,6 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 
 	var err error
 	o.Device = f.device
-	if f.size != "" {
-		if o.Size, err = parseSize("-size", f.size, 1); err != nil {
-			return o, err
-		}
-	}
 	ps, err := parseSize("-page-size", f.pageSize, 1)
 	if err != nil {
 		return o, err
@@ -113,6 +124,11 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 		return o, usage2("-page-size %s: too large", f.pageSize)
 	}
 	o.PageSize = int(ps)
+	if f.size != "" {
+		if o.Size, err = parseTargetSize(f.size, ps); err != nil {
+			return o, err
+		}
+	}
 	if !f.sweep {
 		if f.qd != "" {
 			if o.QueueDepth, err = parseInt("-qd", f.qd, 1, ring.MaxDepth); err != nil {
@@ -120,12 +136,9 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 			}
 		}
 		if f.maxIO != "" {
-			n, err := parseSize("-max-io", f.maxIO, 1)
+			n, err := parseMaxIO(f.maxIO, ps)
 			if err != nil {
 				return o, err
-			}
-			if n > math.MaxInt32 {
-				return o, usage2("-max-io %s: too large", f.maxIO)
 			}
 			o.MaxIOBytes = int(n)
 		}
@@ -161,10 +174,13 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 		}
 		return o, usage2("-baseline %s with %s: the baselines would overwrite the pages being verified (use -baseline none)", f.baseline, which)
 	}
-	if f.runs < 1 {
-		return o, usage2("-runs %d: must be at least 1", f.runs)
+	if set["runs"] && f.runs < 1 {
+		return o, usage2("-runs %d: must be at least 1 (2 or more give a steady median; the default is %d)", f.runs, bench.DefaultRuns)
 	}
 	o.Runs = f.runs
+	if f.sweep && !set["runs"] {
+		o.Runs = bench.DefaultSweepRuns
+	}
 	if f.writers < 1 || f.writers > 4096 {
 		return o, usage2("-writers %d: must be from 1 to 4096", f.writers)
 	}
@@ -180,12 +196,15 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 	if p != bench.Hot {
 		for _, name := range []string{"duration", "writers", "sync-every"} {
 			if set[name] {
-				return o, usage2("-%s: only for -pattern hot", name)
+				what := map[string]string{"duration": "runs for a duration", "writers": "has writer goroutines", "sync-every": "syncs at an interval"}[name]
+				return o, usage2("-%s %s: only -pattern hot %s; -pattern %s dirties a fixed set of pages and times one flush (add -pattern hot, or drop -%s)",
+					name, f.fs.Lookup(name).Value, what, p, name)
 			}
 		}
 	}
 	o.Seed = f.seed
 	o.Force = f.force
+	o.HoldKernelWriteback = f.hold
 	if f.inject != "" {
 		if o.Faults, err = ring.ParseFaultRules(f.inject); err != nil {
 			return o, usage2("%v", err)
@@ -193,6 +212,89 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 		o.Inject = f.inject
 	}
 	return o, nil
+}
+
+// flagError turns an error of the flag package into one line that
+// names the flag and the value and points to -h.
+func flagError(fs *flag.FlagSet, err error) error {
+	help := fs.Name() + " -h lists the flags"
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		return usage2("unknown flag %s (%s)", name, help)
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
+		return usage2("%s needs a value (%s)", name, help)
+	}
+	// invalid value "x" for flag -runs: parse error
+	// invalid boolean value "x" for -json: parse error
+	var val, name string
+	if _, after, ok := strings.Cut(msg, "value "); ok {
+		if q, rest, ok := strings.Cut(after, " for "); ok {
+			val = q
+			name, _, _ = strings.Cut(strings.TrimPrefix(rest, "flag "), ":")
+		}
+	}
+	if fl := fs.Lookup(strings.TrimPrefix(name, "-")); fl != nil {
+		want := "not a valid value"
+		if g, ok := fl.Value.(flag.Getter); ok {
+			switch g.Get().(type) {
+			case int, int64, uint, uint64:
+				want = "not a whole number"
+			case time.Duration:
+				want = "not a duration (e.g. 500ms, 10s, 1m)"
+			case bool:
+				want = "not true or false (a bool flag takes -" + fl.Name + " or -" + fl.Name + "=false)"
+			}
+		}
+		return usage2("%s %s: %s (%s)", name, val, want, help)
+	}
+	return usage2("%s (%s)", msg, help)
+}
+
+// parseTargetSize parses -size: at least one page of ps bytes.
+func parseTargetSize(s string, ps int64) (int64, error) {
+	n, err := parseSize("-size", s, 0)
+	if err != nil {
+		return 0, err
+	}
+	if n < ps {
+		return 0, usage2("-size %s (%s): less than one page (%s); give at least -size %s, or omit -size for the whole device (1 GiB for a target wbbench makes)",
+			s, humanize.IBytes(uint64(n)), humanize.IBytes(uint64(ps)), compactBytes(ps))
+	}
+	return n, nil
+}
+
+// parseMaxIO parses a -max-io value: a whole number of pages of ps
+// bytes. What the device takes is checked once it is known.
+func parseMaxIO(s string, ps int64) (int64, error) {
+	n, err := parseSize("-max-io", s, 0)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case n < ps:
+		return 0, usage2("-max-io %s: smaller than one page (%s): a write carries whole pages; give at least -max-io %s (e.g. 256KiB, 1MiB)",
+			s, humanize.IBytes(uint64(ps)), compactBytes(ps))
+	case n%ps != 0:
+		lo, hi := n-n%ps, n-n%ps+ps
+		return 0, usage2("-max-io %s: not a whole number of %s pages; use -max-io %s or %s", s, humanize.IBytes(uint64(ps)), compactBytes(lo), compactBytes(hi))
+	case n > math.MaxInt32:
+		return 0, usage2("-max-io %s: too large (at most 1024 pages, %s)", s, compactBytes(1024*ps))
+	}
+	return n, nil
+}
+
+// compactBytes writes n as a flag value: 4KiB, 1MiB, or bytes.
+func compactBytes(n int64) string {
+	for _, u := range []struct {
+		s string
+		v int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.v && n%u.v == 0 {
+			return strconv.FormatInt(n/u.v, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 func usage2(format string, args ...any) error {

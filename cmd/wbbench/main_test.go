@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -151,11 +152,32 @@ func TestRingIceberNotBuilt(t *testing.T) {
 // jsonDoc is the -json schema, written out independently of the bench
 // types so a renamed field fails here.
 type jsonDoc struct {
+	SchemaVersion int `json:"schema_version"`
+	Provenance    struct {
+		Wbbench     string            `json:"wbbench"`
+		Go          string            `json:"go"`
+		Time        string            `json:"time"`
+		Kernel      string            `json:"kernel"`
+		CPUModel    string            `json:"cpu_model"`
+		CPUs        int               `json:"cpus"`
+		CommandLine []string          `json:"command_line"`
+		Sysctls     map[string]string `json:"sysctls"`
+	} `json:"provenance"`
 	Target struct {
 		Path             string `json:"path"`
 		Size             int64  `json:"size"`
 		LogicalBlockSize int    `json:"logical_block_size"`
 		Kind             string `json:"kind"`
+		Queue            *struct {
+			NrRequests        int    `json:"nr_requests"`
+			MaxSectorsKB      int    `json:"max_sectors_kb"`
+			MaxHwSectorsKB    int    `json:"max_hw_sectors_kb"`
+			LogicalBlockSize  int    `json:"logical_block_size"`
+			PhysicalBlockSize int    `json:"physical_block_size"`
+			Rotational        *bool  `json:"rotational"`
+			WriteCache        string `json:"write_cache"`
+		} `json:"queue"`
+		FileSystem string `json:"file_system"`
 	} `json:"target"`
 	Config struct {
 		PageSize   int    `json:"page_size"`
@@ -170,21 +192,95 @@ type jsonDoc struct {
 }
 
 type jsonResult struct {
-	Name         string  `json:"name"`
-	Bytes        int64   `json:"bytes"`
-	Seconds      float64 `json:"seconds"`
-	TotalSeconds float64 `json:"total_seconds"`
-	BytesPerSec  float64 `json:"bytes_per_sec"`
-	PagesPerSec  float64 `json:"pages_per_sec"`
-	IOs          int64   `json:"ios"`
-	PagesPerIO   float64 `json:"pages_per_io"`
-	CPUSeconds   float64 `json:"cpu_seconds"`
-	Latency      *struct {
-		P50  float64 `json:"p50"`
-		P99  float64 `json:"p99"`
-		P999 float64 `json:"p999"`
-	} `json:"latency_us"`
-	Runs []jsonResult `json:"runs"`
+	Name         string       `json:"name"`
+	Bytes        int64        `json:"bytes"`
+	Seconds      float64      `json:"seconds"`
+	TotalSeconds float64      `json:"total_seconds"`
+	BytesPerSec  float64      `json:"bytes_per_sec"`
+	PagesPerSec  float64      `json:"pages_per_sec"`
+	IOs          int64        `json:"ios"`
+	PagesPerIO   float64      `json:"pages_per_io"`
+	CPUSeconds   float64      `json:"cpu_seconds"`
+	CPUUser      float64      `json:"cpu_user_seconds"`
+	CPUSystem    float64      `json:"cpu_system_seconds"`
+	Latency      *jsonLatency `json:"latency_us"`
+	SubmitBatch  *jsonBatch   `json:"submit_batch"`
+	CompleteBat  *jsonBatch   `json:"complete_batch"`
+	Runs         []jsonResult `json:"runs"`
+}
+
+// jsonLatency is a latency distribution as fio gives it, in µs.
+type jsonLatency struct {
+	N     int64   `json:"n"`
+	Mean  float64 `json:"mean"`
+	Stdev float64 `json:"stdev"`
+	Min   float64 `json:"min"`
+	Max   float64 `json:"max"`
+	P1    float64 `json:"p1"`
+	P5    float64 `json:"p5"`
+	P10   float64 `json:"p10"`
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P95   float64 `json:"p95"`
+	P99   float64 `json:"p99"`
+	P999  float64 `json:"p999"`
+	P9999 float64 `json:"p9999"`
+}
+
+// ordered reports whether the distribution is whole and in order:
+// min ≤ p1 ≤ … ≤ p99.99 ≤ max, mean inside, a count.
+func (l *jsonLatency) ordered() bool {
+	if l == nil || l.N <= 0 || l.Stdev < 0 || l.Mean < l.Min || l.Mean > l.Max {
+		return false
+	}
+	q := []float64{l.Min, l.P1, l.P5, l.P10, l.P50, l.P90, l.P95, l.P99, l.P999, l.P9999}
+	for i := 1; i < len(q); i++ {
+		if q[i] < q[i-1] {
+			return false
+		}
+	}
+	return l.Min > 0 && l.P9999 > 0
+}
+
+type jsonBatch struct {
+	N    int64   `json:"n"`
+	Mean float64 `json:"mean"`
+	Min  float64 `json:"min"`
+	Max  float64 `json:"max"`
+}
+
+// checkRounded fails if a number with a fraction or an exponent in the
+// JSON document has more than 4 significant digits.
+func checkRounded(t *testing.T, doc string) {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(doc))
+	dec.UseNumber()
+	n := 0
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		num, ok := tok.(json.Number)
+		if !ok || !strings.ContainsAny(string(num), ".eE") {
+			continue
+		}
+		n++
+		mant := strings.TrimLeft(strings.SplitN(strings.ToLower(string(num)), "e", 2)[0], "-")
+		digits := strings.TrimLeft(strings.ReplaceAll(mant, ".", ""), "0")
+		if strings.Contains(mant, ".") {
+			digits = strings.TrimRight(digits, "0")
+		}
+		if len(digits) > 4 {
+			t.Fatalf("%s has %d significant digits; numbers are rounded to 4", num, len(digits))
+		}
+	}
+	if n == 0 {
+		t.Fatal("no fractional number in the document")
+	}
 }
 
 // decodeOne decodes stdout as exactly one JSON document.
@@ -208,9 +304,29 @@ func TestJSONSchema(t *testing.T) {
 		t.Fatalf("status %d: %s", code, errOut)
 	}
 	doc := decodeOne(t, out)
+	checkRounded(t, out)
 	wantKind := "file"
 	if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeDevice != 0 {
 		wantKind = "block"
+	}
+	// Provenance: what a storage engineer needs to trust or repeat it.
+	p := doc.Provenance
+	if doc.SchemaVersion != 2 || p.Wbbench == "" || p.Go != runtime.Version() || p.Kernel == "" || p.CPUs != runtime.NumCPU() ||
+		p.CPUModel == "" || p.Sysctls["vm.dirty_ratio"] == "" || p.Sysctls["vm.dirty_background_ratio"] == "" ||
+		!slices.Equal(p.CommandLine, []string{"wbbench", "-device", path, "-pattern", "runs", "-baseline", baselines, "-runs", "2", "-json", "-seed", "3"}) {
+		t.Fatalf("schema %d, provenance %+v", doc.SchemaVersion, p)
+	}
+	if _, err := time.Parse(time.RFC3339, p.Time); err != nil {
+		t.Fatalf("provenance time %q: %v", p.Time, err)
+	}
+	if q := doc.Target.Queue; wantKind == "block" && (q == nil || q.NrRequests <= 0 || q.MaxSectorsKB <= 0 || q.MaxHwSectorsKB < q.MaxSectorsKB ||
+		q.LogicalBlockSize < 512 || q.PhysicalBlockSize < q.LogicalBlockSize || q.Rotational == nil || q.WriteCache == "") {
+		t.Fatalf("block device queue limits %+v", q)
+	} else if wantKind == "file" && doc.Target.FileSystem == "" {
+		t.Fatalf("a file target without its file system: %+v", doc.Target)
+	}
+	if strings.Contains(out, `"faults_off"`) {
+		t.Fatal(`"faults_off" in a report of a run without -inject`)
 	}
 	if doc.Target.Path != path || doc.Target.Size != 32<<20 || doc.Target.LogicalBlockSize < 512 || doc.Target.Kind != wantKind {
 		t.Fatalf("target %+v", doc.Target)
@@ -230,8 +346,15 @@ func TestJSONSchema(t *testing.T) {
 			r.IOs <= 0 || r.PagesPerIO < 1 || r.CPUSeconds < 0 || len(r.Runs) != 2 {
 			t.Fatalf("result %+v", r)
 		}
-		if r.Name != "kernel" && (r.Latency == nil || r.Latency.P50 <= 0 || r.Latency.P99 < r.Latency.P50 || r.Latency.P999 < r.Latency.P99) {
-			t.Fatalf("%s latency %+v", r.Name, r.Latency)
+		if r.Name != "kernel" && !r.Latency.ordered() {
+			t.Fatalf("%s latency %+v: want n, mean, stdev, min, p1 … p99.99, max, in order", r.Name, r.Latency)
+		}
+		if d := r.CPUSeconds - r.CPUUser - r.CPUSystem; d > 1e-3 || d < -1e-3 || r.CPUUser < 0 || r.CPUSystem < 0 {
+			t.Fatalf("%s: CPU %v s is not user %v + system %v", r.Name, r.CPUSeconds, r.CPUUser, r.CPUSystem)
+		}
+		if r.Name == "engine" && (r.SubmitBatch == nil || r.SubmitBatch.N <= 0 || r.SubmitBatch.Min < 1 || r.SubmitBatch.Max < r.SubmitBatch.Mean ||
+			r.CompleteBat == nil || r.CompleteBat.N <= 0 || r.CompleteBat.Min < 1) {
+			t.Fatalf("engine batches %+v %+v: want submission and completion batch sizes", r.SubmitBatch, r.CompleteBat)
 		}
 	}
 	if want := append([]string{"engine"}, strings.Split(baselines, ",")...); !slices.Equal(names, want) {
@@ -252,10 +375,9 @@ func TestPatterns(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("status %d: %s\n%s", code, errOut, out)
 			}
-			lines := strings.Split(strings.TrimSpace(out), "\n")
 			want := append([]string{"engine"}, strings.Split(baselines, ",")...)
-			table := lines[len(lines)-len(want)-1:]
-			if !strings.HasPrefix(table[0], "system") {
+			table := tableOf(out)
+			if len(table) != len(want)+1 || !strings.HasPrefix(table[0], "system") {
 				t.Fatalf("output does not end with the table:\n%s", out)
 			}
 			for i, name := range want {
@@ -282,9 +404,42 @@ func TestDefaultTarget(t *testing.T) {
 			Path string `json:"path"`
 			Made string `json:"made"`
 		} `json:"target"`
+		Config struct {
+			Runs int `json:"runs"`
+		} `json:"config"`
+		Results []struct {
+			Name       string `json:"name"`
+			SteadyRuns int    `json:"steady_runs"`
+			First      *struct {
+				Run         int     `json:"run"`
+				BytesPerSec float64 `json:"bytes_per_sec"`
+			} `json:"first_cycle"`
+			Min  float64 `json:"bytes_per_sec_min"`
+			Max  float64 `json:"bytes_per_sec_max"`
+			Runs []struct {
+				Run int `json:"run"`
+			} `json:"runs"`
+			VsEngine *struct {
+				Ratio, Min, Max float64
+				Overlap         *bool `json:"overlap"`
+			} `json:"vs_engine"`
+		} `json:"results"`
 	}
 	if err := json.Unmarshal([]byte(out), &doc); err != nil {
 		t.Fatal(err)
+	}
+	// By default, enough runs for a steady median and its spread, run 1
+	// apart, and every ratio with its spread.
+	if doc.Config.Runs != 5 || len(doc.Results) != 2 {
+		t.Fatalf("config runs %d, %d results; want 5 runs by default, engine and pwrite", doc.Config.Runs, len(doc.Results))
+	}
+	for _, r := range doc.Results {
+		if r.SteadyRuns != 4 || r.First == nil || r.First.Run != 1 || len(r.Runs) != 5 || r.Runs[4].Run != 5 || r.Min <= 0 || r.Max < r.Min {
+			t.Fatalf("%s: %+v; want runs 1–5 in order, run 1 apart, a median of 4 with its min–max", r.Name, r)
+		}
+		if r.Name == "pwrite" && (r.VsEngine == nil || r.VsEngine.Min > r.VsEngine.Ratio || r.VsEngine.Max < r.VsEngine.Ratio || r.VsEngine.Overlap == nil) {
+			t.Fatalf("pwrite vs engine %+v; want a ratio inside its spread and an overlap flag", r.VsEngine)
+		}
 	}
 	if doc.Target.Made == "" {
 		t.Fatalf("target %+v: does not say it was made", doc.Target)
@@ -346,6 +501,45 @@ func TestSweepPlot(t *testing.T) {
 	b, err := os.ReadFile(svg)
 	if err != nil || !bytes.Contains(b, []byte("<svg")) || !bytes.Contains(b, []byte("engine")) {
 		t.Fatalf("plot %s: %v, %d bytes", svg, err, len(b))
+	}
+	png := strings.TrimSuffix(svg, ".svg") + ".png"
+	if b, err := os.ReadFile(png); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) || !strings.Contains(out, "plot: "+svg+", "+png+"\n") {
+		t.Fatalf("no PNG beside the SVG (%v), or the output does not name both:\n%s", err, out)
+	}
+	// -json: every point carries its own configuration.
+	code, out, errOut = wb(t, "sweep", "-device", path, "-qd", "1,4", "-max-io", "64KiB,128KiB", "-baseline", "pwrite", "-runs", "2", "-json")
+	if code != 0 {
+		t.Fatalf("sweep -json: status %d: %s", code, errOut)
+	}
+	checkRounded(t, out)
+	var sw struct {
+		SchemaVersion int `json:"schema_version"`
+		Provenance    struct {
+			CommandLine []string `json:"command_line"`
+		} `json:"provenance"`
+		Points []struct {
+			QueueDepth int `json:"queue_depth"`
+			MaxIOBytes int `json:"max_io_bytes"`
+			Config     struct {
+				QueueDepth int    `json:"queue_depth"`
+				MaxIOBytes int    `json:"max_io_bytes"`
+				RingSetup  string `json:"ring_setup"`
+				Backend    string `json:"backend"`
+			} `json:"config"`
+			Results []jsonResult `json:"results"`
+		} `json:"points"`
+	}
+	if err := json.Unmarshal([]byte(out), &sw); err != nil {
+		t.Fatal(err)
+	}
+	if sw.SchemaVersion != 2 || len(sw.Points) != 4 || len(sw.Provenance.CommandLine) < 2 || sw.Provenance.CommandLine[1] != "sweep" {
+		t.Fatalf("sweep: schema %d, %d points, command line %q", sw.SchemaVersion, len(sw.Points), sw.Provenance.CommandLine)
+	}
+	for _, p := range sw.Points {
+		if p.Config.QueueDepth != p.QueueDepth || p.Config.MaxIOBytes != p.MaxIOBytes || p.Config.Backend == "" ||
+			(p.Config.Backend == "native" && !strings.Contains(p.Config.RingSetup, fmt.Sprintf("sq=%d ", 4*p.QueueDepth))) {
+			t.Fatalf("point qd %d max-io %d: config %+v; want its own", p.QueueDepth, p.MaxIOBytes, p.Config)
+		}
 	}
 	code, out, errOut = wb(t, "sweep", "-device", path, "-qd", "8,4")
 	oneLine(t, code, out, errOut, "values must increase")
@@ -487,6 +681,240 @@ func TestInject(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &doc); err != nil || doc.Faults.EIO != 1 || doc.Faults.Requests == 0 {
 		t.Fatalf("faults %+v, %v; want one EIO", doc.Faults, err)
 	}
+	if !strings.Contains(out, `"faults_off": true`) {
+		t.Fatalf(`-inject: no "faults_off": true in engine_end:\n%s`, out)
+	}
 	code, out, errOut = wb(t, "-device", path, "-inject", "eio=lots")
 	oneLine(t, code, out, errOut, `"eio=lots"`)
+}
+
+// tableOf returns the closing table of a text report: the lines from
+// the last one starting "system" up to the notes in brackets after it
+// (which end the output).
+func tableOf(out string) []string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	start := -1
+	for i, l := range lines {
+		if strings.HasPrefix(l, "system ") {
+			start = i
+		}
+	}
+	if start < 0 {
+		return nil
+	}
+	var t []string
+	for _, l := range lines[start:] {
+		if strings.HasPrefix(l, "(") {
+			break
+		}
+		t = append(t, l)
+	}
+	return t
+}
+
+// TestRefuseUserFile: a regular file that holds data wbbench did not
+// write is refused (named, with its size) and left as it was, unless
+// -force; a file whose data extents are all zero is taken, and so is a
+// file wbbench wrote before, by its mark or, where the mark is gone, by
+// its pages.
+func TestRefuseUserFile(t *testing.T) {
+	dir := t.TempDir()
+	user := filepath.Join(dir, "existing.dat")
+	data := make([]byte, 8<<20)
+	for i := range data {
+		data[i] = byte(i*131 + i>>12)
+	}
+	if err := os.WriteFile(user, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := wb(t, "-device", user, "-baseline", "none", "-runs", "1")
+	oneLine(t, code, out, errOut, "refusing to write to "+user+": it is a regular file of 8.0 MiB (8388608 bytes) holding data wbbench did not write (at byte 0")
+	if !strings.Contains(errOut, "pass -force") || !bytes.Equal(readAll(t, user), data) {
+		t.Fatalf("the refusal does not say how to override, or the file changed: %q", errOut)
+	}
+
+	// Zeros over every data extent, holes between: taken.
+	sparse := filepath.Join(dir, "sparse.dat")
+	f, err := os.Create(sparse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(8 << 20)
+	f.WriteAt(make([]byte, 1<<20), 2<<20)
+	f.Close()
+	if code, _, errOut := wb(t, "-device", sparse, "-baseline", "none", "-runs", "1"); code != 0 {
+		t.Fatalf("a file of zeros and holes: status %d: %s", code, errOut)
+	}
+	// wbbench wrote it: taken again, also without the mark.
+	if code, _, errOut := wb(t, "-device", sparse, "-pattern", "runs", "-baseline", "none", "-runs", "1"); code != 0 {
+		t.Fatalf("a file wbbench wrote: status %d: %s", code, errOut)
+	}
+	unix.Removexattr(sparse, "user.wbbench")
+	if code, _, errOut := wb(t, "-device", sparse, "-baseline", "none", "-runs", "1"); code != 0 {
+		t.Fatalf("a file of wbbench's pages without the mark: status %d: %s", code, errOut)
+	}
+	// Someone else's bytes among wbbench's pages, without the mark.
+	unix.Removexattr(sparse, "user.wbbench")
+	f, _ = os.OpenFile(sparse, os.O_WRONLY, 0)
+	f.WriteAt([]byte("my notes"), 5<<20)
+	f.Close()
+	code, out, errOut = wb(t, "-device", sparse, "-baseline", "none", "-runs", "1")
+	oneLine(t, code, out, errOut, fmt.Sprintf("holding data wbbench did not write (at byte %d", 5<<20))
+
+	// -force overwrites.
+	if code, _, errOut := wb(t, "-device", user, "-baseline", "none", "-runs", "1", "-force"); code != 0 || bytes.Equal(readAll(t, user), data) {
+		t.Fatalf("-force: status %d (%s), or the file was not written", code, errOut)
+	}
+}
+
+// TestRefuseMounted: a loop device this test makes, formats and mounts
+// is refused as mounted — by its own path, and through a node of it
+// that cannot be opened (on a nodev mount: as a disk a container may
+// not open), which shows the mount check runs before any open. Nothing
+// is written to it. The mounts and the device go when the test ends.
+func TestRefuseMounted(t *testing.T) {
+	mkfs, err := exec.LookPath("mkfs.ext4")
+	if err != nil {
+		t.Skip("skipping: no mkfs.ext4 (apt-get install e2fsprogs)")
+	}
+	d := loopdev.ForTest(t, 32<<20, 0)
+	if out, err := exec.Command(mkfs, "-q", "-F", d.Path).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4 %s: %v: %s", d.Path, err, out)
+	}
+	mnt := t.TempDir()
+	if err := unix.Mount(d.Path, mnt, "ext4", 0, ""); err != nil {
+		t.Fatalf("mount %s: %v", d.Path, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, 0); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	})
+	before := readAll(t, d.Path)
+	code, out, errOut := wb(t, "-device", d.Path, "-baseline", "none", "-runs", "1")
+	oneLine(t, code, out, errOut, "refusing to write to "+d.Path+": "+d.Path+" is mounted on "+mnt)
+
+	nd := t.TempDir()
+	if err := unix.Mount("tmpfs", nd, "tmpfs", unix.MS_NODEV, "size=64k"); err != nil {
+		t.Fatalf("mount tmpfs nodev: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(nd, 0); err != nil {
+			t.Errorf("unmount %s: %v", nd, err)
+		}
+	})
+	var st unix.Stat_t
+	if err := unix.Stat(d.Path, &st); err != nil {
+		t.Fatal(err)
+	}
+	node := filepath.Join(nd, "disk")
+	if err := unix.Mknod(node, unix.S_IFBLK|0o600, int(st.Rdev)); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = wb(t, "-device", node, "-baseline", "none", "-runs", "1")
+	oneLine(t, code, out, errOut, "refusing to write to "+node+": "+d.Path+" is mounted on "+mnt)
+	if !bytes.Equal(readAll(t, d.Path), before) {
+		t.Fatal("the mounted device was written to")
+	}
+}
+
+// TestMaxIOAgainstDevice: -max-io is held to the target before anything
+// is written: above the device's max_hw_sectors_kb or 1024 pages it is
+// refused, naming the limit and what to use; above max_sectors_kb it is
+// taken with a warning (the block layer splits each write).
+func TestMaxIOAgainstDevice(t *testing.T) {
+	file := loopdev.ShmFile(t, 8<<20)
+	code, out, errOut := wb(t, "-device", file, "-max-io", "1GiB", "-baseline", "none")
+	oneLine(t, code, out, errOut, "-max-io 1.0 GiB: more than 1024 pages of 4.0 KiB (4.0 MiB), the most one write carries; use at most -max-io 4.0 MiB")
+	code, out, errOut = wb(t, "sweep", "-device", file, "-qd", "1", "-max-io", "64KiB,8MiB", "-baseline", "none")
+	oneLine(t, code, out, errOut, "-max-io 8.0 MiB: more than 1024 pages")
+	d := loopdev.ForTest(t, 16<<20, 0)
+	hw := readSysInt(t, "/sys/block/"+d.Name()+"/queue/max_hw_sectors_kb")
+	code, out, errOut = wb(t, "-device", d.Path, "-max-io", fmt.Sprintf("%dKiB", hw+4), "-baseline", "none")
+	oneLine(t, code, out, errOut, fmt.Sprintf("above what %s takes in one request (max_hw_sectors_kb %d", d.Path, hw))
+	if !bytes.Equal(readAll(t, d.Path), make([]byte, 8<<20)) {
+		t.Fatal("written to")
+	}
+	// A soft limit below the I/O size: taken, with a warning. A loop
+	// device keeps its queue settings when it is detached and reused, so
+	// the old value is put back before the device goes.
+	soft := "/sys/block/" + d.Name() + "/queue/max_sectors_kb"
+	old, err := os.ReadFile(soft)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(soft, []byte("128"), 0o644); err != nil {
+		t.Skipf("skipping the max_sectors_kb part: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := os.WriteFile(soft, old, 0o644); err != nil {
+			t.Errorf("putting back %s: %v", soft, err)
+		}
+	})
+	code, out, errOut = wb(t, "-device", d.Path, "-max-io", "256KiB", "-baseline", "none", "-runs", "1", "-json")
+	if code != 0 || !strings.Contains(errOut, "-max-io 256 KiB is above "+d.Path+"'s max_sectors_kb 128") {
+		t.Fatalf("status %d, stderr %q; want it run, with a warning", code, errOut)
+	}
+	var doc struct{ Warnings []string }
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || len(doc.Warnings) != 1 || !strings.Contains(doc.Warnings[0], "the block layer splits every larger write") {
+		t.Fatalf("warnings %q (%v)", doc.Warnings, err)
+	}
+}
+
+func readSysInt(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	fmt.Sscan(string(b), &n)
+	return n
+}
+
+// TestEmptyAndPlotDir: an empty target and a -plot into a directory
+// that is not there are refused at once, saying what to do.
+func TestEmptyAndPlotDir(t *testing.T) {
+	empty := filepath.Join(t.TempDir(), "empty.dat")
+	os.WriteFile(empty, nil, 0o644)
+	code, out, errOut := wb(t, "-device", empty)
+	oneLine(t, code, out, errOut, "-device "+empty+": the file is empty (0 bytes); give it a size first (truncate -s 1G "+empty+"), or omit -device")
+	missing := filepath.Join(t.TempDir(), "no", "such", "dir", "sweep.svg")
+	// Nothing on stdout: the sweep did not run (it prints its table
+	// before it plots).
+	code, out, errOut = wb(t, "sweep", "-size", "16MiB", "-qd", "1,2", "-plot", missing)
+	oneLine(t, code, out, errOut, "-plot "+missing+": the directory "+filepath.Dir(missing)+" does not exist; create it (mkdir -p ")
+}
+
+// TestProfileAndTrace: -cpuprofile writes a CPU profile of the measured
+// runs that go tool pprof reads, its samples labelled with the system;
+// -trace writes an execution trace. A file that cannot be made is a
+// usage error before anything runs.
+func TestProfileAndTrace(t *testing.T) {
+	dir := t.TempDir()
+	prof, tr := filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "trace.out")
+	path := loopdev.ShmFile(t, 16<<20)
+	code, _, errOut := wb(t, "-device", path, "-pattern", "hot", "-duration", "300ms", "-sync-every", "50ms", "-writers", "2",
+		"-runs", "1", "-baseline", "none", "-cpuprofile", prof, "-trace", tr)
+	if code != 0 {
+		t.Fatalf("status %d: %s", code, errOut)
+	}
+	b, err := os.ReadFile(prof)
+	if err != nil || len(b) < 100 || !bytes.HasPrefix(b, []byte{0x1f, 0x8b}) {
+		t.Fatalf("CPU profile: %v, %d bytes; want a gzipped profile", err, len(b))
+	}
+	if gobin, err := exec.LookPath("go"); err != nil {
+		t.Logf("no go command: checked only that the profile is gzip (%v)", err)
+	} else {
+		out, err := exec.Command(gobin, "tool", "pprof", "-raw", prof).CombinedOutput()
+		if err != nil || !bytes.Contains(out, []byte("PeriodType: cpu nanoseconds")) || !bytes.Contains(out, []byte("system:[engine]")) {
+			t.Fatalf("go tool pprof -raw %s: %v; want a CPU profile with samples labelled system:[engine]:\n%.2000s", prof, err, out)
+		}
+	}
+	b, err = os.ReadFile(tr)
+	if err != nil || len(b) < 1000 || !bytes.HasPrefix(b, []byte("go 1.")) {
+		t.Fatalf("trace: %v, %d bytes, starts %q; want a Go execution trace", err, len(b), b[:min(len(b), 16)])
+	}
+	code, out, errOut := wb(t, "-device", path, "-cpuprofile", filepath.Join(dir, "no", "cpu.prof"))
+	oneLine(t, code, out, errOut, "-cpuprofile "+filepath.Join(dir, "no", "cpu.prof")+": open ")
 }
