@@ -198,4 +198,3 @@ func TestCrash(t *testing.T) {
 		})
 	}
 }
-
