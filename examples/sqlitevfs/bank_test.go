@@ -17,10 +17,14 @@ var stressLong = flag.Bool("stress.long", false, "run the long crash, power-cut 
 
 // The bank workload: nAccounts accounts of initialBalance each, padded
 // so that a page holds a few of them and a transfer touches pages far
-// apart; each transaction makes 1–3 random transfers and inserts its id
-// into committed. Whatever a crash does, the total balance must stay
-// nAccounts × initialBalance, and every transaction whose COMMIT
-// returned (under synchronous=FULL) must be in committed.
+// apart, with an index on the balance; each transaction makes 2–5
+// random transfers, counts itself in meta.txcount and inserts its id
+// into committed. Whatever a crash does, integrity_check must pass (the
+// index must agree with the table), the total balance must stay
+// nAccounts × initialBalance, txcount must equal the rows of committed,
+// and every transaction whose COMMIT returned (under synchronous=FULL)
+// must be in committed. A transaction touches 6–15 pages far apart: a
+// crash that keeps some of its pages and loses others is seen.
 const (
 	nAccounts      = 400
 	initialBalance = 1000
@@ -38,7 +42,10 @@ const bankDevice = 64 << 20
 func createBank(c *sqlite3.Conn) error {
 	return c.Exec(fmt.Sprintf(`
 		CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, pad BLOB NOT NULL);
+		CREATE INDEX accounts_balance ON accounts(balance);
 		CREATE TABLE committed(id INTEGER PRIMARY KEY);
+		CREATE TABLE meta(txcount INTEGER NOT NULL);
+		INSERT INTO meta VALUES (0);
 		BEGIN;
 		WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < %d)
 		INSERT INTO accounts SELECT i, %d, zeroblob(%d) FROM n;
@@ -47,9 +54,9 @@ func createBank(c *sqlite3.Conn) error {
 
 // bank runs transfers on one connection.
 type bank struct {
-	c          *sqlite3.Conn
-	rng        *rand.Rand
-	move, done *sqlite3.Stmt
+	c                 *sqlite3.Conn
+	rng               *rand.Rand
+	move, done, count *sqlite3.Stmt
 }
 
 func newBank(c *sqlite3.Conn, seed uint64) (*bank, error) {
@@ -62,12 +69,18 @@ func newBank(c *sqlite3.Conn, seed uint64) (*bank, error) {
 		b.move.Close()
 		return nil, err
 	}
+	if b.count, _, err = c.Prepare(`UPDATE meta SET txcount = txcount + 1`); err != nil {
+		b.move.Close()
+		b.done.Close()
+		return nil, err
+	}
 	return b, nil
 }
 
 func (b *bank) close() {
 	b.move.Close()
 	b.done.Close()
+	b.count.Close()
 }
 
 // transfer runs transaction id. When it returns nil, COMMIT returned
@@ -77,7 +90,7 @@ func (b *bank) transfer(id int64) error {
 		return err
 	}
 	err := func() error {
-		for k := 1 + b.rng.IntN(3); k > 0; k-- {
+		for k := 2 + b.rng.IntN(4); k > 0; k-- {
 			from := 1 + b.rng.IntN(nAccounts)
 			to := 1 + b.rng.IntN(nAccounts-1)
 			if to >= from {
@@ -94,6 +107,9 @@ func (b *bank) transfer(id int64) error {
 					return err
 				}
 			}
+		}
+		if err := b.count.Exec(); err != nil {
+			return err
 		}
 		b.done.BindInt64(1, id)
 		if err := b.done.Exec(); err != nil {
@@ -113,6 +129,7 @@ type bankCheck struct {
 	total     int64
 	accounts  int64
 	committed int64
+	txcount   int64
 	maxID     int64
 	missing   []int64 // acknowledged ids not in committed
 }
@@ -162,6 +179,19 @@ func checkBank(v *VFS, o DBOptions, acked []int64, full bool) (bankCheck, error)
 		errs = append(errs, err)
 	}
 	r.committed = int64(len(have))
+	s, _, err = c.Prepare(`SELECT txcount FROM meta`)
+	if err != nil {
+		return r, errors.Join(append(errs, err)...)
+	}
+	if s.Step() {
+		r.txcount = s.ColumnInt64(0)
+	}
+	if err := s.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if r.txcount != r.committed {
+		errs = append(errs, fmt.Errorf("meta.txcount %d, but %d rows in committed", r.txcount, r.committed))
+	}
 	for _, id := range acked {
 		if !have[id] {
 			r.missing = append(r.missing, id)
@@ -174,8 +204,8 @@ func checkBank(v *VFS, o DBOptions, acked []int64, full bool) (bankCheck, error)
 }
 
 func (r bankCheck) String() string {
-	return fmt.Sprintf("integrity %s, %d accounts, total %d, %d committed rows (max id %d), %d acknowledged missing",
-		r.integrity, r.accounts, r.total, r.committed, r.maxID, len(r.missing))
+	return fmt.Sprintf("integrity %s, %d accounts, total %d, %d committed rows (max id %d, txcount %d), %d acknowledged missing",
+		r.integrity, r.accounts, r.total, r.committed, r.maxID, r.txcount, len(r.missing))
 }
 
 // textRows runs a query and joins its first column's rows with "; ".

@@ -24,6 +24,12 @@ type DBOptions struct {
 	// CacheSize, if not zero, is SQLite's own PRAGMA cache_size (pages,
 	// or KiB when negative).
 	CacheSize int
+	// Exclusive sets locking_mode=EXCLUSIVE in DELETE mode too (WAL
+	// always has it). SQLite then keeps the connection's locks and the
+	// rollback journal between transactions: it commits by zeroing the
+	// journal's header and syncing it instead of deleting the journal
+	// (in effect journal_mode=PERSIST).
+	Exclusive bool
 }
 
 // URI is the SQLite URI that opens name through the VFS.
@@ -32,12 +38,12 @@ func (v *VFS) URI(name string) string {
 }
 
 // OpenDB opens (creating it if needed) the database name through the
-// VFS and sets it up: locking_mode=EXCLUSIVE (one connection per
+// VFS and sets it up: locking_mode=EXCLUSIVE for WAL (one connection per
 // database: the VFS offers no shared memory, and without it SQLite runs
-// WAL only in exclusive mode), page_size 4096 for a new database, the
-// journal mode — checked: SQLite answers with the mode it took, and
-// without exclusive locking a request for WAL silently stays "delete" —
-// and synchronous.
+// WAL only in exclusive mode) and, with Exclusive, for DELETE;
+// page_size 4096 for a new database; the journal mode — checked: SQLite
+// answers with the mode it took, and without exclusive locking a request
+// for WAL silently stays "delete" — and synchronous.
 func (v *VFS) OpenDB(name string, o DBOptions) (*sqlite3.Conn, error) {
 	jm := strings.ToLower(o.JournalMode)
 	if jm == "" {
@@ -58,8 +64,10 @@ func (v *VFS) OpenDB(name string, o DBOptions) (*sqlite3.Conn, error) {
 		return nil, fmt.Errorf("sqlitevfs: open %s: %w", name, err)
 	}
 	err = func() error {
-		if got, err := pragma(c, "locking_mode=EXCLUSIVE"); err != nil || got != "exclusive" {
-			return errors.Join(fmt.Errorf("locking_mode=EXCLUSIVE returned %q", got), err)
+		if jm == "wal" || o.Exclusive {
+			if got, err := pragma(c, "locking_mode=EXCLUSIVE"); err != nil || got != "exclusive" {
+				return errors.Join(fmt.Errorf("locking_mode=EXCLUSIVE returned %q", got), err)
+			}
 		}
 		if _, err := pragma(c, "page_size=4096"); err != nil {
 			return err

@@ -29,6 +29,7 @@ type childConfig struct {
 	SideFile    string
 	JournalMode string
 	Synchronous string
+	Exclusive   bool
 	Break       string
 	Seed        uint64
 }
@@ -52,7 +53,7 @@ func TestCrashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := DBOptions{JournalMode: cfg.JournalMode, Synchronous: cfg.Synchronous}
+	o := DBOptions{JournalMode: cfg.JournalMode, Synchronous: cfg.Synchronous, Exclusive: cfg.Exclusive}
 	c, err := v.OpenDB(bankDB, o)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +98,7 @@ func runCrashRound(t *testing.T, dev string, o DBOptions, brk string, seed uint6
 		t.Fatalf("setup: %v", err)
 	}
 	side := filepath.Join(t.TempDir(), "acked")
-	cfg, _ := json.Marshal(childConfig{Device: dev, SideFile: side, JournalMode: o.JournalMode, Synchronous: o.Synchronous, Break: brk, Seed: seed})
+	cfg, _ := json.Marshal(childConfig{Device: dev, SideFile: side, JournalMode: o.JournalMode, Synchronous: o.Synchronous, Exclusive: o.Exclusive, Break: brk, Seed: seed})
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -155,6 +156,9 @@ func runCrashRound(t *testing.T, dev string, o DBOptions, brk string, seed uint6
 // crashModes are the journal modes and synchronous settings the crash
 // and power-cut tests run, and the rounds each runs: rounds for FULL
 // (whose every acknowledged commit must survive), fewer for NORMAL.
+// DELETE runs with normal locking (SQLite deletes the journal to
+// commit) and exclusive (it zeroes the journal's header instead, as the
+// benchmark runs it).
 func crashModes() []struct {
 	o      DBOptions
 	rounds int
@@ -168,13 +172,19 @@ func crashModes() []struct {
 		rounds int
 	}{
 		{DBOptions{JournalMode: "delete", Synchronous: "full"}, full},
+		{DBOptions{JournalMode: "delete", Synchronous: "full", Exclusive: true}, full},
 		{DBOptions{JournalMode: "wal", Synchronous: "full"}, full},
 		{DBOptions{JournalMode: "delete", Synchronous: "normal"}, normal},
 		{DBOptions{JournalMode: "wal", Synchronous: "normal"}, normal},
 	}
 }
 
-func modeName(o DBOptions) string { return o.JournalMode + "-" + o.Synchronous }
+func modeName(o DBOptions) string {
+	if o.Exclusive && o.JournalMode != "wal" {
+		return o.JournalMode + "-exclusive-" + o.Synchronous
+	}
+	return o.JournalMode + "-" + o.Synchronous
+}
 
 // TestCrash: SIGKILL a process running bank transactions on a loop
 // device (4096-byte sectors, over /dev/shm) at a random moment; after
