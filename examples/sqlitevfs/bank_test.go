@@ -32,11 +32,13 @@ const (
 	bankDB         = "bank.db"
 )
 
-// bankRegions: a database region far larger than the workload needs,
-// a journal and a WAL region that fit its transactions.
-func bankRegions() []Region { return DatabaseRegions(bankDB, 32<<20, 8<<20, 16<<20) }
+// bankRegions: a database region far larger than the workload needs
+// (about 600 KiB after a few thousand transactions), a journal region
+// that fits its transactions and a WAL region that fits the 1000 pages
+// after which SQLite checkpoints, and some.
+func bankRegions() []Region { return DatabaseRegions(bankDB, 8<<20, 2<<20, 6<<20) }
 
-const bankDevice = 64 << 20
+const bankDevice = 20 << 20
 
 // createBank makes the schema and the accounts.
 func createBank(c *sqlite3.Conn) error {

@@ -76,28 +76,30 @@ func (c *cutRing) arm(rng *rand.Rand, span int) {
 
 // powerRound is one round of the power-cut test.
 type powerRound struct {
-	acked []int64
-	cutAt int64 // write completions delivered before the cut
+	acked     []int64
+	cutAt     int64 // write completions delivered before the cut
+	betweenTx bool  // the cut fell between two transactions
 	stats ring.PowerCutStats
 	check bankCheck
 	err   error // a failed check
 }
 
 // cutSpan is how many write completions after the third commit the cut
-// may fall after: tens of transactions under synchronous=FULL (5–15
-// writes each); under NORMAL, which writes only at checkpoints (tens of
-// writes every ~100 transactions), up to a thousand or so.
-func cutSpan(o DBOptions) int {
-	if o.Synchronous == "normal" {
-		return 150
+// may fall after: tens of transactions where every commit writes (5–15
+// writes each); where only checkpoints write (WAL under NORMAL, or with
+// its sync broken: about ten writes every 250–300 transactions), a few
+// checkpoints.
+func cutSpan(o DBOptions, brk breakMode) int {
+	if o.JournalMode == "wal" && (o.Synchronous == "normal" || brk == breakSkipJournal) {
+		return 30
 	}
-	return 300
+	return 200
 }
 
-// maxCutTx bounds a round when the armed completion never comes
-// (NORMAL runs few syncs): the power is cut after that many
-// transactions.
-const maxCutTx = 3000
+// maxCutTx bounds the transactions of a round: the power is cut
+// between two transactions at a random one of the first maxCutTx, if no
+// write completion was cut after before.
+const maxCutTx = 400
 
 // runPowerRound sets up a bank on a fresh file, runs transactions over
 // a ring that models a volatile write cache, cuts the power at a random
@@ -137,11 +139,15 @@ func runPowerRound(t *testing.T, o DBOptions, brk breakMode, seed uint64) powerR
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(seed, 9))
+	// The cut falls after a random write completion, or between two
+	// transactions, whichever comes first.
+	cutTx := int64(4 + rng.IntN(maxCutTx-4))
 	for id := int64(1); ; id++ {
 		if id == 4 {
-			cr.arm(rng, cutSpan(o))
+			cr.arm(rng, cutSpan(o, brk))
 		}
-		if id > maxCutTx {
+		if id == cutTx {
+			r.betweenTx = true
 			cr.cutNow()
 			break
 		}
@@ -179,8 +185,12 @@ func runPowerRound(t *testing.T, o DBOptions, brk breakMode, seed uint64) powerR
 }
 
 func (r powerRound) String() string {
-	return fmt.Sprintf("%d commits acknowledged; cut after write completion %d; durable writes %d, unflushed at the cut %d lost, %d kept",
-		len(r.acked), r.cutAt, r.stats.Durable, r.stats.Lost, r.stats.Survived)
+	where := fmt.Sprintf("cut after write completion %d", r.cutAt)
+	if r.betweenTx {
+		where = fmt.Sprintf("cut between transactions (after %d write completions)", r.cutAt)
+	}
+	return fmt.Sprintf("%d commits acknowledged; %s; durable writes %d, unflushed at the cut %d lost, %d kept",
+		len(r.acked), where, r.stats.Durable, r.stats.Lost, r.stats.Survived)
 }
 
 // TestPowerCut: cut the power of a modelled volatile write cache at a
