@@ -79,9 +79,9 @@ type powerRound struct {
 	acked     []int64
 	cutAt     int64 // write completions delivered before the cut
 	betweenTx bool  // the cut fell between two transactions
-	stats ring.PowerCutStats
-	check bankCheck
-	err   error // a failed check
+	stats     ring.PowerCutStats
+	check     bankCheck
+	err       error // a failed check
 }
 
 // cutSpan is how many write completions after the third commit the cut
