@@ -17,7 +17,9 @@ type Region struct {
 }
 
 // DatabaseRegions is the regions of one database: the database file
-// and, where the size is not zero, its rollback journal and its WAL.
+// and, where the size is not zero, its rollback journal and its WAL. A
+// WAL database needs a journal region too: SQLite switches a database
+// into WAL mode (and VACUUMs it) through the rollback journal.
 func DatabaseRegions(name string, db, journal, wal int64) []Region {
 	rs := []Region{{Name: name, Size: db}}
 	if journal > 0 {
