@@ -67,6 +67,15 @@ func Format(path string, regions []Region, opt FormatOptions) error {
 		return fmt.Errorf("sqlitevfs: format %s: %w", path, err)
 	}
 	defer c.Close()
+	buf := make([]byte, dirPages*ps)
+	if _, err := c.ReadAt(buf, 0); err != nil {
+		e.Close()
+		return fmt.Errorf("sqlitevfs: format %s: read the old directory: %w", path, err)
+	}
+	if old, err := newest(buf[:ps], buf[ps:]); err == nil && !opt.Force {
+		e.Close()
+		return fmt.Errorf("%w: %s has %d files (sequence %d); format with Force to destroy them", ErrFormatted, path, len(old.files), old.seq)
+	}
 	d := &directory{pageSize: ps, devPages: npages}
 	next := uint64(dirPages)
 	seen := map[string]bool{}
@@ -87,15 +96,6 @@ func Format(path string, regions []Region, opt FormatOptions) error {
 	if next > npages {
 		e.Close()
 		return fmt.Errorf("sqlitevfs: format %s: the regions need %d pages of %d bytes (with the directory's %d), the device has %d", path, next, ps, dirPages, npages)
-	}
-	buf := make([]byte, dirPages*ps)
-	if _, err := c.ReadAt(buf, 0); err != nil {
-		e.Close()
-		return fmt.Errorf("sqlitevfs: format %s: read the old directory: %w", path, err)
-	}
-	if old, err := newest(buf[:ps], buf[ps:]); err == nil && !opt.Force {
-		e.Close()
-		return fmt.Errorf("%w: %s has %d files (sequence %d); format with Force to destroy them", ErrFormatted, path, len(old.files), old.seq)
 	}
 	// Both copies valid, the same files: sequence 1 at page 1, 2 at
 	// page 0. The next update (3) goes to page 1.
