@@ -59,10 +59,11 @@ func main() {
 	var modes string
 	flag.IntVar(&cfg.runs, "runs", 5, "alternated runs per system and workload")
 	flag.IntVar(&cfg.commits, "commits", 2000, "single-row transactions per commits run")
-	flag.Int64Var(&cfg.bulk, "bulk", 256<<20, "bytes of row data per bulk run")
-	flag.Int64Var(&cfg.tx, "tx", 16<<20, "bytes of row data per bulk transaction")
+	cfg.bulk, cfg.tx, cfg.devSize = 256<<20, 16<<20, 2<<30
+	flag.Var((*size)(&cfg.bulk), "bulk", "bytes of row data per bulk run (256MiB)")
+	flag.Var((*size)(&cfg.tx), "tx", "bytes of row data per bulk transaction (16MiB)")
 	flag.StringVar(&modes, "modes", "delete,wal", "journal modes")
-	flag.Int64Var(&cfg.devSize, "dev-size", 2<<30, "size of each loop device")
+	flag.Var((*size)(&cfg.devSize), "dev-size", "size of each loop device (2GiB)")
 	flag.IntVar(&cfg.cacheKiB, "sqlite-cache", 64<<10, "SQLite's cache_size in KiB, both systems")
 	flag.IntVar(&cfg.wbCache, "wb-cache", 65536, "wbengine cache pages (4 KiB)")
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of each system's runs per workload into this directory")
@@ -461,4 +462,32 @@ func (w *wb) close() {
 	if err := w.dev.Remove(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 	}
+}
+
+// size is a flag.Value: a byte count with an optional binary suffix
+// (KiB, MiB, GiB).
+type size int64
+
+func (s *size) String() string { return strconv.FormatInt(int64(*s), 10) }
+
+func (s *size) Set(v string) error {
+	for _, u := range []struct {
+		suffix string
+		shift  uint
+	}{{"KiB", 10}, {"MiB", 20}, {"GiB", 30}} {
+		if num, ok := strings.CutSuffix(v, u.suffix); ok {
+			n, err := strconv.ParseInt(num, 10, 64)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("bad size %q", v)
+			}
+			*s = size(n << u.shift)
+			return nil
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("bad size %q", v)
+	}
+	*s = size(n)
+	return nil
 }
