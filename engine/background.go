@@ -103,8 +103,10 @@ func (e *Engine) flusher() {
 		case <-e.bgKick:
 		}
 		// Background writeback: chunks, cyclic, until under the
-		// threshold (or nothing can be written now: every dirty page is
-		// locked or already in flight; then wait for completions).
+		// threshold. When a pass writes nothing (what is over the
+		// threshold is in flight, or locked, or another pass runs), it
+		// waits for a write to complete before the next; with nothing in
+		// flight it waits for the next kick or tick.
 		for e.thresh.background > 0 && e.nrDirtyWB() > e.thresh.background && ctx.Err() == nil {
 			wbc := &WritebackControl{SyncMode: SyncNone, NrToWrite: chunk, RangeCyclic: true}
 			if err := e.WritePages(ctx, wbc); err != nil && ctx.Err() == nil {
@@ -112,8 +114,8 @@ func (e *Engine) flusher() {
 				break
 			}
 			e.stats.bgPasses.Add(1)
-			if wbc.PagesWritten == 0 && e.cache.NrDirty() > 0 {
-				if !e.waitProgress(ctx, 10*time.Millisecond) {
+			if wbc.PagesWritten == 0 {
+				if e.stats.inFlight.Load() == 0 || !e.waitProgress(ctx, e.thresh.interval) {
 					break
 				}
 			}
@@ -123,7 +125,7 @@ func (e *Engine) flusher() {
 			cutoff := time.Now().Add(-e.thresh.expire).UnixNano()
 			if _, err := e.acquirePass(ctx, true); err == nil {
 				wbc := &WritebackControl{SyncMode: SyncNone}
-				err := e.writePagesOpt(ctx, wbc, passOpts{olderThan: cutoff})
+				err := e.writeCachePages(ctx, wbc, passOpts{olderThan: cutoff})
 				e.releasePass()
 				e.stats.expiredWritten.Add(wbc.PagesWritten)
 				if err != nil && ctx.Err() == nil {
@@ -145,11 +147,11 @@ func (e *Engine) waitProgress(ctx context.Context, d time.Duration) bool {
 }
 
 // nrDirtyWB is what the thresholds count: dirty pages plus pages under
-// writeback, less the pages held in error (no amount of writeback
-// cleans those; counting them would pace writers, and spin the flusher,
-// for as long as the device refuses them).
+// writeback, less the pages held in error and the pages that cannot be
+// mapped (no amount of writeback cleans those; counting them would pace
+// writers, and run the flusher, for as long as they stay).
 func (e *Engine) nrDirtyWB() int64 {
-	return e.cache.NrDirty() + e.cache.NrWriteback() - e.nInError.Load()
+	return e.cache.NrDirty() + e.cache.NrWriteback() - e.nInError.Load() - e.stuck.Load()
 }
 
 // BalanceDirty paces a writer that has just dirtied nrDirtied pages
@@ -164,8 +166,8 @@ func (e *Engine) nrDirtyWB() int64 {
 // waits until writeback brings the count under it.
 func (e *Engine) BalanceDirty(ctx context.Context, nrDirtied int) error {
 	t := &e.thresh
-	if t.background == 0 {
-		return nil
+	if t.background == 0 || e.closed.Load() {
+		return nil // no limits, or nothing left to wait for
 	}
 	nr := e.nrDirtyWB()
 	if nr > t.background {

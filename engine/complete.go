@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"hash/crc32"
-	"slices"
 	"syscall"
 
 	"github.com/wbengine/wbengine/internal/invariants"
@@ -80,11 +79,13 @@ func (e *Engine) advanceCompleted() bool {
 // endWrite retires one completed write, with complMu held: for every
 // page, first record any error and make a failed page dirty again (the
 // one clean → dirty path, which gives it a new dirty pin and puts it on
-// the intake list), then end writeback. A successful page's pin moves to
-// the unflushed list until a flush covers it (or is dropped now where
-// the target needs no flush, or the page is on the list already from an
-// earlier write: one entry and one pin per page, so the list never holds
-// more than the cache); a failed page's pin is dropped.
+// the intake list) with the stamp of the content it still owes the
+// device, then end writeback. A successful page's pin moves to the
+// unflushed list, with its write's stamp, until a flush covers it (or
+// is dropped now where the target needs no flush, or the page is on the
+// list already from an earlier write: one entry and one pin per page,
+// keeping the older stamp, so the list never holds more than the
+// cache); a failed page's pin is dropped.
 func (e *Engine) endWrite(r *record, c *ring.Completion) {
 	okPages := len(r.pages)
 	if c.Err != 0 {
@@ -102,12 +103,26 @@ func (e *Engine) endWrite(r *record, c *ring.Completion) {
 			if st.failures.Load() != 0 {
 				st.failures.Store(0)
 			}
+			st.cause, st.errno = failNone, 0
 			if p.Flags().IsError() {
 				p.ClearError()
 				if _, ok := e.inError[p.Index()]; ok {
 					delete(e.inError, p.Index())
 					e.nInError.Add(-1)
 				}
+			}
+			// Listed before writeback ends: from then on a pass may take
+			// the page again and overwrite wbSince.
+			switch {
+			case !e.needFlush:
+				e.put = append(e.put, p) // durable now
+			case st.unflushedAt == 0:
+				e.unflushed = append(e.unflushed, unflushedPage{p: p, since: st.wbSince})
+				st.unflushedAt = int32(len(e.unflushed)) // the write's pin moves to the list
+			default:
+				u := &e.unflushed[st.unflushedAt-1]
+				u.since = min(u.since, st.wbSince)
+				e.put = append(e.put, p) // listed already, with a pin
 			}
 			continue
 		}
@@ -119,20 +134,23 @@ func (e *Engine) endWrite(r *record, c *ring.Completion) {
 			}
 			e.inError[p.Index()] = c.Err
 		}
-		e.fails.add(p.Index(), c.Err, held)
+		st.cause, st.errno = failIO, c.Err
 		failed = append(failed, p.Index())
-		e.cache.SetDirty(p)
+		// The stamp goes back before the page is dirty again, so a pass
+		// that takes it sees it (the page is under writeback until
+		// EndWritebackPages below: no pass takes it before).
+		casMin(&st.dirtySince, st.wbSince)
+		if !e.cache.SetDirty(p) {
+			e.lowered = append(e.lowered, p) // dirtied meanwhile: maybe in the set
+		}
+		e.put = append(e.put, p)
 	}
 	e.cache.EndWritebackPages(r.pages)
-	for i, p := range r.pages {
-		st := &e.slots[p.Slot()]
-		if i < okPages && e.needFlush && !st.unflushed {
-			st.unflushed = true
-			e.unflushed = append(e.unflushed, p)
-		} else {
-			e.cache.Put(p) // no flush needed, already listed, or failed
-		}
+	for _, p := range e.put {
+		e.cache.Put(p) // the write's pin
 	}
+	clear(e.put)
+	e.put = e.put[:0]
 	e.stats.writes.Add(1)
 	e.stats.pagesIO.Add(int64(len(r.pages)))
 	if okPages > 0 {
@@ -195,109 +213,4 @@ func (e *Engine) wakeWaiters() {
 	}
 	e.waitCond.Broadcast()
 	e.waitMu.Unlock()
-}
-
-// failLog remembers recent write failures, so a Sync can tell whether
-// pages in its range failed while it worked (and must be written again).
-// It keeps the last len(ents) failures; a reader that finds its start
-// already overwritten treats the log as "something in range failed".
-type failLog struct {
-	seq  uint64 // failures ever logged
-	ents [4096]failure
-}
-
-type failure struct {
-	index uint64
-	errno syscall.Errno
-	held  bool
-}
-
-func (l *failLog) add(index uint64, errno syscall.Errno, held bool) {
-	l.ents[l.seq%uint64(len(l.ents))] = failure{index, errno, held}
-	l.seq++
-}
-
-func (e *Engine) failSeqNow() uint64 {
-	e.complMu.Lock()
-	defer e.complMu.Unlock()
-	return e.fails.seq
-}
-
-// failuresSince returns an error naming the pages in [start, end) whose
-// writes failed since failure number seq, or nil.
-func (e *Engine) failuresSince(seq, start, end uint64) error {
-	e.complMu.Lock()
-	defer e.complMu.Unlock()
-	l := &e.fails
-	if l.seq == seq {
-		return nil
-	}
-	pe := &PageError{Op: "write", Path: e.cfg.Path, Class: ErrIO}
-	if l.seq-seq > uint64(len(l.ents)) {
-		pe.Err = syscall.EIO
-		pe.Count = int(l.seq - seq)
-		return pe
-	}
-	for s := seq; s < l.seq; s++ {
-		f := l.ents[s%uint64(len(l.ents))]
-		if f.index < start || (end != 0 && f.index >= end) {
-			continue
-		}
-		if pe.Count == 0 {
-			pe.Err, pe.Errno = f.errno, f.errno
-		}
-		if len(pe.Pages) < maxNamedPages {
-			pe.Pages = append(pe.Pages, f.index)
-		}
-		pe.Count++
-	}
-	if pe.Count == 0 {
-		return nil
-	}
-	return pe
-}
-
-// retryNeeded reports whether pages in [start, end) failed since seq
-// without being held in error yet: they are dirty again, and another
-// round of Sync should write them.
-func (e *Engine) retryNeeded(seq, start, end uint64) bool {
-	e.complMu.Lock()
-	defer e.complMu.Unlock()
-	l := &e.fails
-	if l.seq-seq > uint64(len(l.ents)) {
-		return true
-	}
-	for s := seq; s < l.seq; s++ {
-		f := l.ents[s%uint64(len(l.ents))]
-		if !f.held && f.index >= start && (end == 0 || f.index < end) {
-			return true
-		}
-	}
-	return false
-}
-
-// heldInError returns an error naming the pages in [start, end) held in
-// error, or nil.
-func (e *Engine) heldInError(start, end uint64) error {
-	e.complMu.Lock()
-	defer e.complMu.Unlock()
-	var pe *PageError
-	for idx, errno := range e.inError {
-		if idx < start || (end != 0 && idx >= end) {
-			continue
-		}
-		if pe == nil {
-			pe = &PageError{Op: "write", Path: e.cfg.Path, Errno: errno, Err: errno, Held: true, Class: ErrIO}
-		}
-		pe.Pages = append(pe.Pages, idx)
-		pe.Count++
-	}
-	if pe == nil {
-		return nil
-	}
-	slices.Sort(pe.Pages)
-	if len(pe.Pages) > maxNamedPages {
-		pe.Pages = pe.Pages[:maxNamedPages]
-	}
-	return pe
 }

@@ -50,7 +50,8 @@ type Config struct {
 	// the time a completion takes to come back and be replaced.
 	QueueDepth int
 	// MaxIOBytes caps one write (default min(1 MiB, the device's
-	// max_sectors_kb)); rounded down to whole pages.
+	// max_sectors_kb)); rounded down to whole pages. At most 1024 pages
+	// (the iovecs one write takes) and the device's max_hw_sectors_kb.
 	MaxIOBytes int
 	// MaxRetries is how many consecutive failed writes put a page in
 	// error (default 3).
@@ -167,17 +168,26 @@ func (cfg Config) resolve(t *ring.Target, pageSize int) (Config, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	// One write carries at most maxIovecs iovecs, so at most that many
+	// pages where they are not adjacent in memory, and at most what the
+	// device takes in one request. Nothing is allocated in proportion to
+	// MaxIOBytes before it is checked against that.
+	limit, limitWhy := maxIovecs*pageSize, fmt.Sprintf("%d pages of %d bytes, one iovec each", maxIovecs, pageSize)
+	if hw := t.MaxHWSectorsKB; hw > 0 && hw*1024 < limit {
+		limit, limitWhy = hw*1024, fmt.Sprintf("%s's max_hw_sectors_kb %d", t.Path, hw)
+	}
 	if cfg.MaxIOBytes == 0 {
 		cfg.MaxIOBytes = defaultMaxIOBytes
 		if t.MaxSectorsKB > 0 && t.MaxSectorsKB*1024 < cfg.MaxIOBytes {
 			cfg.MaxIOBytes = t.MaxSectorsKB * 1024
 		}
-		if cfg.MaxIOBytes < pageSize {
-			cfg.MaxIOBytes = pageSize
-		}
+		cfg.MaxIOBytes = max(min(cfg.MaxIOBytes, limit), pageSize)
 	}
 	if cfg.MaxIOBytes < pageSize {
 		return bad("MaxIOBytes %d: smaller than the page size %d", cfg.MaxIOBytes, pageSize)
+	}
+	if cfg.MaxIOBytes > limit {
+		return bad("MaxIOBytes %d: above %d, the most one write can carry (%s)", cfg.MaxIOBytes, limit, limitWhy)
 	}
 	cfg.MaxIOBytes -= cfg.MaxIOBytes % pageSize
 	if lbs := t.LogicalBlockSize; lbs > 0 && pageSize%lbs != 0 {

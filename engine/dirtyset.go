@@ -33,10 +33,15 @@ const (
 )
 
 type dirtyChunk struct {
-	key   uint64
-	n     int
-	bits  [chunkWords]uint64
-	pages [chunkPages]*pages.Page
+	key uint64
+	n   int
+	// minSince bounds from below the dirty stamps (slotState.dirtySince)
+	// of the chunk's pages: the smallest stamp inserted since the chunk
+	// was last empty. A Sync's check skips chunks whose bound is newer
+	// than its own stamp (every page in them was dirtied after it began).
+	minSince uint64
+	bits     [chunkWords]uint64
+	pages    [chunkPages]*pages.Page
 }
 
 func newDirtySet() *dirtySet {
@@ -69,12 +74,15 @@ func (s *dirtySet) chunk(key uint64, create bool) *dirtyChunk {
 	return c
 }
 
-// insert adds p. A page is in the set at most once: it gets here only
-// from the intake list, where it is at most once, and leaves before its
-// Dirty bit can be cleared.
-func (s *dirtySet) insert(p *pages.Page) {
+// insert adds p, whose dirty stamp is since. A page is in the set at
+// most once: it gets here only from the intake list, where it is at most
+// once, and leaves before its Dirty bit can be cleared.
+func (s *dirtySet) insert(p *pages.Page, since uint64) {
 	idx := p.Index()
 	c := s.chunk(idx>>chunkShift, true)
+	if c.n == 0 || since < c.minSince {
+		c.minSince = since
+	}
 	b := idx & (chunkPages - 1)
 	w, m := b/64, uint64(1)<<(b%64)
 	if c.bits[w]&m != 0 {
@@ -170,6 +178,48 @@ func (c *dirtyChunk) nextIn(b uint64) *pages.Page {
 			return nil
 		}
 		word = c.bits[w]
+	}
+}
+
+// lower lowers the stamp bound of p's chunk to since, if p is in the
+// set (a page whose stamp an error put back).
+func (s *dirtySet) lower(p *pages.Page, since uint64) {
+	if !s.has(p) {
+		return
+	}
+	if c := s.chunk(p.Index()>>chunkShift, false); since < c.minSince {
+		c.minSince = since
+	}
+}
+
+// scanOld calls fn for every page in [start, end) (end 0: no limit) of
+// the chunks whose stamp bound is at most since, in index order; fn
+// checks each page's own stamp. It must not change the set.
+func (s *dirtySet) scanOld(start, end, since uint64, fn func(p *pages.Page)) {
+	i, _ := slices.BinarySearch(s.keys, start>>chunkShift)
+	for ; i < len(s.keys); i++ {
+		k := s.keys[i]
+		if end != 0 && k<<chunkShift >= end {
+			return
+		}
+		c := s.chunks[k]
+		if c.minSince > since {
+			continue
+		}
+		for w, word := range c.bits {
+			for word != 0 {
+				b := uint64(w*64 + bits.TrailingZeros64(word))
+				word &= word - 1
+				idx := k<<chunkShift | b
+				if idx < start {
+					continue
+				}
+				if end != 0 && idx >= end {
+					return
+				}
+				fn(c.pages[b])
+			}
+		}
 	}
 }
 

@@ -35,7 +35,23 @@
 // waiting for writes already in flight and writing those pages again;
 // pages whose writes failed are written again, up to MaxRetries times in
 // a row; then the device is flushed. Sync returns nil only when every
-// page dirty at its start is on stable storage.
+// page dirty at its start is on stable storage, and it decides that from
+// the pages themselves, not from the errors it met on the way: each page
+// carries the epoch (a count of the pass's drains) of the oldest content
+// it still owes the device — while dirty, while in a write, while
+// written and not yet covered by a good flush — and a failed write or
+// flush puts the older epoch back. After its flush a Sync looks at the
+// pages of its own range (in the dirty set, in writes in flight, on the
+// list of writes not yet flushed) and fails, naming them and why, if any
+// still owes content from before it was called. Syncs that share a
+// group-commit round each get the answer for their own range.
+//
+// Close holds the pass lock for its final sync, so no pass can slip in
+// after it; if the device does not answer in time it keeps what the
+// device still needs (the ring, the target, the claim on the cache) and
+// a later Close goes on; if the final sync fails after the device
+// answered, the pages it could not make durable go back, dirty, to the
+// cache's intake list for the next engine.
 //
 // # Errors lose nothing
 //

@@ -186,7 +186,7 @@ func TestBackgroundExpire(t *testing.T) {
 	defer e.Close()
 	c.WriteAt(bytes.Repeat([]byte{9}, ps), 7*ps)
 	deadline := time.Now().Add(10 * time.Second)
-	for e.Stats().Expired == 0 || c.NrDirty() != 0 {
+	for e.Stats().Expired == 0 || c.NrDirty() != 0 || c.NrWriteback() != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the old dirty page was not written within 10s")
 		}

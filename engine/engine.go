@@ -25,6 +25,7 @@ type Engine struct {
 	cfg    Config
 	mapper mapper.Mapper
 	alloc  mapper.Allocator // cfg.Mapper's, if it allocates
+	claim  engineClaim      // what holds the cache (pages.Cache.Claim)
 
 	ps        int
 	maxPages  int    // pages in one write: MaxIOBytes / page size
@@ -59,19 +60,32 @@ type Engine struct {
 
 	// complMu protects the completion side: what the handler changes and
 	// the pass or Sync read — the completed generation, per-slot failure
-	// counts, the pages held in error, the failure log and the pages
-	// written since the last flush. The handler takes it once per batch
-	// of completions.
-	complMu   sync.Mutex
-	slots     []slotState // by page slot
-	inError   map[uint64]syscall.Errno
-	nInError  atomic.Int64 // len(inError), for readers without complMu
-	fails     failLog
-	unflushed []*pages.Page // written since the last flush; each holds its write's pin
+	// causes, the pages held in error, the pages written since the last
+	// flush and those a failed flush gave back. The handler takes it once
+	// per batch of completions.
+	complMu  sync.Mutex
+	slots    []slotState // by page slot
+	inError  map[uint64]syscall.Errno
+	nInError atomic.Int64 // len(inError), for readers without complMu
+	// mapErrs says why the mapping of a page in the dirty set failed
+	// (slotState.cause failMap), until it is written or dropped.
+	mapErrs map[uint64]error
+	// unflushed are the pages whose writes completed since the last
+	// flush was taken, each with the stamp of the oldest content those
+	// writes carried and the pin its first write moved here.
+	unflushed []unflushedPage
 	// spareUnflushed is the list a finished flush gave back, reused as
 	// the next unflushed list.
-	spareUnflushed []*pages.Page
-	onErrors       []error // for Config.OnError, delivered outside the handler
+	spareUnflushed []unflushedPage
+	// flushFailed are the pages of failed flushes: the next drain makes
+	// them dirty again (see drain).
+	flushFailed []unflushedPage
+	// lowered are pages already dirty whose stamp a failed write put
+	// back (older): the next drain lowers their chunk's bound in the
+	// dirty set (which only the pass may touch).
+	lowered  []*pages.Page
+	put      []*pages.Page // the handler's: pins to give back once writeback ended
+	onErrors []error       // for Config.OnError, delivered outside the handler
 
 	// Generations: every write gets the next number when its run is
 	// opened. completed is "every write with generation ≤ completed has
@@ -91,37 +105,74 @@ type Engine struct {
 	waitCh    chan struct{}
 	chWaiters int
 
-	flushMu   sync.Mutex         // one device flush at a time
+	flushSem  chan struct{}      // one device flush at a time (capacity 1)
 	flushDone chan syscall.Errno // the flush's completion
+
+	// stuck counts the pages in the dirty set whose mapping failed (a
+	// hole, no space): no writeback cleans them, so the dirty limits do
+	// not count them (see nrDirtyWB).
+	stuck atomic.Int64
 
 	stats counters
 
 	bgState   // background writeback and throttling (background.go)
 	syncState // group commit (sync.go)
 
-	closeMu  sync.Mutex // serialises Close
-	closed   atomic.Bool
-	closedCh chan struct{} // closed with closed
+	closeMu sync.Mutex // serialises Close; protects closing
+	closing closeState
+	closed  atomic.Bool
+	// closedCh is closed with closed.
+	closedCh chan struct{}
 
 	// noStableCheck turns off the invariants check that a page's
 	// contents do not change while it is in flight, for tests that write
 	// Data directly under writeback (which is legal).
 	noStableCheck bool
-	// testFlushFirst breaks Sync on purpose, flushing before the writes
-	// it should cover, so crash tests can show they catch it.
-	testFlushFirst bool
+	// testBreak puts a defect back on purpose, so crash and fault tests
+	// can show they catch it (see breakMode).
+	testBreak breakMode
 	// testBeforeJoin, if set, runs in SyncRange after its closed check
 	// and before it joins a round (tests widen that window with it).
 	testBeforeJoin func()
 	// testBeforePass, if set, runs in WritePages after its closed check
 	// and before it takes the pass lock.
 	testBeforePass func()
+	// testBeforeRound, if set, runs in the group-commit runner when it
+	// wakes for a round, before it takes the round's members (tests hold
+	// it there so several syncs join one round).
+	testBeforeRound func()
+	// testInFlush, if set, runs in flush after it took the list of pages
+	// the flush covers and before it submits the flush.
+	testInFlush func()
+	// testInClose, if set, runs in Close at the point where a writeback
+	// pass could still slip in before Close holds the pass lock for good.
+	testInClose func()
 }
+
+// breakMode names a defect tests put back on purpose.
+type breakMode uint8
+
+const (
+	breakNone breakMode = iota
+	// breakFlushFirst flushes before the writes a Sync should cover and
+	// trusts that flush.
+	breakFlushFirst
+	// breakRoundResult gives each member of a group-commit round the
+	// round's first error, kept if it names a page of the member's range
+	// (the engine's result before issue 11), instead of the state of
+	// its own pages.
+	breakRoundResult
+)
 
 // passState is owned by the holder of the pass lock.
 type passState struct {
 	set      *dirtySet
 	drainBuf []*pages.Page
+	// epoch counts drains. A page entering the dirty set with no older
+	// content pending is stamped with it (slotState.dirtySince), and a
+	// Sync remembers the epoch of its first drain: whatever was dirty
+	// when it was called carries a stamp no newer.
+	epoch uint64
 	// cyclicIndex is where the next RangeCyclic pass starts (the
 	// kernel's mapping->writeback_index).
 	cyclicIndex uint64
@@ -141,13 +192,49 @@ type slotState struct {
 	// dirtiedAt is when the pass first took the page into the dirty set
 	// (UnixNano), for expiry; pass-owned.
 	dirtiedAt int64
-	// unflushed says the page is on the unflushed list (complMu).
-	unflushed bool
+	// dirtySince stamps the page's dirty content: the epoch of the
+	// oldest change in it that is not yet on stable storage (0: none,
+	// or the page is clean). The pass stamps a page entering the dirty
+	// set (if it carries no older stamp) and moves the stamp to wbSince
+	// when it takes the page for writing; a failed write or flush puts
+	// the older stamp back before it makes the page dirty again, so a
+	// page never looks newer than the content it still owes the device.
+	dirtySince atomic.Uint64
+	// wbSince is the stamp of the content of the page's write in flight
+	// (set by the pass with Writeback; read by the handler).
+	wbSince uint64
+	// unflushedAt is 1 + the page's position on the unflushed list, or 0
+	// (complMu).
+	unflushedAt int32
+	// cause and errno say why the page's last write, flush or mapping
+	// failed (complMu); a successful write clears them.
+	cause failKind
+	errno syscall.Errno
+	// stuck says the page is counted in Engine.stuck (pass-owned).
+	stuck bool
 	// failures counts consecutive failed writes; the handler changes it
 	// (under complMu), the pass reads it: a page that failed is written
 	// on its own next time, so one bad block does not hold its
 	// neighbours in error.
 	failures atomic.Uint32
+}
+
+// failKind is why a page is still dirty (slotState.cause).
+type failKind uint8
+
+const (
+	failNone  failKind = iota
+	failIO             // its write failed (held in error if in Engine.inError)
+	failFlush          // a flush that should have covered its write failed
+	failMap            // mapping it failed (Engine.mapErrs)
+)
+
+// unflushedPage is a page whose write completed and that no successful
+// flush has covered yet: since is the stamp of the oldest content such
+// writes carried.
+type unflushedPage struct {
+	p     *pages.Page
+	since uint64
 }
 
 // record is one write: a run of pages contiguous by index and block.
@@ -163,8 +250,30 @@ type record struct {
 
 const flushTag = 1 << 63
 
+// engineClaim is what holds the cache for an engine (pages.Cache.Claim);
+// its String says which engine and, while it closes, why it still holds
+// the cache.
+type engineClaim struct {
+	e    *Engine
+	path string
+}
+
+func (c *engineClaim) String() string {
+	e := c.e
+	if !e.closed.Load() {
+		return fmt.Sprintf("an engine on %s", c.path)
+	}
+	return fmt.Sprintf("an engine on %s that is still closing (%d writes in flight, %d pages under writeback: its Close timed out; call Close again)",
+		c.path, e.stats.inFlight.Load(), e.cache.NrWriteback())
+}
+
 // Open opens the target cfg.Path for writing back c's dirty pages and
-// installs the engine's hooks (pages.Ops) in c. One engine per cache.
+// installs the engine's hooks (pages.Ops) in c. One engine per cache:
+// Open claims the cache first and fails with ErrConfig while another
+// engine holds it (also one whose Close timed out and is still waiting
+// for the device). Where the mapper says how many pages it maps
+// (mapper.IndexBounded), or without a mapper, the cache refuses pages
+// past that with pages.ErrRange when they are written.
 func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 	if c == nil {
 		return nil, fmt.Errorf("%w: nil cache", ErrConfig)
@@ -172,37 +281,51 @@ func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 	if cfg.Path == "" {
 		return nil, fmt.Errorf("%w: no Path (a block device or file to write to)", ErrConfig)
 	}
-	if c.Ops() != nil {
-		return nil, fmt.Errorf("%w: the cache already has an engine", ErrConfig)
+	e := &Engine{cache: c, cfg: cfg}
+	e.claim = engineClaim{e: e, path: cfg.Path}
+	if err := c.Claim(&e.claim); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	t, err := ring.OpenTarget(cfg.Path, ring.TargetOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("engine: open: %w", err)
-	}
-	cfg, err = cfg.resolve(t, c.PageSize())
-	if err != nil {
-		t.Close()
+	if err := e.open(); err != nil {
+		c.Unclaim(&e.claim)
 		return nil, err
 	}
-	ps := c.PageSize()
-	e := &Engine{
-		cache:     c,
-		target:    t,
-		cfg:       cfg,
-		mapper:    cfg.Mapper,
-		ps:        ps,
-		maxPages:  cfg.MaxIOBytes / ps,
-		nblocks:   uint64(t.Size) / uint64(ps),
-		needFlush: t.NeedsFlush() || cfg.FlushAlways,
-		pass:      make(chan struct{}, 1),
-		closedCh:  make(chan struct{}),
-		recs:      make([]record, backlogSlots(cfg.QueueDepth)),
-		freeRecs:  make(chan int32, backlogSlots(cfg.QueueDepth)),
-		slots:     make([]slotState, c.Capacity()),
-		inError:   make(map[uint64]syscall.Errno),
-		waitCh:    make(chan struct{}),
-		flushDone: make(chan syscall.Errno, 1),
+	return e, nil
+}
+
+// open is Open once the cache is claimed.
+func (e *Engine) open() error {
+	c := e.cache
+	t, err := ring.OpenTarget(e.cfg.Path, ring.TargetOptions{})
+	if err != nil {
+		return fmt.Errorf("engine: open: %w", err)
 	}
+	cfg, err := e.cfg.resolve(t, c.PageSize())
+	if err != nil {
+		t.Close()
+		return err
+	}
+	ps := c.PageSize()
+	e.target = t
+	e.cfg = cfg
+	e.mapper = cfg.Mapper
+	e.ps = ps
+	e.maxPages = cfg.MaxIOBytes / ps
+	e.nblocks = uint64(t.Size) / uint64(ps)
+	e.needFlush = t.NeedsFlush() || cfg.FlushAlways
+	e.pass = make(chan struct{}, 1)
+	e.closedCh = make(chan struct{})
+	e.recs = make([]record, backlogSlots(cfg.QueueDepth))
+	e.freeRecs = make(chan int32, backlogSlots(cfg.QueueDepth))
+	e.slots = make([]slotState, c.Capacity())
+	e.inError = make(map[uint64]syscall.Errno)
+	e.mapErrs = make(map[uint64]error)
+	e.unflushed = make([]unflushedPage, 0, c.Capacity())
+	e.put = make([]*pages.Page, 0, e.maxPages)
+	e.spareUnflushed = make([]unflushedPage, 0, c.Capacity())
+	e.waitCh = make(chan struct{})
+	e.flushSem = make(chan struct{}, 1)
+	e.flushDone = make(chan syscall.Errno, 1)
 	e.alloc, _ = cfg.Mapper.(mapper.Allocator)
 	e.waitCond.L = &e.waitMu
 	e.set = newDirtySet()
@@ -233,7 +356,7 @@ func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 	}
 	if err != nil {
 		t.Close()
-		return nil, fmt.Errorf("engine: open %s: %w", cfg.Path, err)
+		return fmt.Errorf("engine: open %s: %w", cfg.Path, err)
 	}
 	// A backend without a backlog accepts fewer: use as many records as
 	// it takes.
@@ -260,8 +383,14 @@ func Open(c *pages.Cache, cfg Config) (*Engine, error) {
 		e.bgWG.Add(1)
 		go e.flusher()
 	}
+	switch b, ok := cfg.Mapper.(mapper.IndexBounded); {
+	case cfg.Mapper == nil:
+		c.SetLimit(e.nblocks, "the target "+cfg.Path)
+	case ok && b.IndexLimit() > 0:
+		c.SetLimit(b.IndexLimit(), "the mapper's range on "+cfg.Path)
+	}
 	c.SetOps(e)
-	return e, nil
+	return nil
 }
 
 // backlogSlots is how many writes the engine keeps with the ring at
@@ -277,57 +406,129 @@ func (e *Engine) Config() Config { return e.cfg }
 // RingCaps is what the ring backend can do.
 func (e *Engine) RingCaps() ring.Caps { return e.ring.Caps() }
 
-// Close syncs every dirty page, stops the ring and closes the target,
-// and removes the engine's hooks from the cache. It is idempotent;
-// afterwards every call returns ErrClosed. If the device stops
-// completing I/O, Close gives up after Config.CloseTimeout and returns an
-// error, leaving mapped the memory that in-flight I/O still uses.
+// closeState is Close's progress, so a Close that timed out can be
+// called again and go on where it stopped (closeMu).
+type closeState struct {
+	started  bool
+	bgDone   chan struct{} // closed once the background goroutines exited
+	passHeld bool          // Close holds the pass lock for good
+	synced   bool          // the final sync ran to an answer from the device
+	syncErr  error
+	ringDone chan error // ring.Close's result
+	finished bool
+}
+
+// Close stops the engine: new calls fail with ErrClosed, the background
+// flusher and group commit stop, and with the pass lock held for good
+// (no pass can slip in after it) a final sync writes every dirty page,
+// waits for every write and flushes the device. Then the ring and the
+// target are closed, the engine's hooks removed and the cache released
+// for another engine. Close returns nil only if every page dirty when it
+// was called, and every page written by a pass that ran before it took
+// the pass lock, is on stable storage.
+//
+// If the final sync fails after the device answered (a page over a
+// hole, a write held in error, a failed flush), Close still releases
+// everything: the pages it could not make durable go back dirty on the
+// cache's intake list, with their pins, so a new engine on the cache
+// writes them. If the device does not answer within CloseTimeout, Close
+// returns an error and keeps what the device still needs — the ring, the
+// target, the cache (Open on it fails with ErrConfig saying why) and the
+// pages in flight; a later Close goes on from there and returns the
+// truth once the device answers. After a Close that finished, Close
+// returns nil.
 func (e *Engine) Close() error {
 	e.closeMu.Lock()
 	defer e.closeMu.Unlock()
-	if e.closed.Load() {
+	cs := &e.closing
+	if cs.finished {
 		return nil
+	}
+	if !cs.started {
+		cs.started = true
+		e.closed.Store(true)
+		close(e.closedCh)
+		close(e.bgStop)
+		cs.bgDone = make(chan struct{})
+		go func() { e.bgWG.Wait(); close(cs.bgDone) }()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.CloseTimeout)
 	defer cancel()
-	syncErr := e.SyncRange(ctx, 0, 0)
-	e.closed.Store(true)
-	close(e.closedCh)
-	close(e.bgStop)
-	stopped := make(chan struct{})
-	go func() { e.bgWG.Wait(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-ctx.Done():
-		return fmt.Errorf("engine: close %s: the device did not complete in-flight I/O within %v; its memory stays mapped", e.cfg.Path, e.cfg.CloseTimeout)
+	timedOut := func(what string) error {
+		return fmt.Errorf("engine: close %s: %s within %v (%w); the engine keeps the target and the cache, and a later Close goes on", e.cfg.Path, what, e.cfg.CloseTimeout, ctx.Err())
 	}
-	// Wait for the pass lock so no pass is running, and keep it.
-	select {
-	case e.pass <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("engine: close %s: a writeback pass did not finish within %v", e.cfg.Path, e.cfg.CloseTimeout)
+	if e.testInClose != nil {
+		e.testInClose()
 	}
-	done := make(chan error, 1)
-	go func() { done <- e.ring.Close() }()
+	select {
+	case <-cs.bgDone:
+	case <-ctx.Done():
+		return timedOut("background writeback and group commit did not stop")
+	}
+	if !cs.passHeld {
+		select {
+		case e.pass <- struct{}{}:
+			cs.passHeld = true
+		case <-ctx.Done():
+			return timedOut("a writeback pass did not finish")
+		}
+	}
+	if !cs.synced {
+		b := &syncBatch{members: []syncMember{{}}}
+		e.syncRound(ctx, b, true)
+		if ctx.Err() != nil {
+			return timedOut("the device did not complete the final writes and flush")
+		}
+		cs.synced, cs.syncErr = true, b.members[0].err
+	}
+	if cs.ringDone == nil {
+		cs.ringDone = make(chan error, 1)
+		go func() { cs.ringDone <- e.ring.Close() }()
+	}
 	var ringErr error
 	select {
-	case ringErr = <-done:
+	case ringErr = <-cs.ringDone:
 	case <-ctx.Done():
-		return fmt.Errorf("engine: close %s: the device did not complete in-flight I/O within %v; its memory stays mapped", e.cfg.Path, e.cfg.CloseTimeout)
+		return timedOut("the device did not complete in-flight I/O")
+	}
+	e.releaseCache()
+	cs.finished = true
+	tErr := e.target.Close()
+	return errors.Join(cs.syncErr, ringErr, tErr)
+}
+
+// releaseCache hands the cache back, with the pass lock held and nothing
+// in flight: every page still dirty in the engine's hands goes back on
+// the cache's intake list with its dirty pin; a page written but not
+// covered by a good flush is made dirty again (the pin that kept it goes
+// back); pages held in error lose their mark (holding them was this
+// engine's policy); then the hooks, the index limit and the claim go.
+func (e *Engine) releaseCache() {
+	e.drain()
+	for {
+		p := e.set.next(0, 0)
+		if p == nil {
+			break
+		}
+		e.set.remove(p.Index())
+		e.forget(p)
+		p.ClearError()
+		e.cache.ReturnDirty(p)
+	}
+	e.complMu.Lock()
+	left := append(e.unflushed, e.flushFailed...)
+	e.unflushed, e.flushFailed = nil, nil
+	clear(e.inError)
+	e.nInError.Store(0)
+	e.complMu.Unlock()
+	for _, u := range left {
+		u.p.ClearError()
+		e.cache.SetDirty(u.p) // refuses a dropped page
+		e.cache.Put(u.p)
 	}
 	e.cache.SetOps(nil)
-	// Pages written since the last flush hold pins; a clean close
-	// flushed them, a failed one leaves them dirty for no one: give the
-	// pins back so the cache can be closed.
-	e.complMu.Lock()
-	for _, p := range e.unflushed {
-		e.slots[p.Slot()].unflushed = false
-		e.cache.Put(p)
-	}
-	e.unflushed = nil
-	e.complMu.Unlock()
-	tErr := e.target.Close()
-	return errors.Join(syncErr, ringErr, tErr)
+	e.cache.SetLimit(0, "")
+	e.cache.Unclaim(&e.claim)
 }
 
 // acquirePass takes the pass lock; wait says whether to wait for it.

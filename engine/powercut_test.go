@@ -56,7 +56,9 @@ func runHot(t *testing.T, seed uint64, cutAfter time.Duration, breakOrder bool) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.testFlushFirst = breakOrder
+	if breakOrder {
+		e.testBreak = breakFlushFirst
+	}
 
 	var (
 		next    atomic.Uint64

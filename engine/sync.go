@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/wbengine/wbengine/mapper"
@@ -19,21 +21,31 @@ func (e *Engine) Sync(ctx context.Context) error { return e.SyncRange(ctx, 0, 0)
 
 // SyncRange makes every page in [start, end) (page indexes; end 0 = to
 // the end) that is dirty when it is called durable (the kernel's
-// fsync/msync path): a SyncAll pass over the range, repeated while pages
-// of the range fail and are not yet held in error; then, with the pass
+// fsync/msync path): a SyncAll pass over the range; then, with the pass
 // lock released, a wait for every write submitted so far (also other
-// passes'); then a device flush. It returns nil only if all of those
-// pages are on stable storage. Pages held in error in the range make it
-// fail with an error naming them (errors.Is(err, ErrIO)) until they are
-// written or invalidated. A failed flush makes every page written since
-// the last good flush dirty again and fails with ErrFlush.
+// passes'); then a device flush. Pages whose writes failed and are not
+// yet held in error are written again, in up to MaxRetries more rounds.
+//
+// SyncRange decides its result from the state of its own pages, not
+// from the errors it saw on the way: every page is stamped with the
+// epoch of the oldest content it still owes the device, and SyncRange
+// returns nil only if, after its flush, no page in its range owes
+// content from before it was called — none still dirty with it, none in
+// a write not yet completed or not covered by a good flush. Otherwise
+// it fails with an error naming those pages and why, one PageError per
+// cause: held in error (errors.Is(err, ErrIO)) until they are written
+// or invalidated, a failed write, a failed flush (ErrFlush), a page that
+// could not be mapped (ErrHole, ErrOutOfRange, the mapper's error). A
+// failed flush makes every page written since the last good flush dirty
+// again, and fails the Syncs of its round with ErrFlush.
 //
 // Concurrent syncs share work (group commit): a SyncRange that arrives
 // while another one runs joins the next round, which starts when the
 // running one ends and covers the ranges of all who joined; so N
-// concurrent syncs cost about two passes and two flushes, not N. A
-// cancelled ctx makes SyncRange return early; the round it joined still
-// runs for the others.
+// concurrent syncs cost about two passes and two flushes, not N. Each
+// still gets the result of its own range. A cancelled ctx makes
+// SyncRange return early; the round it joined still runs for the
+// others.
 func (e *Engine) SyncRange(ctx context.Context, start, end uint64) error {
 	if e.closed.Load() {
 		return ErrClosed
@@ -52,15 +64,13 @@ func (e *Engine) SyncRange(ctx context.Context, start, end uint64) error {
 	}
 	b := e.nextSync
 	if b == nil {
-		b = &syncBatch{start: start, end: end, done: make(chan struct{})}
+		b = &syncBatch{done: make(chan struct{})}
 		e.nextSync = b
 	} else {
-		b.start = min(b.start, start)
-		if b.end != 0 && (end == 0 || end > b.end) {
-			b.end = end
-		}
 		e.stats.syncsJoined.Add(1)
 	}
+	me := len(b.members)
+	b.members = append(b.members, syncMember{start: start, end: end})
 	e.syncMu.Unlock()
 	select {
 	case e.syncKick <- struct{}{}:
@@ -72,22 +82,35 @@ func (e *Engine) SyncRange(ctx context.Context, start, end uint64) error {
 		return ctx.Err()
 	}
 	e.deliverErrors()
-	held := e.heldInError(start, end)
-	if held != nil {
-		e.cfg.Logger.Warn("sync: pages held in error", "target", e.cfg.Path, "err", held)
+	err := b.members[me].err
+	if err != nil {
+		e.cfg.Logger.Warn("sync: pages not durable", "target", e.cfg.Path, "range", fmt.Sprintf("[%d, %d)", start, end), "err", err)
 	}
-	if b.flushErr != nil {
-		e.cfg.Logger.Warn("sync: device flush failed; its pages are dirty again", "target", e.cfg.Path, "err", b.flushErr)
-	}
-	return errors.Join(held, inRange(b.otherErr, start, end), b.flushErr)
+	return err
 }
 
 // syncBatch is one round of group commit.
 type syncBatch struct {
-	start, end uint64 // the union of the joined ranges
-	done       chan struct{}
-	otherErr   error // errors that are not write failures (holes, ranges, ctx)
-	flushErr   error
+	members []syncMember // the syncs that joined, each with its range and result
+	done    chan struct{}
+}
+
+// syncMember is one Sync's part of a round.
+type syncMember struct {
+	start, end uint64
+	err        error
+}
+
+// union is the smallest range covering every member's.
+func (b *syncBatch) union() (start, end uint64) {
+	start, end = math.MaxUint64, 1
+	for _, m := range b.members {
+		start = min(start, m.start)
+		if end != 0 && (m.end == 0 || m.end > end) {
+			end = m.end
+		}
+	}
+	return start, end
 }
 
 // syncState is the group-commit machinery.
@@ -96,6 +119,9 @@ type syncState struct {
 	nextSync   *syncBatch // the round Syncs join now; nil when none waits
 	syncClosed bool       // the runner has stopped: no round will run
 	syncKick   chan struct{}
+	// roundBusy is set while the runner works on a round (tests wait
+	// for it to be idle).
+	roundBusy atomic.Bool
 }
 
 // syncRunner runs group-commit rounds one after another until Close.
@@ -104,72 +130,172 @@ func (e *Engine) syncRunner() {
 	for {
 		select {
 		case <-e.bgStop:
-			// Close ran its own final round first. A Sync that slipped
-			// in since (it checked closed before Close set it) fails
-			// rather than wait for a round that will not come.
+			// A Sync that slipped in (it checked closed before Close set
+			// it) fails rather than wait for a round that will not come;
+			// Close's own final sync covers its pages.
 			e.syncMu.Lock()
 			e.syncClosed = true
 			b := e.nextSync
 			e.nextSync = nil
 			e.syncMu.Unlock()
 			if b != nil {
-				b.otherErr = ErrClosed
+				for i := range b.members {
+					b.members[i].err = ErrClosed
+				}
 				close(b.done)
 			}
 			return
 		case <-e.syncKick:
 		}
+		if e.testBeforeRound != nil {
+			e.testBeforeRound()
+		}
 		e.syncMu.Lock()
 		b := e.nextSync
 		e.nextSync = nil
+		if b != nil {
+			e.roundBusy.Store(true)
+		}
 		e.syncMu.Unlock()
 		if b == nil {
 			continue
 		}
-		b.otherErr, b.flushErr = e.syncRound(context.Background(), b.start, b.end)
+		e.syncRound(context.Background(), b, false)
 		e.stats.syncRounds.Add(1)
 		close(b.done)
+		e.roundBusy.Store(false)
 	}
 }
 
-// syncRound is one round of SyncRange's work.
-func (e *Engine) syncRound(ctx context.Context, start, end uint64) (otherErr, flushErr error) {
-	if e.testFlushFirst {
-		// Broken on purpose (tests only): the flush goes out before the
-		// writes it should cover.
-		flushErr = e.flush(ctx)
+// syncRound does the work of a group-commit round and sets each
+// member's result. With held, the caller holds the pass lock (Close's
+// final sync) and keeps it throughout.
+//
+// A round repeats its pass, wait, flush and check while the check finds
+// pages that may yet be made durable — a write that failed but is not
+// held in error, a write another pass started that had not completed, a
+// write completed after the flush was submitted — at most MaxRetries
+// times more.
+func (e *Engine) syncRound(ctx context.Context, b *syncBatch, held bool) {
+	start, end := b.union()
+	fail := func(err error) {
+		for i := range b.members {
+			b.members[i].err = err
+		}
 	}
-	for round := 0; ; round++ {
+	lock := func() bool {
+		if held {
+			return true
+		}
 		if _, err := e.acquirePass(ctx, true); err != nil {
-			return err, nil
+			fail(err)
+			return false
 		}
-		seq := e.failSeqNow()
+		return true
+	}
+	unlock := func() {
+		if !held {
+			e.releasePass()
+		}
+	}
+	if e.testBreak == breakFlushFirst {
+		e.brokenRound(ctx, b, lock, unlock)
+		return
+	}
+	var since uint64
+	for attempt := 0; ; attempt++ {
+		if !lock() {
+			return
+		}
+		if attempt == 0 {
+			since = e.epoch + 1 // the pass's drain stamps with this
+		}
+		failedBefore := e.stats.writeErrors.Load()
 		wbc := WritebackControl{SyncMode: SyncAll, RangeStart: start, RangeEnd: end}
-		err := e.writePagesLocked(ctx, &wbc)
+		passErr := e.writeCachePages(ctx, &wbc, passOpts{})
 		last := e.nextGen
-		e.releasePass()
+		unlock()
 		if ctx.Err() != nil {
-			return ctx.Err(), nil
-		}
-		if err != nil && !errors.Is(err, ErrIO) && otherErr == nil {
-			otherErr = err
+			fail(ctx.Err())
+			return
 		}
 		if err := e.waitGen(ctx, last); err != nil {
-			return err, nil
+			fail(err)
+			return
 		}
-		if !e.retryNeeded(seq, start, end) || round >= e.cfg.MaxRetries {
-			break
+		if e.testBreak == breakRoundResult {
+			// The defect put back: no retry, no look at the pages; every
+			// member gets the round's first error (a write failure is
+			// not one) if it names a page of its range.
+			first := errors.Join(passErr, e.flush(ctx))
+			for i := range b.members {
+				b.members[i].err = inRange(first, b.members[i].start, b.members[i].end)
+			}
+			return
 		}
+		if e.stats.writeErrors.Load() != failedBefore && attempt < e.cfg.MaxRetries {
+			// Writes failed: pages of the range that may yet be written
+			// are written again before the flush, not after.
+			if !lock() {
+				return
+			}
+			st := e.checkLocked(since, b.members, false)
+			unlock()
+			if st.retry {
+				continue
+			}
+		}
+		flushErr := e.flush(ctx)
+		if ctx.Err() != nil {
+			fail(ctx.Err())
+			return
+		}
+		if !lock() {
+			return
+		}
+		st := e.checkLocked(since, b.members, true)
+		unlock()
+		if flushErr == nil && st.retry && attempt < e.cfg.MaxRetries {
+			continue
+		}
+		for i := range b.members {
+			b.members[i].err = st.members[i].err
+			if flushErr != nil && !errors.Is(b.members[i].err, ErrFlush) {
+				// The flush of this round failed, though none of this
+				// member's pages was in it: a device that fails a flush
+				// may have lost what it held. Say so without naming
+				// other members' pages.
+				dev := &PageError{Op: "flush", Path: e.cfg.Path, Err: flushErr, Class: ErrFlush}
+				var pe *PageError
+				if errors.As(flushErr, &pe) {
+					dev.Errno, dev.Err = pe.Errno, pe.Err
+				}
+				b.members[i].err = errors.Join(b.members[i].err, dev)
+			}
+		}
+		return
 	}
-	if e.testFlushFirst {
-		return otherErr, flushErr
-	}
-	return otherErr, e.flush(ctx)
 }
 
-// inRange keeps err if it concerns [start, end): a PageError naming no
-// page in the range is dropped (it belongs to another member of the
-// round).
+// brokenRound is the round of breakFlushFirst: flush, then write, and
+// trust the flush (a crash test must catch it).
+func (e *Engine) brokenRound(ctx context.Context, b *syncBatch, lock func() bool, unlock func()) {
+	flushErr := e.flush(ctx)
+	if !lock() {
+		return
+	}
+	start, end := b.union()
+	wbc := WritebackControl{SyncMode: SyncAll, RangeStart: start, RangeEnd: end}
+	e.writeCachePages(ctx, &wbc, passOpts{})
+	last := e.nextGen
+	unlock()
+	e.waitGen(ctx, last)
+	for i := range b.members {
+		b.members[i].err = flushErr
+	}
+}
+
+// inRange keeps err if it names a page in [start, end) or no page.
 func inRange(err error, start, end uint64) error {
 	var pe *PageError
 	if err == nil || !errors.As(err, &pe) || len(pe.Pages) == 0 {
@@ -183,79 +309,232 @@ func inRange(err error, start, end uint64) error {
 	return nil
 }
 
+// checkResult is what checkLocked found.
+type checkResult struct {
+	members []syncMember // each member's error
+	retry   bool         // some page may yet be made durable by another round
+}
+
+// checkLocked finds, for each member's range, the pages that owe the
+// device content stamped since or earlier — still dirty with it, or,
+// when durable is set, in a write not completed or not covered by a good
+// flush — and builds each member's error from them. The caller holds the
+// pass lock; checkLocked drains (so pages given back by failed writes
+// and flushes are seen) and holds complMu while it looks, so no page
+// moves between the places it looks.
+func (e *Engine) checkLocked(since uint64, members []syncMember, durable bool) checkResult {
+	res := checkResult{members: make([]syncMember, len(members))}
+	e.drain()
+	e.complMu.Lock()
+	defer e.complMu.Unlock()
+	for i, m := range members {
+		var c collector
+		e.set.scanOld(m.start, m.end, since, func(p *pages.Page) {
+			st := &e.slots[p.Slot()]
+			if s := st.dirtySince.Load(); s == 0 || s > since {
+				return
+			}
+			switch {
+			case st.cause == failIO && e.inError[p.Index()] != 0:
+				c.add(&c.held, p, st.errno, nil)
+			case st.cause == failIO:
+				c.add(&c.io, p, st.errno, nil)
+				res.retry = true
+			case st.cause == failFlush:
+				c.add(&c.flush, p, st.errno, nil)
+			case st.cause == failMap:
+				c.addMap(p, e.mapErrs[p.Index()])
+			default:
+				c.add(&c.pending, p, 0, errUnwritten)
+				res.retry = true
+			}
+		})
+		if durable {
+			in := func(p *pages.Page) bool {
+				idx := p.Index()
+				return idx >= m.start && (m.end == 0 || idx < m.end) && !p.Flags().IsDropped()
+			}
+			for ri := range e.recs {
+				if e.recGen[ri].Load() == 0 {
+					continue
+				}
+				for _, p := range e.recs[ri].pages {
+					if in(p) && e.slots[p.Slot()].wbSince <= since {
+						c.add(&c.pending, p, 0, errInFlight)
+						res.retry = true
+					}
+				}
+			}
+			for _, u := range e.unflushed {
+				if u.since <= since && in(u.p) {
+					c.add(&c.pending, u.p, 0, errUnflushed)
+					res.retry = true
+				}
+			}
+		}
+		res.members[i].err = c.err(e.cfg.Path)
+	}
+	return res
+}
+
+// Why a page is not durable when no write or mapping failed.
+var (
+	errUnwritten = errors.New("not written (the pass did not reach it)")
+	errInFlight  = errors.New("its write has not completed")
+	errUnflushed = errors.New("its write completed after the flush was submitted")
+)
+
+// collector groups the pages a check found by cause.
+type collector struct {
+	held, io, flush, pending *PageError
+	maps                     []*PageError
+}
+
+func (c *collector) add(pe **PageError, p *pages.Page, errno syscall.Errno, err error) {
+	if *pe == nil {
+		*pe = &PageError{Errno: errno, Err: err, Class: ErrIO}
+		if err == nil {
+			(*pe).Err = errno
+		}
+	}
+	(*pe).Count++
+	if len((*pe).Pages) < maxNamedPages {
+		(*pe).Pages = append((*pe).Pages, p.Index())
+	}
+}
+
+func (c *collector) addMap(p *pages.Page, err error) {
+	if err == nil {
+		err = mapper.ErrHole
+	}
+	for _, pe := range c.maps {
+		if pe.Err == err || pe.Err.Error() == err.Error() {
+			c.add(&pe, p, 0, err)
+			return
+		}
+	}
+	pe := &PageError{Op: "map", Err: err}
+	c.maps = append(c.maps, pe)
+	c.add(&pe, p, 0, err)
+	pe.Class = nil
+}
+
+// err joins what was collected, one PageError per cause, or nil.
+func (c *collector) err(path string) error {
+	var errs []error
+	set := func(pe *PageError, op string, class error, held bool) {
+		if pe == nil {
+			return
+		}
+		pe.Op, pe.Path, pe.Class, pe.Held = op, path, class, held
+		slices.Sort(pe.Pages)
+		errs = append(errs, pe)
+	}
+	set(c.held, "write", ErrIO, true)
+	set(c.io, "write", ErrIO, false)
+	set(c.flush, "flush", ErrFlush, false)
+	for _, pe := range c.maps {
+		pe.Path = path
+		slices.Sort(pe.Pages)
+		errs = append(errs, pe)
+	}
+	set(c.pending, "sync", ErrIO, false)
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	return errors.Join(errs...)
+}
+
 // flush flushes the device's write cache, covering every write that
-// completed before it. On failure, the pages those writes carried are
-// made dirty again.
+// completed before it. On failure, the pages those writes carried — and
+// those of writes reaped since the list was taken, which completed before
+// the flush was submitted or may have — are made dirty again by the next
+// drain.
 func (e *Engine) flush(ctx context.Context) error {
 	if !e.needFlush {
 		return nil
 	}
-	e.flushMu.Lock()
+	select {
+	case e.flushSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	e.complMu.Lock()
 	list := e.unflushed
 	e.unflushed = e.spareUnflushed[:0]
 	e.spareUnflushed = nil
-	for _, p := range list {
-		e.slots[p.Slot()].unflushed = false
+	for _, u := range list {
+		e.slots[u.p.Slot()].unflushedAt = 0
 	}
 	e.complMu.Unlock()
+	if e.testInFlush != nil {
+		e.testInFlush()
+	}
 	req := [1]ring.Request{{Op: ring.OpFlush, Tag: flushTag}}
 	if err := e.ring.Submit(req[:]); err != nil {
 		e.endFlush(list, syscall.EIO)
-		e.flushMu.Unlock()
+		<-e.flushSem
 		return fmt.Errorf("%w: flush %s: %w", ErrFlush, e.cfg.Path, err)
 	}
 	select {
 	case errno := <-e.flushDone:
 		err := e.endFlush(list, errno)
-		e.flushMu.Unlock()
+		<-e.flushSem
 		return err
 	case <-ctx.Done():
 		// The flush is in flight; finish its bookkeeping when it
 		// completes, and keep other flushes out until then.
 		go func() {
 			e.endFlush(list, <-e.flushDone)
-			e.flushMu.Unlock()
+			<-e.flushSem
 		}()
 		return ctx.Err()
 	}
 }
 
-// endFlush gives back the pins of the pages a flush covered, or, when
-// it failed, makes them dirty again first (pages invalidated meanwhile
-// are left alone: the application discarded them).
-func (e *Engine) endFlush(list []*pages.Page, errno syscall.Errno) error {
-	defer func() {
+// endFlush gives back the pins of the pages a flush covered; when it
+// failed, it hands them — and every page that joined the unflushed list
+// since the flush took its own — to the next drain to be made dirty
+// again (it cannot do that itself: it runs without the pass lock, and a
+// page being taken for writing must not lose its stamp). Pages
+// invalidated meanwhile are left alone there: the application discarded
+// them.
+func (e *Engine) endFlush(list []unflushedPage, errno syscall.Errno) error {
+	if errno == 0 {
+		for _, u := range list {
+			e.cache.Put(u.p)
+		}
+		e.stats.flushes.Add(1)
 		clear(list)
 		e.complMu.Lock()
 		if e.spareUnflushed == nil {
 			e.spareUnflushed = list[:0]
 		}
 		e.complMu.Unlock()
-	}()
-	if errno == 0 {
-		for _, p := range list {
-			e.cache.Put(p)
-		}
-		e.stats.flushes.Add(1)
 		return nil
 	}
-	for _, p := range list {
-		if !p.Flags().IsDropped() {
-			e.cache.SetDirty(p)
-		}
-		e.cache.Put(p)
-	}
 	e.stats.flushErrors.Add(1)
-	err := &PageError{Op: "flush", Path: e.cfg.Path, Count: len(list), Errno: errno, Err: errno, Class: ErrFlush}
-	for _, p := range list[:min(len(list), maxNamedPages)] {
-		err.Pages = append(err.Pages, p.Index())
+	err := &PageError{Op: "flush", Path: e.cfg.Path, Errno: errno, Err: errno, Class: ErrFlush}
+	e.complMu.Lock()
+	window := e.unflushed
+	e.unflushed = make([]unflushedPage, 0, cap(window))
+	for _, u := range window {
+		e.slots[u.p.Slot()].unflushedAt = 0
+	}
+	e.flushFailed = append(append(e.flushFailed, list...), window...)
+	for _, u := range e.flushFailed[len(e.flushFailed)-len(list)-len(window):] {
+		e.slots[u.p.Slot()].errno = errno
+		if err.Count++; len(err.Pages) < maxNamedPages {
+			err.Pages = append(err.Pages, u.p.Index())
+		}
 	}
 	if e.cfg.OnError != nil {
-		e.complMu.Lock()
 		e.onErrors = append(e.onErrors, err)
-		e.complMu.Unlock()
 	}
+	e.complMu.Unlock()
 	return err
 }
 
@@ -302,13 +581,7 @@ func (e *Engine) invalidateLocked(start, end uint64) {
 		if inSet && e.cache.CancelDirty(p) {
 			e.cache.Put(p) // the dirty pin
 		}
-		e.complMu.Lock()
-		if _, ok := e.inError[p.Index()]; ok {
-			delete(e.inError, p.Index())
-			e.nInError.Add(-1)
-		}
-		e.slots[p.Slot()].failures.Store(0)
-		e.complMu.Unlock()
+		e.forget(p)
 		p.ClearError()
 		p.Unlock()
 		e.cache.Put(p)

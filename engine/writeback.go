@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -43,8 +44,13 @@ func (m SyncMode) String() string {
 // inclusive, RangeEnd exclusive, RangeEnd 0 = to the end.
 type WritebackControl struct {
 	SyncMode SyncMode
-	// NrToWrite > 0 is a page budget under SyncNone: each submitted page
-	// takes one, and the pass stops at 0. SyncAll ignores it.
+	// NrToWrite > 0 is a page budget under SyncNone: each page submitted
+	// takes one from this field (the caller sees it go down, as the
+	// kernel's wbc->nr_to_write), and the pass stops when it reaches 0.
+	// 0 at the start of a call means no budget. So a control whose budget
+	// was spent, passed in again as it is, writes without limit: set
+	// NrToWrite again to reuse it (the kernel's writeback_sb_inodes loop
+	// does). SyncAll ignores and keeps it.
 	NrToWrite  int64
 	RangeStart uint64
 	RangeEnd   uint64
@@ -64,10 +70,13 @@ type WritebackControl struct {
 // it takes the cache's newly dirtied pages into the ordered dirty set,
 // walks the set over the range in index order, merges contiguous pages
 // into vectored writes and submits them. Under SyncNone it returns at
-// once if another pass is running; under SyncAll it waits for it, and
-// returns only when every page dirty in the range at its start has a
-// completed write with content at least as new; it does not flush the
-// device (Sync does). It keeps going past errors and returns the first.
+// once if another pass is running, and stops at the first error or when
+// its budget (NrToWrite, decremented for each page submitted) reaches 0;
+// under SyncAll it waits for a running pass, writes every page dirty in
+// the range at its start, keeps going past errors, and returns only when
+// each of those pages has a completed write with content at least as
+// new; it does not flush the device (Sync does). Its error names the
+// pages of the range it could not write.
 func (e *Engine) WritePages(ctx context.Context, wbc *WritebackControl) error {
 	if wbc == nil {
 		return fmt.Errorf("%w: nil WritebackControl", ErrConfig)
@@ -78,11 +87,20 @@ func (e *Engine) WritePages(ctx context.Context, wbc *WritebackControl) error {
 	if e.testBeforePass != nil {
 		e.testBeforePass()
 	}
-	got, err := e.acquirePass(ctx, wbc.SyncMode == SyncAll)
+	sync := wbc.SyncMode == SyncAll
+	got, err := e.acquirePass(ctx, sync)
 	if !got {
 		return err
 	}
-	err = e.writePagesLocked(ctx, wbc)
+	since := e.epoch + 1 // the pass's drain stamps with this
+	err = e.writeCachePages(ctx, wbc, passOpts{})
+	if sync && ctx.Err() == nil {
+		if werr := e.waitGen(ctx, e.nextGen); werr != nil {
+			err = werr
+		} else if cerr := e.checkLocked(since, []syncMember{{start: wbc.RangeStart, end: wbc.RangeEnd}}, false); cerr.members[0].err != nil {
+			err = cerr.members[0].err
+		}
+	}
 	e.releasePass()
 	e.deliverErrors()
 	return err
@@ -95,12 +113,11 @@ type passOpts struct {
 	olderThan int64
 }
 
-// writePagesLocked is WritePages with the pass lock held.
-func (e *Engine) writePagesLocked(ctx context.Context, wbc *WritebackControl) error {
-	return e.writePagesOpt(ctx, wbc, passOpts{})
-}
-
-func (e *Engine) writePagesOpt(ctx context.Context, wbc *WritebackControl, opt passOpts) error {
+// writeCachePages is one pass with the pass lock held (the kernel's
+// write_cache_pages): drain, walk, submit. It does not wait for the
+// writes it submitted. Its error is the first the walk met (a page it
+// could not map, a refused submission, ctx).
+func (e *Engine) writeCachePages(ctx context.Context, wbc *WritebackControl, opt passOpts) error {
 	e.stats.passes.Add(1)
 	e.drain()
 	start, end := wbc.RangeStart, wbc.RangeEnd
@@ -110,9 +127,11 @@ func (e *Engine) writePagesOpt(ctx context.Context, wbc *WritebackControl, opt p
 	if end != 0 && end <= start {
 		return nil
 	}
-	failSeq := e.failSeqNow()
-	budget := wbc.NrToWrite
 	sync := wbc.SyncMode == SyncAll
+	// A budget is NrToWrite > 0 at the start, under SyncNone; each page
+	// submitted takes one from the caller's field, and the pass stops
+	// when it reaches 0.
+	budget := !sync && wbc.NrToWrite > 0
 	e.extOK = false
 
 	var firstErr error
@@ -134,7 +153,7 @@ func (e *Engine) writePagesOpt(ctx context.Context, wbc *WritebackControl, opt p
 			pos = idx + 1
 			continue
 		}
-		if !sync && wbc.NrToWrite > 0 && budget <= 0 {
+		if budget && wbc.NrToWrite <= 0 {
 			stopped = true
 			break
 		}
@@ -162,7 +181,9 @@ func (e *Engine) writePagesOpt(ctx context.Context, wbc *WritebackControl, opt p
 		}
 		switch took {
 		case pageWritten:
-			budget--
+			if budget {
+				wbc.NrToWrite--
+			}
 			wbc.PagesWritten++
 		case pageSkipped:
 			wbc.PagesSkipped++
@@ -181,15 +202,6 @@ func (e *Engine) writePagesOpt(ctx context.Context, wbc *WritebackControl, opt p
 			e.cyclicIndex = pos
 		} else {
 			e.cyclicIndex = 0
-		}
-	}
-	if sync {
-		// Wait for this pass's writes (and so every earlier one).
-		if err := e.waitGen(ctx, e.nextGen); err != nil {
-			return err
-		}
-		if err := e.failuresSince(failSeq, start, end); err != nil {
-			note(err)
 		}
 	}
 	return firstErr
@@ -216,6 +228,7 @@ func (e *Engine) writePage(ctx context.Context, p *pages.Page, sync bool) (pageO
 	if f := p.Flags(); f.IsDirty() && f&(pages.PageLocked|pages.PageWriteback|pages.PageDropped|pages.PageHandoff) == 0 {
 		block, boundary, err := e.mapPage(idx)
 		if err != nil {
+			e.mapFailed(p, err)
 			return pageFailed, err
 		}
 		alone := e.mapper == nil || e.slots[p.Slot()].failures.Load() > 0
@@ -232,7 +245,7 @@ func (e *Engine) writePage(ctx context.Context, p *pages.Page, sync bool) (pageO
 				e.openRun(block, buf)
 			}
 			r := &e.recs[e.cur]
-			e.slots[p.Slot()].gen = r.gen
+			e.take(p, r.gen)
 			e.appendPage(r, p)
 			e.started++
 			e.set.remove(idx)
@@ -255,6 +268,7 @@ func (e *Engine) writePage(ctx context.Context, p *pages.Page, sync bool) (pageO
 		// Invalidated while on the intake list, or cleaned by
 		// Invalidate: retire it.
 		e.set.remove(idx)
+		e.forget(p)
 		p.ClearDirtyForIO()
 		p.Unlock()
 		e.cache.Put(p)
@@ -279,6 +293,7 @@ func (e *Engine) writePage(ctx context.Context, p *pages.Page, sync bool) (pageO
 	block, boundary, err := e.mapPage(idx)
 	if err != nil {
 		p.Unlock()
+		e.mapFailed(p, err)
 		return pageFailed, err
 	}
 	alone := e.mapper == nil || e.slots[p.Slot()].failures.Load() > 0
@@ -291,7 +306,7 @@ func (e *Engine) writePage(ctx context.Context, p *pages.Page, sync bool) (pageO
 	if p.TestSetWriteback() {
 		invariants.Failf("engine: page %d already under writeback", idx)
 	}
-	e.slots[p.Slot()].gen = r.gen
+	e.take(p, r.gen)
 	e.appendPage(r, p)
 	p.Unlock()
 	e.set.remove(idx)
@@ -299,6 +314,66 @@ func (e *Engine) writePage(ctx context.Context, p *pages.Page, sync bool) (pageO
 		e.seal()
 	}
 	return pageWritten, nil
+}
+
+// take records, as page p goes under writeback in a write of
+// generation gen, what that write carries: its stamp moves from the
+// dirty content to the write. A page counted as stuck is not any more.
+func (e *Engine) take(p *pages.Page, gen uint64) {
+	st := &e.slots[p.Slot()]
+	st.gen = gen
+	since := st.dirtySince.Load()
+	if since == 0 {
+		since = e.epoch // cannot happen: every page in the set is stamped
+	}
+	st.wbSince = since
+	st.dirtySince.Store(0)
+	if st.stuck {
+		st.stuck = false
+		e.stuck.Add(-1)
+		e.complMu.Lock()
+		delete(e.mapErrs, p.Index())
+		e.complMu.Unlock()
+	}
+}
+
+// mapFailed records why page p could not be mapped; it stays dirty in
+// the set, counted as stuck.
+func (e *Engine) mapFailed(p *pages.Page, err error) {
+	st := &e.slots[p.Slot()]
+	if !st.stuck {
+		st.stuck = true
+		e.stuck.Add(1)
+	}
+	var pe *PageError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	e.complMu.Lock()
+	st.cause, st.errno = failMap, 0
+	e.mapErrs[p.Index()] = err
+	e.complMu.Unlock()
+}
+
+// forget clears what the engine keeps about page p as it leaves the
+// engine's hands without being written (retired, invalidated, handed
+// back at Close). The caller holds the pass lock and p is not in flight.
+func (e *Engine) forget(p *pages.Page) {
+	st := &e.slots[p.Slot()]
+	st.dirtySince.Store(0)
+	if st.stuck {
+		st.stuck = false
+		e.stuck.Add(-1)
+	}
+	e.complMu.Lock()
+	st.cause, st.errno = failNone, 0
+	delete(e.mapErrs, p.Index())
+	if _, ok := e.inError[p.Index()]; ok {
+		delete(e.inError, p.Index())
+		e.nInError.Add(-1)
+	}
+	e.complMu.Unlock()
+	st.failures.Store(0)
 }
 
 // mapPage finds the block of page idx, allocating where the mapper can,
@@ -519,8 +594,37 @@ func (e *Engine) seal0() {
 	}
 }
 
-// drain moves the cache's intake list into the ordered dirty set.
+// drain moves the cache's intake list into the ordered dirty set,
+// stamping each page that carries no older stamp with a new epoch. First
+// it makes the pages of failed flushes dirty again, each with the stamp
+// of the content that flush should have made durable (their Dirty bits
+// were left alone by the flush, which runs without the pass lock, so a
+// page being taken for writing meanwhile could not lose its stamp).
 func (e *Engine) drain() {
+	e.epoch++
+	e.complMu.Lock()
+	failed, lowered := e.flushFailed, e.lowered
+	e.flushFailed, e.lowered = nil, e.lowered[:0]
+	for _, u := range failed {
+		if u.p.Flags().IsDropped() {
+			continue // invalidated: its data was discarded
+		}
+		st := &e.slots[u.p.Slot()]
+		casMin(&st.dirtySince, u.since)
+		st.cause = failFlush
+		if !e.cache.SetDirty(u.p) {
+			// Dirty already: on the intake list (drained below, with
+			// the stamp just put back) or in the set.
+			e.set.lower(u.p, st.dirtySince.Load())
+		}
+	}
+	for _, p := range lowered {
+		e.set.lower(p, e.slots[p.Slot()].dirtySince.Load())
+	}
+	e.complMu.Unlock()
+	for _, u := range failed {
+		e.cache.Put(u.p) // the pin that kept it while unflushed
+	}
 	e.drainBuf = e.cache.DetachDirty(e.drainBuf[:0])
 	if len(e.drainBuf) == 0 {
 		return
@@ -536,8 +640,34 @@ func (e *Engine) drain() {
 			}
 			continue
 		}
-		e.set.insert(p)
-		e.slots[p.Slot()].dirtiedAt = now
+		st := &e.slots[p.Slot()]
+		since := st.dirtySince.Load()
+		if since == 0 {
+			// The handler may be putting an older stamp back on a page
+			// dirtied while its write was in flight: only a page with
+			// no stamp gets this epoch.
+			if st.dirtySince.CompareAndSwap(0, e.epoch) {
+				since = e.epoch
+			} else {
+				since = st.dirtySince.Load()
+			}
+		}
+		e.set.insert(p, since)
+		st.dirtiedAt = now
 	}
 	clear(e.drainBuf)
+}
+
+// casMin lowers *a to v unless it is already lower (0 counts as no
+// value: it takes v).
+func casMin(a *atomic.Uint64, v uint64) {
+	for {
+		old := a.Load()
+		if old != 0 && old <= v {
+			return
+		}
+		if a.CompareAndSwap(old, v) {
+			return
+		}
+	}
 }

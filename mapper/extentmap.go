@@ -14,8 +14,9 @@ type ExtentMap struct {
 }
 
 var (
-	_ Mapper  = (*ExtentMap)(nil)
-	_ Bounded = (*ExtentMap)(nil)
+	_ Mapper       = (*ExtentMap)(nil)
+	_ Bounded      = (*ExtentMap)(nil)
+	_ IndexBounded = (*ExtentMap)(nil)
 )
 
 // NewExtentMap validates exts and returns a Mapper over them. The list
@@ -117,6 +118,14 @@ func (m *ExtentMap) Map(index uint64) (Extent, error) {
 // MaxBlock is one past the highest block of any extent (0 for an empty
 // map).
 func (m *ExtentMap) MaxBlock() uint64 { return m.maxBlock }
+
+// IndexLimit implements IndexBounded: the end of the last extent.
+func (m *ExtentMap) IndexLimit() uint64 {
+	if len(m.ext) == 0 {
+		return 0
+	}
+	return m.ext[len(m.ext)-1].End()
+}
 
 // Extents returns a copy of the extents, sorted by index.
 func (m *ExtentMap) Extents() []Extent { return slices.Clone(m.ext) }

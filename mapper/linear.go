@@ -25,3 +25,5 @@ func (l linear) Map(index uint64) (Extent, error) {
 }
 
 func (l linear) MaxBlock() uint64 { return l.first + l.n }
+
+func (l linear) IndexLimit() uint64 { return l.n }

@@ -91,6 +91,14 @@ type Bounded interface {
 	MaxBlock() uint64
 }
 
+// IndexBounded is implemented by mappers that map no page index at or
+// past a limit (the end of their index space), so the engine can refuse
+// such a page when it is written rather than fail every Sync after.
+type IndexBounded interface {
+	// IndexLimit is one past the highest page index Map can map.
+	IndexLimit() uint64
+}
+
 // Problem is what is wrong with an extent in a list given to
 // NewExtentMap.
 type Problem uint8

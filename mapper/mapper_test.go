@@ -45,6 +45,9 @@ func TestLinear(t *testing.T) {
 		if got, want := m.(Bounded).MaxBlock(), uint64(150); got != want {
 			t.Errorf("MaxBlock() = %d, want %d", got, want)
 		}
+		if got, want := m.(IndexBounded).IndexLimit(), uint64(50); got != want {
+			t.Errorf("IndexLimit() = %d, want %d", got, want)
+		}
 	})
 	t.Run("empty", func(t *testing.T) {
 		checkMap(t, Linear(7, 0), []mapCase{
@@ -100,6 +103,9 @@ func TestExtentMap(t *testing.T) {
 	})
 	if got, want := m.(Bounded).MaxBlock(), uint64(110); got != want {
 		t.Errorf("MaxBlock() = %d, want %d", got, want)
+	}
+	if got, want := m.(IndexBounded).IndexLimit(), uint64(43); got != want {
+		t.Errorf("IndexLimit() = %d, want %d", got, want)
 	}
 	got := m.(*ExtentMap).Extents()
 	want := []Extent{e0, e1, e2, e3}

@@ -26,6 +26,11 @@ var (
 	ErrOffset = errors.New("pages: bad offset")
 	// ErrClosed: the cache was closed.
 	ErrClosed = errors.New("pages: cache closed")
+	// ErrRange: a page index at or past the cache's limit (SetLimit):
+	// the target has no block for it.
+	ErrRange = errors.New("pages: page past the end")
+	// ErrClaimed: another writeback engine holds the cache (Claim).
+	ErrClaimed = errors.New("pages: cache claimed")
 )
 
 // Limits on Config.PageSize.
@@ -84,6 +89,13 @@ type Cache struct {
 	clock       atomic.Uint64 // the CLOCK hand (a slot number, mod Capacity)
 
 	ops atomic.Pointer[opsBox]
+
+	// claim is who holds the cache (Claim), or nil.
+	claim atomic.Pointer[claimBox]
+	// limit is one past the highest page index Grab accepts (SetLimit);
+	// 0: no limit. limitWhat says where it comes from, for errors.
+	limit     atomic.Uint64
+	limitWhat atomic.Pointer[string]
 
 	waits [nWaitBuckets]waitBucket
 
@@ -233,6 +245,9 @@ func (c *Cache) GrabContext(ctx context.Context, index uint64) (*Page, error) {
 }
 
 func (c *Cache) grab(ctx context.Context, index uint64, reclaim bool) (*Page, error) {
+	if err := c.checkLimit(index); err != nil {
+		return nil, err
+	}
 	var reclaimErr error
 	for attempt := 0; ; {
 		if p := c.Lookup(index); p != nil {
@@ -499,6 +514,57 @@ func (c *Cache) Range(start, end uint64, fn func(p *Page) bool) {
 		}
 	}
 }
+
+// SetLimit makes Grab (and so WriteAt and ReadAt) refuse page indexes
+// at or past n with ErrRange, naming the page, n and what (where the
+// limit comes from, e.g. "the mapper's range on /dev/sdb"): the
+// writeback engine sets it at Open to the pages its target can hold, so
+// a page that could never be written is refused when it is written, not
+// at every Sync after. n 0 removes the limit. Pages already cached past
+// it stay.
+func (c *Cache) SetLimit(n uint64, what string) {
+	c.limitWhat.Store(&what)
+	c.limit.Store(n)
+}
+
+// Limit is the limit SetLimit set (0: none).
+func (c *Cache) Limit() uint64 { return c.limit.Load() }
+
+func (c *Cache) checkLimit(index uint64) error {
+	n := c.limit.Load()
+	if n == 0 || index < n {
+		return nil
+	}
+	what := "the limit"
+	if w := c.limitWhat.Load(); w != nil && *w != "" {
+		what = *w
+	}
+	return fmt.Errorf("%w: page %d: %s holds pages 0 to %d (%d pages)", ErrRange, index, what, n-1, n)
+}
+
+// Claim marks the cache as held by one writeback engine, owner (whose
+// String says who it is and, if it is closing, why it still holds the
+// cache). It fails with ErrClaimed, naming the holder, when another
+// holds it. One engine per cache: two engines would each take the
+// other's dirty pages off the intake list.
+func (c *Cache) Claim(owner fmt.Stringer) error {
+	if c.claim.CompareAndSwap(nil, &claimBox{owner}) {
+		return nil
+	}
+	if b := c.claim.Load(); b != nil {
+		return fmt.Errorf("%w by %s", ErrClaimed, b.owner)
+	}
+	return c.Claim(owner) // released meanwhile
+}
+
+// Unclaim releases the cache if owner holds it.
+func (c *Cache) Unclaim(owner fmt.Stringer) {
+	if b := c.claim.Load(); b != nil && b.owner == owner {
+		c.claim.CompareAndSwap(b, nil)
+	}
+}
+
+type claimBox struct{ owner fmt.Stringer }
 
 // Ops are the hooks the writeback engine installs in a cache (the
 // kernel's address_space_operations), so the cache can reach the device

@@ -1,5 +1,7 @@
 package pages
 
+import "github.com/wbengine/wbengine/internal/invariants"
+
 // The intake list holds the pages that went clean → dirty since the
 // writeback engine last detached it. It is an intrusive singly linked
 // stack (Treiber) threaded through Page.next, with two operations only:
@@ -36,6 +38,18 @@ func (c *Cache) pushIntake(p *Page) {
 			return
 		}
 	}
+}
+
+// ReturnDirty puts a dirty page the writeback engine took off the
+// intake list back on it, with the dirty pin it carries: an engine that
+// stops without writing its pages hands them back this way, so the next
+// engine on the cache finds them. The caller owns p's place in the
+// engine's dirty set and must hold no other claim on it.
+func (c *Cache) ReturnDirty(p *Page) {
+	if f := p.Flags(); f&PageDirty == 0 {
+		invariants.Failf("pages: ReturnDirty of clean page %d (%v)", p.index, f)
+	}
+	c.pushIntake(p)
 }
 
 // DetachDirty takes the whole intake list in one atomic swap, appends

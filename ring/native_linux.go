@@ -113,7 +113,7 @@ type nativeRing struct {
 	queue    []uint32     // slots to turn into SQEs: new work and resubmissions
 	cs       []Completion // the Handler's slice, reused
 	finished []uint32     // slots of cs, freed after the Handler returns
-	inflight int          // slot SQEs the kernel holds
+	inflight int          // slot SQEs filled: in the SQ (see uring.unconsumed) or held by the kernel
 	efdArmed bool         // the eventfd read is in the kernel
 	nbufs    int          // registered buffers
 
@@ -330,7 +330,13 @@ func (r *nativeRing) loop() {
 			r.reap()
 			continue
 		}
-		_, errno := r.u.enter(toSubmit, wait)
+		var errno unix.Errno
+		if f := r.cfg.EnterFault; f != nil && toSubmit > 0 {
+			errno = unix.Errno(f(toSubmit))
+		}
+		if errno == 0 {
+			_, errno = r.u.enter(toSubmit, wait)
+		}
 		if wait != 0 {
 			r.sleeping.Store(false)
 		}
@@ -360,9 +366,19 @@ func (r *nativeRing) loop() {
 }
 
 // backoff waits after EAGAIN/EBUSY from io_uring_enter with nothing
-// reaped: for a completion when something is in flight, else briefly.
+// reaped: for a completion when the kernel holds a request, else
+// briefly. It never waits for more than the kernel holds: SQEs the
+// kernel refused stay in the SQ (the next round's enter submits them
+// again) and cannot complete, and an eventfd read the kernel has not
+// taken cannot wake the owner.
 func (r *nativeRing) backoff() {
-	if r.inflight > 0 {
+	held := r.inflight
+	r.u.unconsumed(func(ud uint64) {
+		if ud != efdTag {
+			held--
+		}
+	})
+	if held > 0 {
 		r.u.enter(0, 1)
 		return
 	}
@@ -697,7 +713,8 @@ func (r *nativeRing) teardown() error {
 			return r.release()
 		}
 		for r.efdArmed {
-			if _, errno := r.u.enter(0, 1); errno != 0 && errno != unix.EINTR && errno != unix.EAGAIN && errno != unix.EBUSY {
+			// Submit the read too if the kernel has not taken it yet.
+			if _, errno := r.u.enter(r.u.flush(), 1); errno != 0 && errno != unix.EINTR && errno != unix.EAGAIN && errno != unix.EBUSY {
 				break // closing the ring cancels the read
 			}
 			r.reap()

@@ -112,6 +112,47 @@ func TestNativeEnterEINTR(t *testing.T) {
 	}
 }
 
+// TestNativeEnterRefused: io_uring_enter failing with EAGAIN or EBUSY
+// without consuming an SQE — fault-injected at each of the first calls in
+// turn, several times in a row — must neither lose the request nor hang
+// the ring: the owner waits only for what the kernel holds and submits
+// the rest again.
+func TestNativeEnterRefused(t *testing.T) {
+	tkNoLeaks(t)
+	for _, errno := range []syscall.Errno{syscall.EAGAIN, syscall.EBUSY} {
+		for nth := int32(1); nth <= 6; nth++ {
+			var calls atomic.Int32
+			sink := newTKSink()
+			r, err := Open(tkFileTarget(t, 1<<20), "native", Config{Depth: 4, Handler: sink.handle,
+				EnterFault: func(uint32) syscall.Errno {
+					if n := calls.Add(1); n >= nth && n < nth+3 {
+						return errno
+					}
+					return 0
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				if err := r.Submit([]Request{{Op: OpNop, Tag: uint64(i)}, {Op: OpNop, Tag: uint64(10 + i)}}); err != nil {
+					t.Fatal(err)
+				}
+				sink.take(t, 2)
+			}
+			done := make(chan error, 1)
+			go func() { done <- r.Close() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(tkTimeout):
+				t.Fatalf("%v at enter calls %d..%d: Close hangs", errno, nth, nth+2)
+			}
+		}
+	}
+}
+
 // A batch larger than one io_uring_enter carries (maxSQEsPerEnter) is
 // queued and submitted in rounds.
 func TestNativeDeepBatch(t *testing.T) {

@@ -227,6 +227,15 @@ func (p *PowerCut) Image() []byte {
 	return append([]byte(nil), p.durable...)
 }
 
+// ReadDurable copies the durable image at byte offset off into b: what
+// the device would hold there after a cut now that kept none of the
+// unflushed writes.
+func (p *PowerCut) ReadDurable(b []byte, off int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	copy(b, p.durable[off:])
+}
+
 // Stats reports what passed through.
 func (p *PowerCut) Stats() PowerCutStats {
 	p.mu.Lock()

@@ -146,6 +146,14 @@ type Config struct {
 	// -EAGAIN or -EINTR (default 8). Short transfers are resumed without
 	// a cap as long as they make progress.
 	MaxRetries int
+	// EnterFault, if set, is called by the native ring before each
+	// io_uring_enter that submits SQEs, with how many it would submit; a
+	// non-zero errno is taken as that call's result without entering the
+	// kernel, so no SQE is consumed. It is fault injection for tests:
+	// EAGAIN and EBUSY are what the kernel returns this way when it
+	// cannot allocate requests or flush an overflowed CQ. It is called on
+	// the ring's own thread and must not block. Other backends ignore it.
+	EnterFault func(toSubmit uint32) syscall.Errno
 	// Logf, if set, receives one line when Open "auto" falls back from
 	// io_uring to another backend, saying why. Nil: say nothing.
 	Logf func(format string, args ...any)

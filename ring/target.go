@@ -29,8 +29,13 @@ type Target struct {
 	// address must have (sysfs logical_block_size; for a file the
 	// STATX_DIOALIGN offset alignment, else 512).
 	LogicalBlockSize int
-	// MaxSectorsKB is sysfs max_sectors_kb (0 when unknown, as for files).
+	// MaxSectorsKB is sysfs max_sectors_kb (0 when unknown, as for files):
+	// the block layer splits larger writes.
 	MaxSectorsKB int
+	// MaxHWSectorsKB is sysfs max_hw_sectors_kb (0 when unknown): the
+	// most the device takes in one request, the ceiling max_sectors_kb
+	// can be raised to.
+	MaxHWSectorsKB int
 	// NrRequests is sysfs nr_requests: how many requests the block layer
 	// queues for the device (0 when unknown, as for files).
 	NrRequests int

@@ -205,6 +205,9 @@ func (t *Target) readQueue(dir string) error {
 	if t.MaxSectorsKB, err = sysfsInt(dir, "max_sectors_kb"); err != nil {
 		return err
 	}
+	if n, err := sysfsInt(dir, "max_hw_sectors_kb"); err == nil {
+		t.MaxHWSectorsKB = n
+	}
 	// nr_requests is informational (a default queue depth); a queue
 	// without it (no scheduler tags) leaves it 0.
 	if n, err := sysfsInt(dir, "nr_requests"); err == nil {

@@ -295,6 +295,15 @@ func (u *uring) flush() uint32 {
 	return u.tail - atomic.LoadUint32(u.sqHead)
 }
 
+// unconsumed calls fn with the user_data of every SQE filled and not
+// yet consumed by the kernel (the kernel leaves them in the SQ when
+// io_uring_enter fails with EAGAIN or EBUSY, or submits only part).
+func (u *uring) unconsumed(fn func(userData uint64)) {
+	for i := atomic.LoadUint32(u.sqHead); i != u.tail; i++ {
+		fn(u.sqes[i&u.sqMask].userData)
+	}
+}
+
 // enter is io_uring_enter(GETEVENTS) on this ring.
 func (u *uring) enter(toSubmit, minComplete uint32) (int, unix.Errno) {
 	return ioUringEnter(u.fd, toSubmit, minComplete, enterGetEvents)
