@@ -34,9 +34,10 @@ test-iceber: ## the iceber backend's tests (needs the linkname flag; not under -
 # plain build for the crash tests would cost more than -race costs them),
 # and the race detector watches the VFS and the engine through crashes.
 # ~40 s of tests; the crash tests need root and a loop device and skip
-# without them, saying so.
+# without them, saying so. -v prints every crash, power-cut and
+# broken-sync round: its commits and what the checks found.
 test-sqlite: ## the SQLite VFS example's tests (unit, crash, power-cut, broken-sync), under -race with invariants
-	cd $(SQLITEVFS) && $(GO) test -race -tags invariants -timeout 6m ./...
+	cd $(SQLITEVFS) && $(GO) test -race -tags invariants -timeout 6m -v ./...
 
 build: ## build wbbench
 	$(GO) build -o wbbench ./cmd/wbbench
