@@ -15,6 +15,12 @@ import (
 // starts before its beginning).
 var ErrOutOfRange = errors.New("ring: past the end of the target")
 
+// ErrTargetBusy: another writer holds the target: a block device that is
+// mounted or open O_EXCL (the error also matches EBUSY), or a regular
+// file another open holds an exclusive flock on (it also matches
+// EWOULDBLOCK). One writer per target.
+var ErrTargetBusy = errors.New("ring: target in use by another writer")
+
 // TargetOptions are OpenTarget's options.
 type TargetOptions struct {
 	// ReadOnly opens the target O_RDONLY and, for a block device,
@@ -29,7 +35,10 @@ var sysfsRoot = "/sys"
 
 // OpenTarget opens a block device (O_RDWR|O_DIRECT|O_EXCL: the open
 // fails with EBUSY while the device is mounted or held exclusively) or a
-// regular file (O_RDWR|O_DIRECT) and reads its size and limits once:
+// regular file (O_RDWR|O_DIRECT, then an exclusive flock, released when
+// the target is closed: a second writer of the same file, in this
+// process or another, fails instead of interleaving its writes with
+// ours; both failures wrap ErrTargetBusy) and reads its size and limits once:
 // for a block device, BLKGETSIZE64 and /sys/block/<disk>/queue/ (a
 // partition's parent disk's queue, and Dev names that disk); for a
 // file, st_size and the STATX_DIOALIGN offset alignment (or its memory
@@ -64,11 +73,17 @@ func OpenTarget(path string, opt TargetOptions) (*Target, error) {
 	switch {
 	case err == nil:
 	case errors.Is(err, unix.EBUSY) && kind == KindBlock:
-		return nil, fmt.Errorf("ring: open %s: %w (the device is mounted or held open exclusively)", path, err)
+		return nil, fmt.Errorf("ring: open %s: %w: %w (the device is mounted or held open exclusively)", path, ErrTargetBusy, err)
 	case errors.Is(err, unix.EINVAL) && kind == KindFile:
 		return nil, fmt.Errorf("ring: open %s: %w: its file system does not take O_DIRECT (%w)", path, ErrTarget, err)
 	default:
 		return nil, fmt.Errorf("ring: open %s: %w", path, err)
+	}
+	if kind == KindFile && !opt.ReadOnly {
+		if err := lockFile(fd, path); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
 	}
 	t := &Target{Path: path, Kind: kind, fd: fd}
 	if err := t.readLimits(); err != nil {
@@ -76,6 +91,24 @@ func OpenTarget(path string, opt TargetOptions) (*Target, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// lockFile takes an exclusive flock on a file target's open file
+// description without waiting. The lock goes with the description: it
+// is released when the target's fd is closed (or the process dies), and
+// a second open of the file, even in this process, conflicts with it.
+// Advisory: it keeps out writers that ask (every OpenTarget), not a
+// program that writes the file without asking.
+func lockFile(fd int, path string) error {
+	err := retryEINTR(func() error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EWOULDBLOCK):
+		return fmt.Errorf("ring: open %s: %w: another open of the file holds its exclusive lock (flock: %w)", path, ErrTargetBusy, err)
+	default:
+		return fmt.Errorf("ring: open %s: flock: %w", path, err)
+	}
 }
 
 // kindOf maps a file mode to a target kind, or 0 and what it is.

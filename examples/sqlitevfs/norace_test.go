@@ -1,0 +1,5 @@
+//go:build !race
+
+package sqlitevfs
+
+const raceEnabled = false
