@@ -18,6 +18,7 @@ import (
 	"github.com/wbengine/wbengine/internal/verify"
 	"github.com/wbengine/wbengine/pages"
 	"github.com/wbengine/wbengine/ring"
+	"github.com/wbengine/wbengine/ring/faultring"
 )
 
 // Baselines are the systems the engine is compared with, in the order
@@ -81,7 +82,7 @@ type Options struct {
 	// root and the kernel baseline.
 	HoldKernelWriteback bool
 	Inject              string // -inject, as given (for the report)
-	Faults              []ring.FaultRule
+	Faults              []faultring.Rule
 
 	// Verify writes pages in the verify format (internal/verify) with
 	// Cache.WriteAt only; Journal, if set, is the journal file (it

@@ -6,7 +6,7 @@
 // is written, lays the pattern out over the target (NewLayout), and
 // opens the engine on a page cache whose capacity is the pattern's
 // pages, with its ring wrapped for timing (TimedRing) and, with -inject,
-// for fault injection (ring.Faulty). Run then measures the engine and
+// for fault injection (ring/faultring). Run then measures the engine and
 // each baseline in turn, Runs times, and returns a Report: run 1 apart,
 // the steady median of runs 2..N with its spread, each ratio to the
 // engine with its spread, what the block layer counted, and the

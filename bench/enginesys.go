@@ -16,6 +16,7 @@ import (
 	"github.com/wbengine/wbengine/internal/verify"
 	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/ring"
+	"github.com/wbengine/wbengine/ring/faultring"
 )
 
 // engineSys is the engine under test at one queue depth and I/O size:
@@ -25,7 +26,7 @@ type engineSys struct {
 	b      *Bench
 	eng    *engine.Engine
 	timed  *TimedRing
-	faulty *ring.Faulty
+	faulty *faultring.Injector
 	cfg    engine.Config // with defaults filled in
 	caps   ring.Caps
 
@@ -96,16 +97,12 @@ func (b *Bench) openEngine(qd, maxIO int) (*engineSys, error) {
 		OpenRing: func(t *ring.Target, rc ring.Config) (ring.Ring, error) {
 			open := func(c ring.Config) (ring.Ring, error) { return ring.Open(t, backend, c) }
 			if len(o.Faults) > 0 {
-				fc := ring.FaultConfig{Rules: o.Faults, BlockSize: int64(o.PageSize), Align: int64(t.LogicalBlockSize)}
-				plain := open
-				open = func(c ring.Config) (ring.Ring, error) {
-					f, err := ring.NewFaulty(plain, c, fc)
-					if err != nil {
-						return nil, err
-					}
-					es.faulty = f
-					return f, nil
+				f, err := faultring.New(faultring.Config{Rules: o.Faults, BlockSize: int64(o.PageSize), Align: int64(t.LogicalBlockSize)})
+				if err != nil {
+					return nil, err
 				}
+				es.faulty = f
+				rc.Interposers = append(rc.Interposers, f)
 			}
 			tr, err := OpenTimed(open, rc)
 			if err != nil {

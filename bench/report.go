@@ -13,6 +13,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/wbengine/wbengine/ring"
+	"github.com/wbengine/wbengine/ring/faultring"
 )
 
 // Sample is what one system measured in one cycle. Seconds is the
@@ -291,7 +292,7 @@ func (e *EngineEnd) Idle() bool {
 const maxSyncErrorLines = 10
 
 // Faults counts what -inject injected into the engine's ring
-// (ring.FaultStats).
+// (faultring.Stats).
 type Faults struct {
 	Requests       uint64 `json:"requests"`
 	EIO            uint64 `json:"eio"`
@@ -304,7 +305,7 @@ type Faults struct {
 	Resumed        uint64 `json:"resumed"`
 }
 
-func faultsOf(s ring.FaultStats) *Faults {
+func faultsOf(s faultring.Stats) *Faults {
 	return &Faults{Requests: s.Requests, EIO: s.EIO, PartialEIO: s.PartialEIO, Short: s.Short, EAGAIN: s.EAGAIN,
 		EAGAINSurfaced: s.EAGAINSurfaced, Delayed: s.Delayed, FlushErr: s.FlushErr, Resumed: s.Resumed}
 }

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -10,22 +11,33 @@ import (
 	"github.com/wbengine/wbengine/ring"
 )
 
-// fakeRing completes every request when Complete is called.
+// fakeRing completes every request when Complete is called; it issues
+// each request to its interposers as a ring does.
 type fakeRing struct {
 	handler ring.Handler
+	ips     []ring.Interposer
 	mu      sync.Mutex
 	pending []ring.Completion
 	out     []ring.Completion
+	a       ring.Attempt
+	cq      *ring.CallerQueue
 }
 
 func (f *fakeRing) Submit(reqs []ring.Request) error {
 	f.mu.Lock()
 	for i := range reqs {
+		f.a = ring.Attempt{Req: &reqs[i]}
+		for _, ip := range f.ips {
+			ip.Issue(&f.a)
+		}
+		f.a.Req = nil
 		f.pending = append(f.pending, ring.Completion{Tag: reqs[i].Tag, N: reqs[i].Len()})
 	}
 	f.mu.Unlock()
 	return nil
 }
+
+func (f *fakeRing) Run(ctx context.Context, fn func(ring.Queue)) error { return f.cq.Run(ctx, fn) }
 
 // complete delivers every pending completion, the way a ring's reaper
 // would (never from inside Submit).
@@ -35,6 +47,7 @@ func (f *fakeRing) complete() {
 	f.pending = f.pending[:0]
 	f.mu.Unlock()
 	f.handler(f.out)
+	f.cq.Delivered()
 }
 
 // completeN delivers the first n pending completions in one call.
@@ -44,6 +57,7 @@ func (f *fakeRing) completeN(n int) {
 	f.pending = append(f.pending[:0], f.pending[n:]...)
 	f.mu.Unlock()
 	f.handler(f.out)
+	f.cq.Delivered()
 }
 
 func (f *fakeRing) RegisterBuffers([][]byte) error { return ring.ErrNotSupported }
@@ -54,7 +68,8 @@ func openFakeTimed(t *testing.T, depth int, seen *int) (*TimedRing, *fakeRing) {
 	t.Helper()
 	var fr *fakeRing
 	tr, err := OpenTimed(func(c ring.Config) (ring.Ring, error) {
-		fr = &fakeRing{handler: c.Handler, pending: make([]ring.Completion, 0, 64), out: make([]ring.Completion, 0, 64)}
+		fr = &fakeRing{handler: c.Handler, ips: c.Interposers, pending: make([]ring.Completion, 0, 64), out: make([]ring.Completion, 0, 64)}
+		fr.cq = ring.NewCallerQueue(fr.Submit, func() int { fr.mu.Lock(); defer fr.mu.Unlock(); return len(fr.pending) }, 64)
 		return fr, nil
 	}, ring.Config{Depth: depth, Handler: func(cs []ring.Completion) { *seen += len(cs) }})
 	if err != nil {
@@ -108,6 +123,32 @@ func TestTimedRingRecords(t *testing.T) {
 	}
 	if latencyOf(newHist()) != nil {
 		t.Fatal("latency of an empty histogram is not nil")
+	}
+}
+
+// TestTimedRingRun: requests a Run function adds are timed too (the
+// engine's path), and what it adds between two Flush calls is one batch.
+func TestTimedRingRun(t *testing.T) {
+	seen := 0
+	tr, fr := openFakeTimed(t, 4, &seen)
+	buf := make([]byte, 4096)
+	err := tr.Run(context.Background(), func(q ring.Queue) {
+		for tag := range uint64(3) {
+			q.Add(&ring.Request{Op: ring.OpWrite, Tag: tag, Iov: iov(buf)})
+		}
+		q.Flush()
+		q.Add(&ring.Request{Op: ring.OpWrite, Tag: 3, Iov: iov(buf)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr.complete()
+	tm := tr.Take()
+	if tm.Writes.TotalCount() != 4 {
+		t.Fatalf("recorded %d writes through Run, want 4", tm.Writes.TotalCount())
+	}
+	if b := batchOf(tm.Submits); b == nil || b.N != 2 || b.Min != 1 || b.Max != 3 {
+		t.Fatalf("submit batches %+v, want 2: 3 then 1", b)
 	}
 }
 

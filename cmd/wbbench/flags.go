@@ -14,6 +14,7 @@ import (
 
 	"github.com/wbengine/wbengine/bench"
 	"github.com/wbengine/wbengine/ring"
+	"github.com/wbengine/wbengine/ring/faultring"
 )
 
 // cliFlags are wbbench's flags. Sizes take go-humanize's forms (4096,
@@ -76,7 +77,7 @@ func newFlags(sweep bool) *cliFlags {
 	fs.BoolVar(&f.json, "json", false, "print one JSON document on stdout and nothing else")
 	fs.BoolVar(&f.hold, "hold-kernel-writeback", false, "raise vm.dirty_background_ratio to 80 and vm.dirty_ratio to 90 for the run (root), so the kernel baseline writes its pages back inside its timed fdatasync and not while they are dirtied; the old values are put back at exit, also on SIGINT and SIGTERM")
 	fs.BoolVar(&f.force, "force", false, "write to a target even if it is mounted, held, carries a file-system or partition signature, or (a file) holds data wbbench did not write")
-	fs.StringVar(&f.inject, "inject", "", "fault rules for the engine's ring, e.g. eio=0.01,short=0.01,delay=5ms@0.001 (see ring.ParseFaultRules)")
+	fs.StringVar(&f.inject, "inject", "", "fault rules for the engine's ring, e.g. eio=0.01,short=0.01,delay=5ms@0.001 (see faultring.Parse)")
 	fs.BoolVar(&f.verify, "verify", false, "write pages in the verify format (DESIGN.md) through Cache.WriteAt, after zeroing the range (so wbbench check can tell this run's pages from what was there); turns the baselines off")
 	fs.StringVar(&f.journal, "journal", "", "with -verify: record each successful sync's version in this file (implies -verify)")
 	return f
@@ -206,7 +207,7 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 	o.Force = f.force
 	o.HoldKernelWriteback = f.hold
 	if f.inject != "" {
-		if o.Faults, err = ring.ParseFaultRules(f.inject); err != nil {
+		if o.Faults, err = faultring.Parse(f.inject); err != nil {
 			return o, usage2("%v", err)
 		}
 		o.Inject = f.inject

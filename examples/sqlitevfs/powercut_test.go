@@ -4,67 +4,46 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/wbengine/wbengine/internal/loopdev"
 	"github.com/wbengine/wbengine/ring"
+	"github.com/wbengine/wbengine/ring/powercut"
 )
 
-// cutRing counts the write completions the PowerCut ring under it
-// delivers and cuts the power right after the batch of completions that
-// holds the armed one: the writes that completed by then and no flush
-// covered survive as a random subset, whatever was still in flight
+// cutRing is the power-cut model (an interposer of the engine's ring)
+// that counts the write results passing through and cuts the power
+// right after the armed one: the writes that completed by then and no
+// flush covered survive as a random subset, whatever was still in flight
 // fails. So a cut falls between any two writes, also in the middle of
 // the writes of one sync. (Reads change nothing on the device, and a cut
 // right after a flush is the case of a cut after the next write with
 // that write lost: counting writes only loses no outcome.)
 type cutRing struct {
-	*ring.PowerCut
+	*powercut.Model
 	seed  uint64
-	mu    sync.Mutex
-	ops   map[uint64]ring.Op // by tag, requests submitted and not completed
-	n     atomic.Int64       // write completions delivered so far
-	cutAt atomic.Int64       // the write completion to cut after (0: not armed)
+	n     atomic.Int64 // write results seen so far
+	cutAt atomic.Int64 // the write result to cut after (0: not armed)
 	cut   atomic.Bool
-	cutN  atomic.Int64 // write completions delivered when the power was cut
+	cutN  atomic.Int64 // write results seen when the power was cut
 }
 
-// Submit implements ring.Ring: it notes each request's op by tag.
-func (c *cutRing) Submit(reqs []ring.Request) error {
-	c.mu.Lock()
-	for i := range reqs {
-		c.ops[reqs[i].Tag] = reqs[i].Op
+// Done implements ring.Interposer: the model first, then the count.
+func (c *cutRing) Done(a *ring.Attempt) {
+	c.Model.Done(a)
+	if a.Req.Op != ring.OpWrite || a.Result <= 0 {
+		return
 	}
-	c.mu.Unlock()
-	return c.PowerCut.Submit(reqs)
-}
-
-// handler wraps the engine's completion handler.
-func (c *cutRing) handler(h ring.Handler) ring.Handler {
-	return func(cs []ring.Completion) {
-		writes := 0
-		c.mu.Lock()
-		for i := range cs {
-			if c.ops[cs[i].Tag] == ring.OpWrite {
-				writes++
-			}
-			delete(c.ops, cs[i].Tag)
-		}
-		c.mu.Unlock()
-		n := c.n.Add(int64(writes))
-		if at := c.cutAt.Load(); at > 0 && n >= at {
-			c.cutNow()
-		}
-		h(cs)
+	if n := c.n.Add(1); n >= c.cutAt.Load() && c.cutAt.Load() > 0 {
+		c.cutNow()
 	}
 }
 
 func (c *cutRing) cutNow() {
 	if c.cut.CompareAndSwap(false, true) {
 		c.cutN.Store(c.n.Load())
-		c.PowerCut.Cut(c.seed)
+		c.Model.Cut(c.seed)
 	}
 }
 
@@ -79,7 +58,7 @@ type powerRound struct {
 	acked     []int64
 	cutAt     int64 // write completions delivered before the cut
 	betweenTx bool  // the cut fell between two transactions
-	stats     ring.PowerCutStats
+	stats     powercut.Stats
 	check     bankCheck
 	err       error // a failed check
 }
@@ -116,15 +95,14 @@ func runPowerRound(t *testing.T, o DBOptions, brk breakMode, seed uint64) powerR
 	if err != nil {
 		t.Fatal(err)
 	}
-	cr := &cutRing{seed: seed, ops: map[uint64]ring.Op{}}
+	cr := &cutRing{seed: seed}
 	opt := testOptions()
 	opt.broken = brk
 	opt.Engine.FlushAlways = true // the model has a volatile cache, whatever the target says
 	opt.Engine.OpenRing = func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {
-		rc.Handler = cr.handler(rc.Handler)
-		pc, err := ring.NewPowerCut(func(c ring.Config) (ring.Ring, error) { return ring.Open(tg, "auto", c) }, rc, tg.Size, initial)
-		cr.PowerCut = pc
-		return cr, err
+		cr.Model = powercut.New(tg.Size, initial)
+		rc.Interposers = append(rc.Interposers, cr)
+		return ring.Open(tg, "auto", rc)
 	}
 	v, err := Open(path, opt)
 	if err != nil {
@@ -167,9 +145,9 @@ func runPowerRound(t *testing.T, o DBOptions, brk breakMode, seed uint64) powerR
 	b.close()
 	c.Close() // fails or not: the device is gone
 	v.Close()
-	r.stats = cr.PowerCut.Stats()
+	r.stats = cr.Model.Stats()
 	// Reopen from the durable image alone, on a fresh file.
-	img := cr.PowerCut.Image()
+	img := cr.Model.Image()
 	fresh := loopdev.ShmFile(t, bankDevice)
 	if err := os.WriteFile(fresh, img, 0o644); err != nil {
 		t.Fatal(err)
