@@ -64,6 +64,7 @@ type timedQueue struct {
 func (q *timedQueue) Add(r *ring.Request) { q.added++; q.inner.Add(r) }
 func (q *timedQueue) Flush() error        { q.batch(); return q.inner.Flush() }
 func (q *timedQueue) Wait() error         { q.batch(); return q.inner.Wait() }
+func (q *timedQueue) Reap(n int) error    { q.batch(); return q.inner.Reap(n) }
 func (q *timedQueue) InFlight() int       { return q.inner.InFlight() }
 
 func (q *timedQueue) batch() {

@@ -44,8 +44,21 @@ type dirtyChunk struct {
 	pages    [chunkPages]*pages.Page
 }
 
-func newDirtySet() *dirtySet {
-	return &dirtySet{chunks: make(map[uint64]*dirtyChunk)}
+// newDirtySet makes a set for a cache of capacity pages: the chunks a
+// dense index range of that many pages needs are made now (a sparse one
+// makes more as it goes), so a first pass does not pay for them.
+func newDirtySet(capacity int) *dirtySet {
+	n := (capacity+chunkPages-1)/chunkPages + 1
+	s := &dirtySet{
+		chunks: make(map[uint64]*dirtyChunk, n),
+		keys:   make([]uint64, 0, n),
+		spare:  make([]*dirtyChunk, n),
+	}
+	block := make([]dirtyChunk, n)
+	for i := range s.spare {
+		s.spare[i] = &block[i]
+	}
+	return s
 }
 
 // Len is the number of pages in the set.

@@ -167,7 +167,8 @@ const (
 // passState is owned by the holder of the pass lock.
 type passState struct {
 	set      *dirtySet
-	drainBuf []*pages.Page
+	drainFn  func(*pages.Page) // drainPage
+	drainNow int64             // UnixNano of the drain under way, once it found a page
 	// epoch counts drains. A page entering the dirty set with no older
 	// content pending is stamped with it (slotState.dirtySince), and a
 	// Sync remembers the epoch of its first drain: whatever was dirty
@@ -331,7 +332,8 @@ func (e *Engine) open() error {
 	e.flushDone = make(chan syscall.Errno, 1)
 	e.alloc, _ = cfg.Mapper.(mapper.Allocator)
 	e.waitCond.L = &e.waitMu
-	e.set = newDirtySet()
+	e.set = newDirtySet(c.Capacity())
+	e.drainFn = e.drainPage
 	e.cur = -1
 	e.spare = -1
 	e.queue = make([]int32, 0, len(e.recs))

@@ -550,7 +550,9 @@ func (e *Engine) takeRecord(ctx context.Context) (int32, error) {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		if err := e.q.Wait(); err != nil {
+		// Reap a batch, not one: taking records back one at a time would
+		// submit one write per io_uring_enter.
+		if err := e.q.Reap(e.batchSize()); err != nil {
 			return 0, err
 		}
 	}
@@ -703,37 +705,38 @@ func (e *Engine) drain() {
 	for _, u := range failed {
 		e.cache.Put(u.p) // the pin that kept it while unflushed
 	}
-	e.drainBuf = e.cache.DetachDirty(e.drainBuf[:0])
-	if len(e.drainBuf) == 0 {
+	e.drainNow = 0
+	e.cache.DetachDirtyEach(e.drainFn)
+}
+
+// drainPage takes one page off the intake list into the dirty set
+// (drain's DetachDirtyEach callback, made once at Open).
+func (e *Engine) drainPage(p *pages.Page) {
+	if p.Flags().IsDropped() {
+		// Dirtied just as Invalidate removed it: its data was discarded;
+		// retire it here (its index may already hold a new page).
+		if e.cache.ClearDirtyDropped(p) {
+			e.cache.Put(p)
+		}
 		return
 	}
-	now := time.Now().UnixNano()
-	for _, p := range e.drainBuf {
-		if p.Flags().IsDropped() {
-			// Dirtied just as Invalidate removed it: its data was
-			// discarded; retire it here (its index may already hold a
-			// new page).
-			if e.cache.ClearDirtyDropped(p) {
-				e.cache.Put(p)
-			}
-			continue
-		}
-		st := &e.slots[p.Slot()]
-		since := st.dirtySince.Load()
-		if since == 0 {
-			// The handler may be putting an older stamp back on a page
-			// dirtied while its write was in flight: only a page with
-			// no stamp gets this epoch.
-			if st.dirtySince.CompareAndSwap(0, e.epoch) {
-				since = e.epoch
-			} else {
-				since = st.dirtySince.Load()
-			}
-		}
-		e.set.insert(p, since)
-		st.dirtiedAt = now
+	if e.drainNow == 0 {
+		e.drainNow = time.Now().UnixNano()
 	}
-	clear(e.drainBuf)
+	st := &e.slots[p.Slot()]
+	since := st.dirtySince.Load()
+	if since == 0 {
+		// The handler may be putting an older stamp back on a page
+		// dirtied while its write was in flight: only a page with no
+		// stamp gets this epoch.
+		if st.dirtySince.CompareAndSwap(0, e.epoch) {
+			since = e.epoch
+		} else {
+			since = st.dirtySince.Load()
+		}
+	}
+	e.set.insert(p, since)
+	st.dirtiedAt = e.drainNow
 }
 
 // casMin lowers *a to v unless it is already lower (0 counts as no

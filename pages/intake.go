@@ -52,6 +52,23 @@ func (c *Cache) ReturnDirty(p *Page) {
 	c.pushIntake(p)
 }
 
+// DetachDirtyEach takes the whole intake list in one atomic swap and
+// calls fn for each of its pages (most recently dirtied first), without
+// copying the chain: it reads a page's link before it hands the page to
+// fn, so fn may clear the Dirty bit of the page it is given (which lets
+// the page be pushed again, reusing the link). fn must not clear Dirty
+// on a page it has not been given yet. Each page carries the dirty pin
+// its SetDirty took; the caller owns it from now on.
+func (c *Cache) DetachDirtyEach(fn func(p *Page)) {
+	p := c.intake.Swap(nil)
+	for p != nil {
+		next := p.next
+		p.next = nil
+		fn(p)
+		p = next
+	}
+}
+
 // DetachDirty takes the whole intake list in one atomic swap, appends
 // its pages to buf (most recently dirtied first) and returns the result.
 // Each returned page carries the dirty pin its SetDirty took; the caller

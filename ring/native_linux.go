@@ -314,7 +314,11 @@ func (r *nativeRing) outstanding() bool {
 // round is one step of the owner: settle results that need no kernel,
 // fill SQEs, one io_uring_enter (with a wait for a completion when
 // mayWait and there is nothing else to do), reap.
-func (r *nativeRing) round(mayWait bool) {
+func (r *nativeRing) round(mayWait bool) { r.roundN(mayWait, 1) }
+
+// roundN is round waiting, if it waits, for n completions (at most as
+// many as are in flight; an eventfd wake-up counts as one).
+func (r *nativeRing) roundN(mayWait bool, n int) {
 	r.settleReady()
 	if r.closed && !r.outstanding() {
 		mayWait = false // settling finished the last of it: nothing will wake a wait
@@ -322,7 +326,7 @@ func (r *nativeRing) round(mayWait bool) {
 	r.fill()
 	toSubmit := r.u.flush()
 	var wait uint32
-	if mayWait && len(r.ready) == 0 && (len(r.queue) == 0 || r.inflight >= r.cfg.InFlight) && r.u.cqReady() == 0 {
+	if mayWait && len(r.ready) == 0 && (len(r.queue) == 0 || r.inflight >= r.cfg.InFlight) && int(r.u.cqReady()) < n {
 		// Nothing to do but wait: for a completion, or for the eventfd
 		// read that news will complete (see sleeping). The eventfd read
 		// is armed (fill), so the wait ends. Work queued behind the
@@ -330,7 +334,7 @@ func (r *nativeRing) round(mayWait bool) {
 		// flight: the cap is ≥ 1).
 		r.sleeping.Store(true)
 		if r.news.Load() == 0 {
-			wait = 1
+			wait = uint32(max(1, min(n, r.inflight)))
 		} else {
 			r.sleeping.Store(false)
 		}
@@ -405,13 +409,17 @@ func (q ownerQueue) Flush() error {
 }
 
 // Wait implements Queue.
-func (q ownerQueue) Wait() error {
+func (q ownerQueue) Wait() error { return q.Reap(1) }
+
+// Reap implements Queue: one io_uring_enter that waits for n
+// completions (or fewer, as many as are in flight).
+func (q ownerQueue) Reap(n int) error {
 	r := q.r
 	if err := r.runCtx.Err(); err != nil {
 		return err
 	}
 	r.collect()
-	r.round(r.outstanding())
+	r.roundN(r.outstanding(), n)
 	return nil
 }
 

@@ -141,6 +141,12 @@ type Queue interface {
 	// once when nothing is in flight or queued, and with the error of
 	// Run's ctx once that is done.
 	Wait() error
+	// Reap is Wait for n completions: it returns once n were delivered,
+	// or as many as were in flight (fewer if something else woke it;
+	// callers loop). One io_uring_enter on the native ring, where a
+	// caller that needs a batch of free slots would otherwise make one
+	// per completion (fio's iodepth_batch_complete_min).
+	Reap(n int) error
 	// InFlight is the number of requests accepted and not yet completed
 	// (Submit's included).
 	InFlight() int

@@ -252,7 +252,11 @@ func (q *CallerQueue) Flush() error {
 }
 
 // Wait implements Queue.
-func (q *CallerQueue) Wait() error {
+func (q *CallerQueue) Wait() error { return q.Reap(1) }
+
+// Reap implements Queue. It waits for n deliveries (Handler calls, each
+// one or more completions), or until nothing is in flight.
+func (q *CallerQueue) Reap(n int) error {
 	if err := q.Flush(); err != nil {
 		return err
 	}
@@ -263,7 +267,7 @@ func (q *CallerQueue) Wait() error {
 	}
 	q.mu.Lock()
 	seq := q.seq
-	for q.seq == seq && q.inFlight() > 0 {
+	for q.seq < seq+uint64(max(n, 1)) && q.inFlight() > 0 && (q.ctx == nil || q.ctx.Err() == nil) {
 		q.cond.Wait()
 	}
 	q.mu.Unlock()
