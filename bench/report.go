@@ -204,12 +204,15 @@ type TargetInfo struct {
 // ConfigInfo is the configuration a report was measured with (the
 // engine's effective values).
 type ConfigInfo struct {
-	PageSize          int      `json:"page_size"`
-	QueueDepth        int      `json:"queue_depth"`
-	MaxIOBytes        int      `json:"max_io_bytes"`
-	Ring              string   `json:"ring"` // as asked for
-	Backend           string   `json:"backend"`
-	RingSetup         string   `json:"ring_setup,omitempty"`
+	PageSize   int    `json:"page_size"`
+	QueueDepth int    `json:"queue_depth"`
+	MaxIOBytes int    `json:"max_io_bytes"`
+	Ring       string `json:"ring"` // as asked for
+	Backend    string `json:"backend"`
+	RingSetup  string `json:"ring_setup,omitempty"`
+	// RunPath is where the engine's writeback pass ran: "owner-thread"
+	// (the native ring's thread that submits and reaps) or "caller".
+	RunPath           string   `json:"run_path"`
 	RegisteredBuffers bool     `json:"registered_buffers"`
 	WritevFixed       bool     `json:"writev_fixed"`
 	Runs              int      `json:"runs"`
@@ -328,7 +331,7 @@ func (b *Bench) header(es *engineSys) (TargetInfo, ConfigInfo, Report) {
 	}
 	ci := ConfigInfo{
 		PageSize: o.PageSize, QueueDepth: es.cfg.QueueDepth, MaxIOBytes: es.cfg.MaxIOBytes,
-		Ring: ring, Backend: es.caps.Backend, RingSetup: es.caps.Setup,
+		Ring: ring, Backend: es.caps.Backend, RingSetup: es.caps.Setup, RunPath: es.caps.RunPath,
 		RegisteredBuffers: es.caps.RegisteredBuffers, WritevFixed: es.caps.WritevFixed,
 		Runs: o.Runs, Seed: o.Seed, Baselines: slices.Clone(o.Baselines),
 		Inject: o.Inject, Verify: o.Verify, Journal: o.Journal,
@@ -442,6 +445,9 @@ func writeHeader(b *strings.Builder, t *TargetInfo, c *ConfigInfo, swept, patter
 	setup := c.Backend
 	if c.RingSetup != "" {
 		setup += ": " + c.RingSetup
+	}
+	if c.RunPath != "" {
+		setup += "; pass on the " + strings.ReplaceAll(c.RunPath, "-", " ")
 	}
 	var feats []string
 	if c.RegisteredBuffers {

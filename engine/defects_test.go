@@ -19,6 +19,7 @@ import (
 	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/pages"
 	"github.com/wbengine/wbengine/ring"
+	"github.com/wbengine/wbengine/ring/faultring"
 )
 
 // holeMap maps pages [0, n) to blocks [0, n), except the pages in holes.
@@ -539,5 +540,76 @@ func TestWritePastMapperRange(t *testing.T) {
 	}
 	if err := e.Close(); err != nil {
 		t.Errorf("Close: %v", err)
+	}
+}
+
+// TestOwnerPassWaitsForWriteAt: on the native ring the pass runs on the
+// thread that reaps completions. A WriteAt holding a page's lock while
+// it waits for that page's writeback, and a Sync whose pass wants the
+// page (dirtied again through Data while in flight), must both finish:
+// the pass reaps while it waits for the lock. The write is held back by
+// the ring (an interposer's delay) so the wait is real; a timeout fails
+// the test instead of hanging it.
+func TestOwnerPassWaitsForWriteAt(t *testing.T) {
+	const ps = 4096
+	c := heapCache(t, ps, 16)
+	inj, err := faultring.New(faultring.Config{Rules: []faultring.Rule{{Kind: faultring.Delay, Nth: 1, Delay: 200 * time.Millisecond}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(c, Config{Path: testTarget(t, 16*ps), Mapper: mapper.Linear(0, 16), FlushAlways: true,
+		OpenRing: func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {
+			rc.Interposers = append(rc.Interposers, inj)
+			return ring.Open(tg, "native", rc)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if e.RingCaps().RunPath != "owner-thread" {
+		t.Fatalf("run path %q", e.RingCaps().RunPath)
+	}
+	dirtyPage(t, c, 4, 1)
+	if err := e.WritePages(context.Background(), &WritebackControl{}); err != nil { // the delayed write
+		t.Fatal(err)
+	}
+	if c.NrWriteback() != 1 {
+		t.Fatalf("%d pages under writeback, want 1", c.NrWriteback())
+	}
+	// Dirty it again directly (legal under writeback), so the Sync's pass
+	// must take it again.
+	p := c.Lookup(4)
+	p.Data()[0] = 2
+	c.SetDirty(p)
+	c.Put(p)
+	e.noStableCheck = true
+	writeDone := make(chan error, 1)
+	go func() { // takes the page lock, then waits for its writeback
+		_, err := c.WriteAt(bytes.Repeat([]byte{3}, ps), 4*ps)
+		writeDone <- err
+	}()
+	waitFor(t, "WriteAt to hold the page lock", func() bool {
+		p := c.Lookup(4)
+		defer c.Put(p)
+		return p.Flags().IsLocked()
+	})
+	syncDone := make(chan error, 1)
+	go func() { syncDone <- e.Sync(context.Background()) }()
+	for _, ch := range []chan error{writeDone, syncDone} {
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("WriteAt and a Sync on the owner thread deadlocked")
+		}
+	}
+	if err := e.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, ps)
+	if _, err := c.ReadAt(got, 4*ps); err != nil || got[0] != 3 {
+		t.Fatalf("page 4 holds %d (%v), want 3", got[0], err)
 	}
 }

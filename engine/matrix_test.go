@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 
 	"github.com/wbengine/wbengine/internal/loopdev"
 	"github.com/wbengine/wbengine/internal/verify"
@@ -185,6 +186,11 @@ func (c *mxCounts) of(k mxKind) int64 {
 // call's context at the N-th (mxCancel).
 type mxCounter struct{ run *mxRun }
 
+// mxPaths counts, over the whole matrix, write attempts issued on the
+// native ring's owner thread and elsewhere: the matrix must exercise the
+// owner-thread path (the engine's pass in ring.Run).
+var mxPaths struct{ owner, other atomic.Int64 }
+
 func (m *mxCounter) Attach(int) {}
 
 func (m *mxCounter) Issue(a *ring.Attempt) {
@@ -196,6 +202,11 @@ func (m *mxCounter) Issue(a *ring.Attempt) {
 	switch a.Req.Op {
 	case ring.OpWrite:
 		r.counts.writes.Add(1)
+		if o := r.owner.Load(); o != 0 && int64(unix.Gettid()) == o {
+			mxPaths.owner.Add(1)
+		} else {
+			mxPaths.other.Add(1)
+		}
 	case ring.OpFlush:
 		r.counts.flushes.Add(1)
 	}
@@ -241,6 +252,8 @@ type mxRun struct {
 	fired  atomic.Bool
 	// inClose is set while Close runs (mxCloseTimeout counts requests).
 	inClose atomic.Bool
+	// owner is the ring's owner thread (ring.Caps.Owner).
+	owner atomic.Int64
 
 	c  *pages.Cache
 	e  *Engine
@@ -344,6 +357,11 @@ func (r *mxRun) open(initial []byte, faults bool) {
 	})
 	if err != nil {
 		r.t.Fatalf("%v N=%d: Open: %v", r.kind, r.nth, err)
+	}
+	if caps := e.RingCaps(); caps.RunPath != "owner-thread" {
+		r.t.Fatalf("the matrix runs on %q, not the native ring's owner-thread path", caps.RunPath)
+	} else {
+		r.owner.Store(int64(caps.Owner))
 	}
 	e.testBeforeRound = func() {
 		if h := mxHold.Load(); h != nil && h.run == r {
@@ -706,6 +724,10 @@ func TestFaultMatrix(t *testing.T) {
 	})
 	if after := openFDs(t); after != fdsBefore {
 		t.Errorf("descriptors: %d before the matrix, %d after", fdsBefore, after)
+	}
+	t.Logf("write attempts issued on the native ring's owner thread: %d, elsewhere: %d", mxPaths.owner.Load(), mxPaths.other.Load())
+	if mxPaths.owner.Load() == 0 || mxPaths.other.Load() != 0 {
+		t.Errorf("the engine's writes did not all go through the owner-thread path: %d on it, %d elsewhere", mxPaths.owner.Load(), mxPaths.other.Load())
 	}
 }
 

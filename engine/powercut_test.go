@@ -26,6 +26,7 @@ type hotRun struct {
 	syncs    int
 	pc       *powercut.Model
 	required int // pages the check required (need > 0)
+	caps     ring.Caps
 }
 
 // minSynced is the least version the journal must promise before the
@@ -60,6 +61,7 @@ func runHot(t *testing.T, seed uint64, cutAfter time.Duration, breakOrder bool) 
 	if breakOrder {
 		e.testBreak = breakFlushFirst
 	}
+	h.caps = e.RingCaps()
 
 	var (
 		next    atomic.Uint64
@@ -197,6 +199,9 @@ func TestPowerCut(t *testing.T) {
 		seed := r.Uint64()
 		cut := time.Duration(r.IntN(300)) * time.Millisecond
 		h := runHot(t, seed, cut, false)
+		if h.caps.Backend == "native" && h.caps.RunPath != "owner-thread" {
+			t.Fatalf("the engine's passes ran on %q, not the native ring's owner thread", h.caps.RunPath)
+		}
 		fails := h.check(t)
 		st := h.pc.Stats()
 		t.Logf("round %d: cut after %v; synced V=%d after %d syncs; %d pages required; durable writes %d, unflushed at the cut: %d lost, %d kept; %d failures",

@@ -123,6 +123,7 @@ func openIceber(t *Target, cfg Config) (Ring, error) {
 		scratch: make([]iouring.PrepRequest, 0, cfg.Depth),
 		caps: Caps{
 			Backend:  "iceber",
+			RunPath:  "caller",
 			Depth:    cfg.Depth,
 			InFlight: cfg.InFlight,
 			Setup:    fmt.Sprintf("github.com/iceber/iouring-go: sq=%d", iour.Size()),

@@ -62,15 +62,16 @@ type nativeRing struct {
 	tid    int // the owner thread (tests signal it to provoke EINTR)
 
 	// Owner-only.
-	queue    []uint32     // slots to turn into SQEs: new work and resubmissions
-	cs       []Completion // the Handler's slice, reused
-	finished []uint32     // slots of cs, freed after the Handler returns
-	inflight int          // slot SQEs filled: in the SQ (see uring.unconsumed) or held by the kernel
-	ready    []uint32     // slots whose attempt has a result to settle: an interposer completed it, or its delay is over
-	delayed  int          // slots whose result an interposer's Delay holds back
-	closed   bool         // collect saw closing
-	efdArmed bool         // the eventfd read is in the kernel
-	nbufs    int          // registered buffers
+	queue     []uint32     // slots to turn into SQEs: new work and resubmissions
+	cs        []Completion // the Handler's slice, reused
+	finished  []uint32     // slots of cs, freed after the Handler returns
+	inflight  int          // slot SQEs filled: in the SQ (see uring.unconsumed) or held by the kernel
+	ready     []uint32     // slots whose attempt has a result to settle: an interposer completed it, or its delay is over
+	delayed   int          // slots whose result an interposer's Delay holds back
+	closed    bool         // collect saw closing
+	delivered uint64       // Handler calls so far
+	efdArmed  bool         // the eventfd read is in the kernel
+	nbufs     int          // registered buffers
 
 	// mu guards the hand-off between submitters and the owner: the free
 	// and pending lists, ctl, closing, waiters, want and caps. Submit
@@ -235,6 +236,8 @@ func (r *nativeRing) setup() error {
 	}
 	r.caps = Caps{
 		Backend:     "native",
+		RunPath:     "owner-thread",
+		Owner:       r.tid,
 		Depth:       r.cfg.Depth,
 		InFlight:    r.cfg.InFlight,
 		Setup:       desc,
@@ -319,9 +322,12 @@ func (r *nativeRing) round(mayWait bool) { r.roundN(mayWait, 1) }
 // roundN is round waiting, if it waits, for n completions (at most as
 // many as are in flight; an eventfd wake-up counts as one).
 func (r *nativeRing) roundN(mayWait bool, n int) {
+	before := r.delivered
 	r.settleReady()
-	if r.closed && !r.outstanding() {
-		mayWait = false // settling finished the last of it: nothing will wake a wait
+	if r.closed && !r.outstanding() || r.delivered != before {
+		// Settling finished the last of it (nothing would wake a wait),
+		// or delivered something: a Wait has what it waited for.
+		mayWait = false
 	}
 	r.fill()
 	toSubmit := r.u.flush()
@@ -632,6 +638,7 @@ func (r *nativeRing) settleReady() {
 // per-batch path while the owner still has work queued.
 func (r *nativeRing) deliver() {
 	r.cfg.Handler(r.cs)
+	r.delivered++
 	for _, idx := range r.finished {
 		r.slots[idx].st.release() // drop the references to the caller's memory
 	}

@@ -982,3 +982,43 @@ func threadTicks(t *testing.T, tid int) int {
 	fmt.Sscan(f[12], &stime)
 	return utime + stime
 }
+
+// delayWrites holds every write's result back by d.
+type delayWrites struct{ d time.Duration }
+
+func (delayWrites) Attach(int)     {}
+func (delayWrites) Issue(*Attempt) {}
+func (w delayWrites) Done(a *Attempt) {
+	if a.Req.Op == OpWrite {
+		a.Delay = w.d
+	}
+}
+
+// TestNativeRunWaitDelayed: a Run function waiting for a result an
+// interposer held back gets it: Wait returns once it is delivered, and
+// does not go on to wait in the kernel for nothing (it hung so).
+func TestNativeRunWaitDelayed(t *testing.T) {
+	tkNoLeaks(t)
+	sink := newTKSink()
+	r, err := Open(tkFileTarget(t, 1<<20), "native", Config{Depth: 4, Handler: sink.handle, Interposers: []Interposer{delayWrites{20 * time.Millisecond}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	mem := tkMmap(t, 4096)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(context.Background(), func(q Queue) {
+			q.Add(&Request{Op: OpWrite, Iov: []Iovec{tkIov(mem)}, Tag: 1})
+			for sink.count() == 0 {
+				q.Wait()
+			}
+		})
+	}()
+	select {
+	case <-done:
+	case <-time.After(tkTimeout):
+		t.Fatal("Wait inside Run hangs after a delayed result was delivered")
+	}
+}

@@ -81,6 +81,7 @@ func openPwritev(t *Target, cfg Config) (Ring, error) {
 		fsync: fdatasync,
 		caps: Caps{
 			Backend:  "pwritev",
+			RunPath:  "caller",
 			Depth:    cfg.Depth,
 			InFlight: cfg.InFlight,
 			Setup:    fmt.Sprintf("pool of %d goroutines (pwritev2/preadv2/fdatasync)", cfg.InFlight),

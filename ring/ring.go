@@ -160,6 +160,13 @@ type Caps struct {
 	// Setup describes how the ring was set up (for example the io_uring
 	// setup flags that were accepted), for logs and reports.
 	Setup string
+	// RunPath says where a Run function runs: "owner-thread" (the native
+	// ring: on the thread that submits and reaps) or "caller" (on the
+	// caller's goroutine, over Submit).
+	RunPath string
+	// Owner is the owner thread's id (gettid) on the native ring, 0
+	// elsewhere.
+	Owner int
 
 	Writev, WritevFixed, WriteFixed bool
 	Readv, ReadvFixed, ReadFixed    bool
