@@ -114,6 +114,8 @@ func (e *Engine) endWrite(r *record, c *ring.Completion) {
 			// Listed before writeback ends: from then on a pass may take
 			// the page again and overwrite wbSince.
 			switch {
+			case st.wbSince == 0:
+				e.put = append(e.put, p) // a gap page (FillGaps): owed nothing
 			case !e.needFlush:
 				e.put = append(e.put, p) // durable now
 			case st.unflushedAt == 0:
@@ -139,7 +141,13 @@ func (e *Engine) endWrite(r *record, c *ring.Completion) {
 		// The stamp goes back before the page is dirty again, so a pass
 		// that takes it sees it (the page is under writeback until
 		// EndWritebackPages below: no pass takes it before).
-		casMin(&st.dirtySince, st.wbSince)
+		since := st.wbSince
+		if since == 0 {
+			// A gap page (FillGaps): a failed write may have torn the
+			// copy the device had, so it is owed again, to every Sync.
+			since = 1
+		}
+		casMin(&st.dirtySince, since)
 		if !e.cache.SetDirty(p) {
 			e.lowered = append(e.lowered, p) // dirtied meanwhile: maybe in the set
 		}

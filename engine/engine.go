@@ -178,12 +178,13 @@ type passState struct {
 	// kernel's mapping->writeback_index).
 	cyclicIndex uint64
 	nextGen     uint64
-	cur         int32        // the open run's record, or -1
-	spare       int32        // a free record set aside for the next run, or -1
-	started     int          // pages moved to writeback by the fast path, not yet accounted
-	queue       []int32      // sealed runs not yet submitted
-	req         ring.Request // scratch for Queue.Add
-	q           ring.Queue   // the ring's queue while a pass runs (ring.Run)
+	cur         int32         // the open run's record, or -1
+	spare       int32         // a free record set aside for the next run, or -1
+	started     int           // pages moved to writeback by the fast path, not yet accounted
+	queue       []int32       // sealed runs not yet submitted
+	req         ring.Request  // scratch for Queue.Add
+	fillBuf     []*pages.Page // fillGap's scratch
+	q           ring.Queue    // the ring's queue while a pass runs (ring.Run)
 	passFn      func(ring.Queue)
 	passArgs    passArgs
 	ext         mapper.Extent // the extent the walk mapped last
@@ -338,6 +339,7 @@ func (e *Engine) open() error {
 	e.spare = -1
 	e.queue = make([]int32, 0, len(e.recs))
 	e.passFn = e.runPassOnRing
+	e.fillBuf = make([]*pages.Page, 0, cfg.FillGaps)
 	e.recGen = make([]atomic.Uint64, len(e.recs))
 	e.initReads()
 	iovs := min(e.maxPages, maxIovecs)
@@ -569,6 +571,7 @@ func (e *Engine) WritebackForReclaim(ctx context.Context) error {
 // counters are the engine's statistics, updated atomically.
 type counters struct {
 	pagesWritten   atomic.Int64
+	pagesFilled    atomic.Int64
 	bytesWritten   atomic.Int64
 	writes         atomic.Int64
 	pagesIO        atomic.Int64
@@ -592,6 +595,7 @@ type counters struct {
 // Stats is a snapshot of the engine's counters.
 type Stats struct {
 	PagesWritten  int64         `json:"pages_written"`   // pages whose write completed successfully
+	PagesFilled   int64         `json:"pages_filled"`    // clean pages written in gaps between dirty runs (Config.FillGaps)
 	BytesWritten  int64         `json:"bytes_written"`   // their bytes
 	Writes        int64         `json:"writes"`          // writes completed (WriteErrors of them failed in part or whole)
 	PagesPerWrite float64       `json:"pages_per_write"` // pages carried per completed write
@@ -623,6 +627,7 @@ type Stats struct {
 func (e *Engine) Stats() Stats {
 	s := Stats{
 		PagesWritten:  e.stats.pagesWritten.Load(),
+		PagesFilled:   e.stats.pagesFilled.Load(),
 		BytesWritten:  e.stats.bytesWritten.Load(),
 		Writes:        e.stats.writes.Load(),
 		InFlight:      e.stats.inFlight.Load(),

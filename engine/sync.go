@@ -359,7 +359,7 @@ func (e *Engine) checkLocked(since uint64, members []syncMember, durable bool) c
 					continue
 				}
 				for _, p := range e.recs[ri].pages {
-					if in(p) && e.slots[p.Slot()].wbSince <= since {
+					if s := e.slots[p.Slot()].wbSince; s != 0 && s <= since && in(p) {
 						c.add(&c.pending, p, 0, errInFlight)
 						res.retry = true
 					}

@@ -270,7 +270,7 @@ func (e *Engine) writePage(ctx context.Context, p *pages.Page, sync bool) (pageO
 		}
 		alone := e.mapper == nil || e.slots[p.Slot()].failures.Load() > 0
 		buf := e.bufOf(p)
-		extends := e.extends(idx, block, buf, p, alone)
+		extends := e.extends(idx, block, buf, p, alone) || !alone && e.fillGap(idx, block, buf) && e.extends(idx, block, buf, p, alone)
 		if !extends {
 			e.seal()
 			if err := e.reserveRecord(ctx); err != nil {
@@ -445,7 +445,7 @@ func (e *Engine) mapPage(idx uint64) (block uint64, boundary bool, err error) {
 // own.
 func (e *Engine) runFor(ctx context.Context, idx, block uint64, p *pages.Page, alone bool) (*record, error) {
 	buf := e.bufOf(p)
-	if e.extends(idx, block, buf, p, alone) {
+	if e.extends(idx, block, buf, p, alone) || !alone && e.fillGap(idx, block, buf) && e.extends(idx, block, buf, p, alone) {
 		return &e.recs[e.cur], nil
 	}
 	e.seal()
@@ -453,6 +453,65 @@ func (e *Engine) runFor(ctx context.Context, idx, block uint64, p *pages.Page, a
 		return nil, err
 	}
 	return e.openRun(block, buf), nil
+}
+
+// fillGap is gap filling (Config.FillGaps): page idx at block does not
+// extend the open run, but the pages between them are few, contiguous on
+// the device, cached, up to date, clean, unlocked and pinned by nobody
+// but the cache; then it puts them under writeback (stable while in
+// flight) and appends them to the run, so the run and page idx go out in
+// one write, and reports true. The gap pages carry no stamp: their
+// content is on the device already (wbSince 0). If any gap page does not
+// qualify, nothing changes and it reports false.
+func (e *Engine) fillGap(idx, block uint64, buf int) bool {
+	if e.cfg.FillGaps == 0 || e.cur < 0 {
+		return false
+	}
+	r := &e.recs[e.cur]
+	last := r.pages[len(r.pages)-1].Index()
+	if idx <= last+1 || idx-last-1 > uint64(e.cfg.FillGaps) {
+		return false
+	}
+	gap := int(idx - last - 1)
+	lastBlock := uint64(r.off)/uint64(e.ps) + uint64(len(r.pages)) - 1
+	if block != lastBlock+uint64(gap)+1 || len(r.pages)+gap+1 > e.maxPages || len(r.iov)+gap+1 > cap(r.iov) {
+		return false
+	}
+	taken := e.fillBuf[:0]
+	ok := true
+	for k := 1; k <= gap && ok; k++ {
+		g := last + uint64(k)
+		b, boundary, err := e.mapPage(g)
+		q := (*pages.Page)(nil)
+		if err == nil && b == lastBlock+uint64(k) && !boundary {
+			q = e.cache.Lookup(g)
+		}
+		switch {
+		case q == nil:
+			ok = false
+		case q.Pins() != 1 || e.bufOf(q) != buf || !q.TryStartWritebackClean():
+			e.cache.Put(q)
+			ok = false
+		default:
+			taken = append(taken, q)
+		}
+	}
+	if !ok {
+		for _, q := range taken {
+			e.cache.EndWritebackPages([]*pages.Page{q})
+			e.cache.Put(q)
+		}
+		clear(taken)
+		return false
+	}
+	for _, q := range taken {
+		st := &e.slots[q.Slot()]
+		st.gen, st.wbSince = r.gen, 0
+		e.appendPage(r, q)
+	}
+	clear(taken)
+	e.stats.pagesFilled.Add(int64(gap))
+	return true
 }
 
 // bufOf is the registered buffer holding p, or -1.

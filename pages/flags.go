@@ -27,8 +27,12 @@ import "strings"
 //     clean→dirty CAS), cleared only by ClearDirtyForIO or CancelDirty
 //     under the page lock, by the one goroutine that runs writeback passes.
 //   - Writeback: set by TestSetWriteback under the page lock right after
-//     ClearDirtyForIO; cleared by EndWriteback (no lock needed) exactly once
-//     per submission.
+//     ClearDirtyForIO, or by TryStartWriteback in one CAS that takes,
+//     clears Dirty and releases the lock with nothing visible between;
+//     or, on a clean page, by TryStartWritebackClean in one CAS from
+//     clean, up to date and unlocked (gap filling: the engine rewrites a
+//     clean page between two dirty runs in the same write). Cleared by
+//     EndWriteback (no lock needed) exactly once per submission.
 //   - Error: set and cleared by the writeback engine (SetError,
 //     ClearError); a page held in error after repeated write failures.
 //   - Waiters: set by a goroutine about to sleep on the page (under its

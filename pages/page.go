@@ -186,6 +186,27 @@ func (p *Page) TryStartWriteback() bool {
 	}
 }
 
+// TryStartWritebackClean puts a clean page under writeback in one CAS:
+// from up to date, clean, unlocked, not under writeback and in the cache,
+// to the same with Writeback set. The writeback engine uses it to
+// rewrite a clean page in the gap between two dirty runs (gap filling),
+// holding a pin on it; the page is then stable (WriteAt and PrepareWrite
+// wait for its writeback) until EndWriteback. It reports whether it
+// did.
+func (p *Page) TryStartWritebackClean() bool {
+	const busy = uint32(PageLocked | PageWriteback | PageDropped | PageHandoff | PageDirty)
+	for {
+		old := p.flags.Load()
+		if old&busy != 0 || old&uint32(PageUptodate) == 0 {
+			return false
+		}
+		if p.flags.CompareAndSwap(old, old|uint32(PageWriteback)) {
+			p.cache.nrWriteback.Add(1)
+			return true
+		}
+	}
+}
+
 // EndWriteback clears Writeback and wakes the page's waiters (the
 // kernel's folio_end_writeback). It needs no page lock and never
 // blocks for long (it takes the wait bucket's mutex only when someone

@@ -876,3 +876,40 @@ func TestTryStartWriteback(t *testing.T) {
 	}
 	c.Put(q)
 }
+
+// TestTryStartWritebackClean: only a clean, up-to-date, unlocked page in
+// the cache and not under writeback goes under writeback, and it counts.
+func TestTryStartWritebackClean(t *testing.T) {
+	c := newTestCache(t, 512, 4)
+	p, _ := c.Grab(1)
+	if p.TryStartWritebackClean() {
+		t.Fatal("a locked page went under writeback")
+	}
+	p.Unlock()
+	if p.TryStartWritebackClean() {
+		t.Fatal("a page that is not up to date went under writeback")
+	}
+	p.SetUptodate()
+	c.SetDirty(p)
+	if p.TryStartWritebackClean() {
+		t.Fatal("a dirty page went under writeback as a clean one")
+	}
+	p.Lock()
+	p.ClearDirtyForIO()
+	p.Unlock()
+	c.AccountStartedWriteback(0)
+	if !p.TryStartWritebackClean() {
+		t.Fatalf("a clean up-to-date unlocked page did not go under writeback: %v", p.Flags())
+	}
+	if c.NrWriteback() != 1 || !p.Flags().IsWriteback() || p.Flags().IsDirty() {
+		t.Fatalf("after: writeback %d, flags %v", c.NrWriteback(), p.Flags())
+	}
+	if p.TryStartWritebackClean() {
+		t.Fatal("writeback set twice")
+	}
+	c.EndWritebackPages([]*Page{p})
+	if c.NrWriteback() != 0 {
+		t.Fatal("writeback count not back to 0")
+	}
+	c.Put(p)
+}
