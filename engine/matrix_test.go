@@ -807,7 +807,7 @@ func TestFaultStress(t *testing.T) {
 	var enterFaults atomic.Int64
 	e, err := Open(c, Config{
 		Path: path, Mapper: mapper.Linear(0, mxPages), QueueDepth: 8, MaxIOBytes: 16 * mxPS, FlushAlways: true,
-		DirtyBackgroundBytes: 32 * mxPS, DirtyBytes: 128 * mxPS, WritebackInterval: 10 * time.Millisecond, DirtyExpire: 20 * time.Millisecond,
+		FillGaps: 4, DirtyBackgroundBytes: 32 * mxPS, DirtyBytes: 128 * mxPS, WritebackInterval: 10 * time.Millisecond, DirtyExpire: 20 * time.Millisecond,
 		OpenRing: func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {
 			rc.EnterFault = func(uint32) syscall.Errno {
 				if !faultsOn.Load() {

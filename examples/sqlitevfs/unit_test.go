@@ -364,3 +364,22 @@ func TestOpenNames(t *testing.T) {
 	}
 	f.Close()
 }
+
+// With gap filling on, the engine rewrites clean pages, so the VFS does
+// not claim power-safe overwrite.
+func TestFillGapsNoPowersafeOverwrite(t *testing.T) {
+	path := loopdev.ShmFile(t, 4<<20)
+	formatTest(t, path, 2<<20, 0, 0)
+	opt := testOptions()
+	opt.Engine.FillGaps = 4
+	v, err := Open(path, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	f := openFile(t, v, "test.db", vfs.OPEN_MAIN_DB|vfs.OPEN_CREATE)
+	defer f.Close()
+	if f.DeviceCharacteristics()&vfs.IOCAP_POWERSAFE_OVERWRITE != 0 {
+		t.Error("with FillGaps the VFS claims POWERSAFE_OVERWRITE")
+	}
+}

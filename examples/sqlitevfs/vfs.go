@@ -299,7 +299,9 @@ func (s sqlVFS) Open(name string, flags vfs.OpenFlag) (vfs.File, vfs.OpenFlag, e
 	case !e.exists:
 		e.exists, e.size = true, 0 // durable at the file's first sync
 	}
-	return &file{v: v, e: e, flags: flags, psow: true}, flags, nil
+	// Gap filling rewrites clean pages, which a torn write at power loss
+	// can damage: no power-safe overwrite then.
+	return &file{v: v, e: e, flags: flags, psow: v.eng.Config().FillGaps == 0}, flags, nil
 }
 
 func (s sqlVFS) Delete(name string, syncDir bool) error {
@@ -521,8 +523,9 @@ func (f *file) SectorSize() int { return int(f.v.ps) }
 //     it are durable, so a crash never shows an appended range the
 //     device does not hold.
 //   - POWERSAFE_OVERWRITE (unless turned off with the psow=0 URI
-//     parameter): the engine writes only pages that were dirtied, each
-//     with its current content, and never rewrites a clean page; within
+//     parameter, or the engine fills gaps: engine.Config.FillGaps): the
+//     engine writes only pages that were dirtied, each with its current
+//     content, and never rewrites a clean page; within
 //     a page it relies on the device writing a sector all or nothing,
 //     as SQLite's own unix VFS does.
 //   - SUBPAGE_READ: reads of less than a page go through the cache.
