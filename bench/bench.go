@@ -82,7 +82,16 @@ type Options struct {
 	// root and the kernel baseline.
 	HoldKernelWriteback bool
 	Inject              string // -inject, as given (for the report)
-	Faults              []faultring.Rule
+	// FillGaps is engine.Config.FillGaps.
+	FillGaps int
+	// Cached puts every page of the target in the engine's cache, clean
+	// and up to date, before the pattern dirties its own (the gap pages a
+	// fill can write).
+	Cached bool
+	// IOPSLimit models a device limited by its I/O count: the engine's
+	// ring completes at most that many writes per second (0: off).
+	IOPSLimit int
+	Faults    []faultring.Rule
 
 	// Verify writes pages in the verify format (internal/verify) with
 	// Cache.WriteAt only; Journal, if set, is the journal file (it
@@ -237,7 +246,9 @@ func (b *Bench) open() error {
 			return usagef("-size %d: the %s pattern dirties no page of %d", b.target.Size, o.Pattern, b.n)
 		}
 		b.layout = l
-		capacity = l.Pages
+		if !o.Cached {
+			capacity = l.Pages
+		}
 	}
 	if capacity > 1<<32-1 {
 		return usagef("-size %d: %d pages of %d bytes is more than the page cache takes", b.target.Size, capacity, ps)
@@ -273,6 +284,11 @@ func (b *Bench) open() error {
 	}
 	if b.eng, err = b.openEngine(o.QueueDepth, o.MaxIOBytes); err != nil {
 		return err
+	}
+	if o.Cached {
+		if err := b.cacheAll(); err != nil {
+			return err
+		}
 	}
 	for _, name := range o.Baselines {
 		switch {

@@ -380,3 +380,35 @@ func tableOf(out string) []string {
 	}
 	return t
 }
+
+// TestFillGapsCached: -cached -fill-gaps on single writes fewer, larger
+// writes than without, filling clean cached pages; -iops-limit slows the
+// device model down to about its rate; the config says what ran.
+func TestFillGapsCached(t *testing.T) {
+	path := loopdev.ShmFile(t, 8<<20)
+	run := func(fill, iops int) Result {
+		t.Helper()
+		b, err := Open(Options{Device: path, Pattern: Single, Baselines: nil, Runs: 2, Cached: true, FillGaps: fill, IOPSLimit: iops, Force: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		rep, err := b.Run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := rep.Config; c.FillGaps != fill || !c.Cached || c.IOPSLimit != iops {
+			t.Fatalf("config %+v", c)
+		}
+		return rep.Results[0]
+	}
+	off, on := run(0, 0), run(14, 0)
+	if off.PagesFilled != 0 || on.PagesFilled == 0 || on.IOs >= off.IOs {
+		t.Fatalf("fill 0: %d I/Os, %d filled; fill 14: %d I/Os, %d filled", off.IOs, off.PagesFilled, on.IOs, on.PagesFilled)
+	}
+	t.Logf("single over 8 MiB, cached: fill 0: %d I/Os; fill 14: %d I/Os, %d clean pages filled", off.IOs, on.IOs, on.PagesFilled)
+	limited := run(0, 2000)
+	if secs := float64(limited.IOs) / 2000; limited.Seconds < secs*0.9 {
+		t.Fatalf("-iops-limit 2000: %d writes in %.3fs, faster than the model allows (%.3fs)", limited.IOs, limited.Seconds, secs)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -91,11 +92,15 @@ func (b *Bench) openEngine(qd, maxIO int) (*engineSys, error) {
 		Path:       b.target.Path,
 		QueueDepth: qd,
 		MaxIOBytes: maxIO,
+		FillGaps:   o.FillGaps,
 		Mapper:     mapper.Linear(0, b.n),
 		Ring:       backend,
 		Logger:     notices(o.Logf),
 		OpenRing: func(t *ring.Target, rc ring.Config) (ring.Ring, error) {
 			open := func(c ring.Config) (ring.Ring, error) { return ring.Open(t, backend, c) }
+			if o.IOPSLimit > 0 {
+				rc.Interposers = append(rc.Interposers, newIOPSLimit(o.IOPSLimit))
+			}
 			if len(o.Faults) > 0 {
 				f, err := faultring.New(faultring.Config{Rules: o.Faults, BlockSize: int64(o.PageSize), Align: int64(t.LogicalBlockSize)})
 				if err != nil {
@@ -180,6 +185,49 @@ func (b *Bench) dirtyCache(ctx context.Context) error {
 	return nil
 }
 
+// cacheAll puts every page of the target in the cache, clean and up to
+// date (-cached).
+func (b *Bench) cacheAll() error {
+	for i := range b.n {
+		p, err := b.cache.Grab(i)
+		if err != nil {
+			return fmt.Errorf("engine: cache page %d: %w", i, err)
+		}
+		b.fill(p.Data(), i, 0)
+		p.SetUptodate()
+		p.Unlock()
+		b.cache.Put(p)
+	}
+	return nil
+}
+
+// iopsLimit is a device model (a ring interposer): it holds each write's
+// result back until its turn, so the ring completes at most k writes per
+// second, whatever their size — a device bound by its I/O count.
+type iopsLimit struct {
+	mu   sync.Mutex
+	gap  time.Duration
+	next time.Time // when the next write may complete
+}
+
+func newIOPSLimit(k int) *iopsLimit { return &iopsLimit{gap: time.Second / time.Duration(k)} }
+
+func (l *iopsLimit) Attach(int)          {}
+func (l *iopsLimit) Issue(*ring.Attempt) {}
+func (l *iopsLimit) Done(a *ring.Attempt) {
+	if a.Req.Op != ring.OpWrite {
+		return
+	}
+	l.mu.Lock()
+	now := time.Now()
+	if l.next.Before(now) {
+		l.next = now
+	}
+	l.next = l.next.Add(l.gap)
+	a.Delay = max(a.Delay, l.next.Sub(now))
+	l.mu.Unlock()
+}
+
 // flushCycle is one engine cycle of a flush pattern: dirty the layout,
 // then time Sync.
 func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
@@ -225,6 +273,7 @@ func (es *engineSys) flushCycle(ctx context.Context) (Sample, error) {
 		Seconds:       t2.Sub(t1).Seconds(),
 		TotalSeconds:  t2.Sub(t0).Seconds(),
 		IOs:           st1.Writes - st0.Writes,
+		PagesFilled:   st1.PagesFilled - st0.PagesFilled,
 		Latency:       latencyOf(tm.Writes),
 		FlushLatency:  latencyOf(tm.Flushes),
 		SubmitBatch:   batchOf(tm.Submits),

@@ -33,6 +33,9 @@ type Sample struct {
 	PagesPerSec  float64 `json:"pages_per_sec"`
 	IOs          int64   `json:"ios"`
 	PagesPerIO   float64 `json:"pages_per_io"`
+	// PagesFilled is the clean pages the engine wrote in gaps between
+	// dirty runs (-fill-gaps), beside the Pages it was asked to write.
+	PagesFilled int64 `json:"pages_filled,omitempty"`
 	// CPU time of the timed part: user + system, and each (getrusage;
 	// fio: its usr_cpu and sys_cpu share of its runtime).
 	CPUSeconds       float64 `json:"cpu_seconds"`
@@ -222,6 +225,9 @@ type ConfigInfo struct {
 	Writers           int      `json:"writers,omitempty"`
 	SyncEverySeconds  float64  `json:"sync_every_seconds,omitempty"`
 	Inject            string   `json:"inject,omitempty"`
+	FillGaps          int      `json:"fill_gaps,omitempty"`
+	Cached            bool     `json:"cached,omitempty"`
+	IOPSLimit         int      `json:"iops_limit,omitempty"`
 	Verify            bool     `json:"verify"`
 	// Zeroed, with -verify: how the target's range was zeroed before the
 	// run (so check can tell this run's pages from what was there).
@@ -335,6 +341,7 @@ func (b *Bench) header(es *engineSys) (TargetInfo, ConfigInfo, Report) {
 		RegisteredBuffers: es.caps.RegisteredBuffers, WritevFixed: es.caps.WritevFixed,
 		Runs: o.Runs, Seed: o.Seed, Baselines: slices.Clone(o.Baselines),
 		Inject: o.Inject, Verify: o.Verify, Journal: o.Journal,
+		FillGaps: o.FillGaps, Cached: o.Cached, IOPSLimit: o.IOPSLimit,
 	}
 	if ci.Baselines == nil {
 		ci.Baselines = []string{}

@@ -28,7 +28,9 @@ type cliFlags struct {
 	pattern, ring, baseline, inject   string
 	journal, plot                     string
 	cpuProfile, trace                 string
-	runs, writers                     int
+	runs, writers, fillGaps           int
+	iopsLimit                         int
+	cached                            bool
 	duration, syncEvery               time.Duration
 	seed                              uint64
 	json, force, verify, hold         bool
@@ -77,6 +79,9 @@ func newFlags(sweep bool) *cliFlags {
 	fs.BoolVar(&f.json, "json", false, "print one JSON document on stdout and nothing else")
 	fs.BoolVar(&f.hold, "hold-kernel-writeback", false, "raise vm.dirty_background_ratio to 80 and vm.dirty_ratio to 90 for the run (root), so the kernel baseline writes its pages back inside its timed fdatasync and not while they are dirtied; the old values are put back at exit, also on SIGINT and SIGTERM")
 	fs.BoolVar(&f.force, "force", false, "write to a target even if it is mounted, held, carries a file-system or partition signature, or (a file) holds data wbbench did not write")
+	fs.IntVar(&f.fillGaps, "fill-gaps", 0, "engine.Config.FillGaps: write clean cached pages in gaps of up to this many pages between dirty runs, so they go out as one write (0: off; see -cached)")
+	fs.BoolVar(&f.cached, "cached", false, "seq, runs, single: every page of the target is in the engine's cache, clean and up to date, before the pattern dirties its pages (so -fill-gaps has clean pages to fill with)")
+	fs.IntVar(&f.iopsLimit, "iops-limit", 0, "a device model for the engine: complete at most this many writes per second, whatever their size (like a SATA SSD's 4 KiB write IOPS; 0: off)")
 	fs.StringVar(&f.inject, "inject", "", "fault rules for the engine's ring, e.g. eio=0.01,short=0.01,delay=5ms@0.001 (see faultring.Parse)")
 	fs.BoolVar(&f.verify, "verify", false, "write pages in the verify format (DESIGN.md) through Cache.WriteAt, after zeroing the range (so wbbench check can tell this run's pages from what was there); turns the baselines off")
 	fs.StringVar(&f.journal, "journal", "", "with -verify: record each successful sync's version in this file (implies -verify)")
@@ -203,6 +208,18 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 			}
 		}
 	}
+	if f.fillGaps < 0 || f.fillGaps > 1023 {
+		return o, usage2("-fill-gaps %d: must be from 0 to 1023 pages", f.fillGaps)
+	}
+	o.FillGaps = f.fillGaps
+	if f.iopsLimit < 0 {
+		return o, usage2("-iops-limit %d: must not be negative (0: off)", f.iopsLimit)
+	}
+	o.IOPSLimit = f.iopsLimit
+	if f.cached && p == bench.Hot {
+		return o, usage2("-cached: only with seq, runs or single (hot writes its own pages)")
+	}
+	o.Cached = f.cached
 	o.Seed = f.seed
 	o.Force = f.force
 	o.HoldKernelWriteback = f.hold
