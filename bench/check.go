@@ -52,7 +52,7 @@ type CheckReport struct {
 	Last    uint64                `json:"last_synced"` // the highest synced version (0 without a journal)
 	Pages   uint64                `json:"pages_checked"`
 	// Required is the pages that had to hold a valid page (need > 0 in
-	// DESIGN.md's terms); the others may also be all zero.
+	// the verify format's terms); the others may also be all zero.
 	Required uint64 `json:"required"`
 	Valid    uint64 `json:"valid"` // pages holding a valid page of the run
 	Zero     uint64 `json:"zero"`  // pages all zero where that is allowed
@@ -136,7 +136,7 @@ func (f CheckFailure) String() string {
 func (r *CheckReport) OK() bool { return r.Bad == 0 }
 
 // Check reads a device (or file) that a wbbench -verify run wrote and
-// checks it (DESIGN.md, "Verify format"). A block device is first opened
+// checks it (docs/design.md, "The verify format"). A block device is first opened
 // O_EXCL, retrying on EBUSY for up to o.Wait (the killed writer's
 // in-flight I/O drains first), and held so while it is read.
 //

@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// Pattern is a dirty pattern (DESIGN.md, "Benchmarks").
+// Pattern is a dirty pattern (bench/README.md).
 type Pattern string
 
 const (

@@ -17,10 +17,15 @@
 // submits the sealed runs as vectored writes in batches, one
 // io_uring_enter per batch, never more than QueueDepth in flight; the
 // ring holds as many again waiting and feeds them to the device as
-// writes complete, so the device does not wait for the pass. A run is pages contiguous by index and by
-// block; it is sealed at a discontiguity, at MaxIOBytes, at 1024 iovecs,
-// at a mapper boundary and at a registered-buffer edge. Pages adjacent in
-// memory share an iovec.
+// writes complete, so the device does not wait for the pass. The pass
+// runs through ring.Run: on the native ring on the ring's own thread,
+// which puts its writes into the submission queue, submits and reaps in
+// one system call and ends writeback inline; its caller hands it the
+// work once. A run is pages contiguous by index and by block; it is
+// sealed at a discontiguity, at MaxIOBytes (at most 1024 pages), at a
+// mapper boundary and at a registered-buffer edge. Pages adjacent in
+// memory share an iovec. With FillGaps, a short gap of clean cached
+// pages between two runs is written too.
 //
 // When a write completes, the engine first makes any failed page dirty
 // again (through the same clean → dirty transition), then ends writeback
@@ -72,5 +77,11 @@
 // it. The pass holder owns the dirty set and the runs it builds; a run's
 // record passes to the ring at submission and back to the engine when
 // its completion is handled. The completion handler runs on the ring's
-// goroutine, never blocks and never submits.
+// goroutine, never blocks and never submits. On the native ring the
+// pass runs on that same thread, so it never blocks on what only the
+// thread can release: where it waits — for a page lock, a write in
+// flight, a free record — it reaps completions while it waits.
+//
+// docs/design.md in the repository puts the packages together: the life
+// of a page, the concurrency contract, the error model.
 package engine

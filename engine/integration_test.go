@@ -32,7 +32,7 @@ func testTarget(t *testing.T, size int64) string {
 }
 
 // patternPages returns the page indexes of a dirty pattern over n pages
-// (DESIGN.md: seq every page; runs of 1–32 with gaps of 1–32; single
+// (bench/pattern.go: seq every page; runs of 1–32 with gaps of 1–32; single
 // pages with gaps of 1–14).
 func patternPages(pattern string, n uint64, seed uint64) []uint64 {
 	r := rand.New(rand.NewPCG(seed, 0))

@@ -153,7 +153,7 @@ func runHot(t *testing.T, seed uint64, cutAfter time.Duration, breakOrder bool) 
 	return h
 }
 
-// check applies DESIGN.md's rule to the durable image: page p must be
+// check applies the verify rule (docs/design.md) to the durable image: page p must be
 // valid with a version ≥ need(p); where need(p) = 0 it may be zero.
 func (h *hotRun) check(t *testing.T) (failures int) {
 	const ps = 4096

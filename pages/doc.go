@@ -49,4 +49,7 @@
 // The cache never imports the engine. Where it needs the device (read a
 // page in, make room, pace a writer) it calls the Ops the engine installs
 // with SetOps.
+//
+// docs/design.md in the repository puts the packages together: the life
+// of a page, the concurrency contract, the error model.
 package pages

@@ -6,7 +6,7 @@
 // Raw system calls and unsafe code stay in a few files named for them:
 // uring_linux.go (the io_uring binary interface), syspwritev_linux.go
 // (pwritev2/preadv2 on raw iovecs), discard_linux.go (BLKDISCARD) and
-// powercut.go (views of in-flight write memory).
+// iov.go (iovec arithmetic: the package's only iovec code).
 //
 // # Backends
 //
@@ -25,11 +25,24 @@
 //     -tags iceber (and -ldflags=-checklinkname=0), for differential
 //     tests and benchmarks.
 //
-// Wrappers over any backend, for tests and wbbench: Faulty (OpenFaulty,
-// ParseFaultRules for -inject) injects EIO, partial and short writes,
-// EAGAIN, delays and flush errors by rule or seeded fraction; PowerCut
-// models a volatile write cache and keeps the image a power cut would
-// leave.
+// Every backend drives its requests through one state machine
+// (reqstate.go): the request, then the rest after a short transfer, or
+// the same again after EAGAIN/EINTR. Interposers (Config.Interposers)
+// see every one of those attempts and its result, on every backend:
+// package faultring injects EIO, partial and short writes, EAGAIN,
+// delays and flush errors by rule; package powercut models a volatile
+// write cache; wbbench times writes.
+//
+// # Run: work on the owner thread
+//
+// Run(ctx, fn) calls fn with a Queue. On the native ring fn runs on the
+// owner thread: Queue.Add puts requests into the submission queue
+// without a hand-off, Flush is one io_uring_enter that submits and
+// reaps, Wait and Reap wait for completions, and completions are
+// delivered to the Handler inline, from inside those calls. The engine
+// runs its writeback pass this way, so a pass costs one hand-off, not
+// one per batch. Elsewhere fn runs on the caller's goroutine over Submit
+// (CallerQueue).
 //
 // "auto" (the default) is native, or pwritev when io_uring setup is
 // refused (EPERM, EACCES, ENOSYS: seccomp, kernel.io_uring_disabled);
@@ -58,8 +71,9 @@
 //     call that delivered its Completion.
 //
 // The Handler is called only by the goroutine that reaps the ring (the
-// native ring's owner), one call per reap with every completion of that
-// reap, never concurrently and never from inside Submit. Its slice is
+// native ring's owner, also from inside a Run function's Queue calls),
+// one call per reap with every completion of that reap, never
+// concurrently and never from inside Submit. Its slice is
 // reused: it is valid only during the call. The Handler must not block,
 // and must not call Submit or Close (both may wait for the Handler's
 // goroutine).
@@ -79,4 +93,7 @@
 // that errno and the bytes transferred so far. Writes and flushes are
 // separate requests: a flush covers the writes that completed before it
 // was submitted, and ordering is the caller's job.
+//
+// docs/design.md in the repository puts the packages together: the life
+// of a page, the concurrency contract, the error model.
 package ring

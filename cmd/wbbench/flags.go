@@ -83,7 +83,7 @@ func newFlags(sweep bool) *cliFlags {
 	fs.BoolVar(&f.cached, "cached", false, "seq, runs, single: every page of the target is in the engine's cache, clean and up to date, before the pattern dirties its pages (so -fill-gaps has clean pages to fill with)")
 	fs.IntVar(&f.iopsLimit, "iops-limit", 0, "a device model for the engine: complete at most this many writes per second, whatever their size (like a SATA SSD's 4 KiB write IOPS; 0: off)")
 	fs.StringVar(&f.inject, "inject", "", "fault rules for the engine's ring, e.g. eio=0.01,short=0.01,delay=5ms@0.001 (see faultring.Parse)")
-	fs.BoolVar(&f.verify, "verify", false, "write pages in the verify format (DESIGN.md) through Cache.WriteAt, after zeroing the range (so wbbench check can tell this run's pages from what was there); turns the baselines off")
+	fs.BoolVar(&f.verify, "verify", false, "write pages in the verify format (docs/design.md) through Cache.WriteAt, after zeroing the range (so wbbench check can tell this run's pages from what was there); turns the baselines off")
 	fs.StringVar(&f.journal, "journal", "", "with -verify: record each successful sync's version in this file (implies -verify)")
 	return f
 }

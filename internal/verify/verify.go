@@ -1,5 +1,5 @@
 // Package verify is the on-device format wbbench -verify writes and
-// wbbench check reads (DESIGN.md, "Verify format"): self-describing
+// wbbench check reads (docs/design.md, "The verify format"): self-describing
 // pages, the pseudo-random choices that say which page a version of the
 // hot pattern goes to, and the journal that records which versions a
 // successful Sync made durable.
