@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/wbengine/wbengine/internal/invariants"
+	"github.com/wbengine/wbengine/internal/mem"
 	"github.com/wbengine/wbengine/pages"
 )
 
@@ -59,6 +60,14 @@ func newDirtySet(capacity int) *dirtySet {
 		s.spare[i] = &block[i]
 	}
 	return s
+}
+
+// prefault touches the spare chunks' memory (see prefault).
+func (s *dirtySet) prefault() {
+	for _, c := range s.spare {
+		mem.Prefault(c.pages[:])
+		mem.Prefault(c.bits[:])
+	}
 }
 
 // Len is the number of pages in the set.

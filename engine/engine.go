@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wbengine/wbengine/internal/mem"
 	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/pages"
 	"github.com/wbengine/wbengine/ring"
@@ -339,6 +340,13 @@ func (e *Engine) open() error {
 	e.spare = -1
 	e.queue = make([]int32, 0, len(e.recs))
 	e.passFn = e.runPassOnRing
+	// Touch the per-page state now: the kernel backs fresh memory at its
+	// first write, and a first pass would pay for tens of MB of page
+	// faults the later ones do not.
+	mem.Prefault(e.slots)
+	mem.Prefault(e.unflushed[:cap(e.unflushed)])
+	mem.Prefault(e.spareUnflushed[:cap(e.spareUnflushed)])
+	e.set.prefault()
 	e.fillBuf = make([]*pages.Page, 0, cfg.FillGaps)
 	e.recGen = make([]atomic.Uint64, len(e.recs))
 	e.initReads()
