@@ -239,9 +239,9 @@ func (e *Engine) syncRound(ctx context.Context, b *syncBatch, held bool) {
 			if !lock() {
 				return
 			}
-			st := e.checkLocked(since, b.members, false)
+			retry := e.checkLocked(since, b.members, false)
 			unlock()
-			if st.retry {
+			if retry {
 				continue
 			}
 		}
@@ -253,13 +253,12 @@ func (e *Engine) syncRound(ctx context.Context, b *syncBatch, held bool) {
 		if !lock() {
 			return
 		}
-		st := e.checkLocked(since, b.members, true)
+		retry := e.checkLocked(since, b.members, true)
 		unlock()
-		if flushErr == nil && st.retry && attempt < e.cfg.MaxRetries {
+		if flushErr == nil && retry && attempt < e.cfg.MaxRetries {
 			continue
 		}
 		for i := range b.members {
-			b.members[i].err = st.members[i].err
 			if flushErr != nil && !errors.Is(b.members[i].err, ErrFlush) {
 				// The flush of this round failed, though none of this
 				// member's pages was in it: a device that fails a flush
@@ -309,21 +308,15 @@ func inRange(err error, start, end uint64) error {
 	return nil
 }
 
-// checkResult is what checkLocked found.
-type checkResult struct {
-	members []syncMember // each member's error
-	retry   bool         // some page may yet be made durable by another round
-}
-
 // checkLocked finds, for each member's range, the pages that owe the
 // device content stamped since or earlier — still dirty with it, or,
 // when durable is set, in a write not completed or not covered by a good
-// flush — and builds each member's error from them. The caller holds the
+// flush — and sets each member's err from them; it reports whether some
+// of those pages may yet be made durable by another round. The caller holds the
 // pass lock; checkLocked drains (so pages given back by failed writes
 // and flushes are seen) and holds complMu while it looks, so no page
 // moves between the places it looks.
-func (e *Engine) checkLocked(since uint64, members []syncMember, durable bool) checkResult {
-	res := checkResult{members: make([]syncMember, len(members))}
+func (e *Engine) checkLocked(since uint64, members []syncMember, durable bool) (retry bool) {
 	e.drain()
 	e.complMu.Lock()
 	defer e.complMu.Unlock()
@@ -339,14 +332,14 @@ func (e *Engine) checkLocked(since uint64, members []syncMember, durable bool) c
 				c.add(&c.held, p, st.errno, nil)
 			case st.cause == failIO:
 				c.add(&c.io, p, st.errno, nil)
-				res.retry = true
+				retry = true
 			case st.cause == failFlush:
 				c.add(&c.flush, p, st.errno, nil)
 			case st.cause == failMap:
 				c.addMap(p, e.mapErrs[p.Index()])
 			default:
 				c.add(&c.pending, p, 0, errUnwritten)
-				res.retry = true
+				retry = true
 			}
 		})
 		if durable {
@@ -361,20 +354,20 @@ func (e *Engine) checkLocked(since uint64, members []syncMember, durable bool) c
 				for _, p := range e.recs[ri].pages {
 					if s := e.slots[p.Slot()].wbSince; s != 0 && s <= since && in(p) {
 						c.add(&c.pending, p, 0, errInFlight)
-						res.retry = true
+						retry = true
 					}
 				}
 			}
 			for _, u := range e.unflushed {
 				if u.since <= since && in(u.p) {
 					c.add(&c.pending, u.p, 0, errUnflushed)
-					res.retry = true
+					retry = true
 				}
 			}
 		}
-		res.members[i].err = c.err(e.cfg.Path)
+		members[i].err = c.err(e.cfg.Path)
 	}
-	return res
+	return retry
 }
 
 // Why a page is not durable when no write or mapping failed.

@@ -98,8 +98,12 @@ func (e *Engine) WritePages(ctx context.Context, wbc *WritebackControl) error {
 	if sync && ctx.Err() == nil && !errors.Is(err, ErrClosed) {
 		if werr := e.waitGen(ctx, e.nextGen); werr != nil {
 			err = werr
-		} else if cerr := e.checkLocked(since, []syncMember{{start: wbc.RangeStart, end: wbc.RangeEnd}}, false); cerr.members[0].err != nil {
-			err = cerr.members[0].err
+		} else {
+			m := [1]syncMember{{start: wbc.RangeStart, end: wbc.RangeEnd}}
+			e.checkLocked(since, m[:], false)
+			if m[0].err != nil {
+				err = m[0].err
+			}
 		}
 	}
 	e.releasePass()
