@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"sync/atomic"
@@ -217,5 +218,41 @@ func benchWrite(b *testing.B, backend string, fixed bool) {
 	b.StopTimer()
 	if n := failed.Load(); n > 0 {
 		b.Fatalf("%d writes failed", n)
+	}
+}
+
+// BenchmarkNopRun is the engine's path: one Run hands the owner the
+// work, and the function adds b.N NOPs, flushing every batch and reaping
+// a batch when the ring is full — no hand-off per batch.
+func BenchmarkNopRun(b *testing.B) {
+	for _, backend := range []string{"native", "pwritev"} {
+		for _, batch := range []int{1, 32} {
+			b.Run(fmt.Sprintf("%s/batch=%d", backend, batch), func(b *testing.B) {
+				tg := tkFileTarget(b, 1<<20)
+				var done int64
+				r, err := Open(tg, backend, Config{Depth: nopBenchDepth, Handler: func(cs []Completion) { done += int64(len(cs)) }})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer r.Close()
+				req := Request{Op: OpNop}
+				b.ReportAllocs()
+				b.ResetTimer()
+				r.Run(context.Background(), func(q Queue) {
+					for i := 0; i < b.N; i++ {
+						if q.InFlight() >= nopBenchDepth {
+							q.Reap(batch)
+						}
+						q.Add(&req)
+						if (i+1)%batch == 0 {
+							q.Flush()
+						}
+					}
+					for q.InFlight() > 0 {
+						q.Wait()
+					}
+				})
+			})
+		}
 	}
 }

@@ -67,6 +67,7 @@ type nativeRing struct {
 	finished  []uint32     // slots of cs, freed after the Handler returns
 	inflight  int          // slot SQEs filled: in the SQ (see uring.unconsumed) or held by the kernel
 	ready     []uint32     // slots whose attempt has a result to settle: an interposer completed it, or its delay is over
+	stash     []uint32     // free slots a Run function took for its Adds
 	delayed   int          // slots whose result an interposer's Delay holds back
 	closed    bool         // collect saw closing
 	delivered uint64       // Handler calls so far
@@ -131,6 +132,7 @@ func openNative(t *Target, cfg Config) (Ring, error) {
 		free:     make([]uint32, d),
 		pending:  make([]uint32, 0, d),
 		ready:    make([]uint32, 0, d),
+		stash:    make([]uint32, 0, stashBatch),
 		exited:   make(chan struct{}),
 		runDone:  make(chan struct{}, 1),
 	}
@@ -263,6 +265,7 @@ func (r *nativeRing) loop() {
 		closing := r.collect()
 		if fn := r.takeRun(); fn != nil {
 			fn(ownerQueue{r})
+			r.unstash()
 			r.runCtx = nil
 			r.runDone <- struct{}{}
 			continue
@@ -391,20 +394,40 @@ type ownerQueue struct{ r *nativeRing }
 // and queues it; the next Flush or Wait submits it.
 func (q ownerQueue) Add(req *Request) {
 	r := q.r
-	for {
+	for len(r.stash) == 0 {
+		// Take free slots a batch at a time: one lock per batch, not per
+		// request. What is left goes back when the Run function returns.
 		r.mu.Lock()
-		if n := len(r.free); n > 0 {
-			idx := r.free[n-1]
-			r.free = r.free[:n-1]
-			r.mu.Unlock()
-			r.slots[idx].st.begin(req, int(idx))
-			r.queue = append(r.queue, idx)
-			return
-		}
+		n := min(len(r.free), stashBatch)
+		r.stash = append(r.stash, r.free[len(r.free)-n:]...)
+		r.free = r.free[:len(r.free)-n]
 		r.mu.Unlock()
-		r.collect()
-		r.round(r.outstanding())
+		if n == 0 {
+			r.collect()
+			r.round(r.outstanding())
+		}
 	}
+	idx := r.stash[len(r.stash)-1]
+	r.stash = r.stash[:len(r.stash)-1]
+	r.slots[idx].st.begin(req, int(idx))
+	r.queue = append(r.queue, idx)
+}
+
+// stashBatch is how many free slots a Run function's Add takes at once.
+const stashBatch = 32
+
+// unstash gives the slots a Run function took and did not use back.
+func (r *nativeRing) unstash() {
+	if len(r.stash) == 0 {
+		return
+	}
+	r.mu.Lock()
+	r.free = append(r.free, r.stash...)
+	if r.waiters > 0 {
+		r.space.Broadcast()
+	}
+	r.mu.Unlock()
+	r.stash = r.stash[:0]
 }
 
 // Flush implements Queue.

@@ -27,13 +27,12 @@ type reqState struct {
 
 // begin starts the request req in slot.
 func (s *reqState) begin(req *Request, slot int) {
-	scratch := s.scratch[:0]
-	*s = reqState{req: *req, scratch: scratch}
+	s.req = *req
+	s.total, s.done, s.first, s.retries, s.err = 0, 0, 0, 0, 0
 	if req.Op == OpWrite || req.Op == OpRead {
 		s.total = req.Len()
 	}
-	s.a.Slot = slot
-	s.a.Req = &s.req
+	s.a.Slot, s.a.Req, s.a.Seq = slot, &s.req, 0
 }
 
 // issue prepares the next attempt in s.a and runs the interposers'
