@@ -154,17 +154,17 @@ func (e *Engine) nrDirtyWB() int64 {
 	return e.cache.NrDirty() + e.cache.NrWriteback() - e.nInError.Load() - e.stuck.Load()
 }
 
-// BalanceDirty paces a writer that has just dirtied nrDirtied pages
+// balanceDirty paces a writer that has just dirtied nrDirtied pages
 // (pages.Ops; the kernel's balance_dirty_pages). Callers hold no page
 // lock: WriteAt calls it after releasing its pages, and callers that
-// write Data directly call it themselves. Without a dirty limit it
+// write Data directly call Cache.BalanceDirty. Without a dirty limit it
 // returns at once; above the background threshold it wakes the flusher;
 // below the midpoint between the background and hard thresholds nobody
 // waits; above it the writer sleeps for the time the device needs to
 // write its pages at the measured bandwidth, scaled up as the count
 // nears the hard limit (at most 200 ms per sleep); at the hard limit it
 // waits until writeback brings the count under it.
-func (e *Engine) BalanceDirty(ctx context.Context, nrDirtied int) error {
+func (e *Engine) balanceDirty(ctx context.Context, nrDirtied int) error {
 	t := &e.thresh
 	if t.background == 0 || e.closed.Load() {
 		return nil // no limits, or nothing left to wait for

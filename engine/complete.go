@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"context"
 	"hash/crc32"
 	"syscall"
 
@@ -9,11 +8,11 @@ import (
 	"github.com/wbengine/wbengine/ring"
 )
 
-// handle is the ring's completion handler. It runs on the ring's
+// endIO is the ring's completion handler. It runs on the ring's
 // reaping goroutine (one call at a time), never blocks and never
 // submits: it ends writeback, makes failed pages dirty again, advances
 // the generations and frees the records.
-func (e *Engine) handle(cs []ring.Completion) {
+func (e *Engine) endIO(cs []ring.Completion) {
 	wrote := false
 	var flushRes syscall.Errno
 	flushed := false
@@ -49,31 +48,6 @@ func (e *Engine) handle(cs []ring.Completion) {
 	if advanced && e.nWaiters.Load() > 0 {
 		e.wakeWaiters()
 	}
-}
-
-// advanceCompleted recomputes completed, with complMu held, and reports
-// whether it moved. Every write with a generation below the smallest
-// one still outstanding (opened by a pass and not yet completed) has
-// completed, so completed is that generation minus one, or the last
-// generation handed out when none is outstanding. The pass stores a
-// record's generation before it publishes it in lastGen, and lastGen is
-// read here before the records are scanned, so a generation handed out
-// meanwhile is either seen outstanding or above the lastGen read: either
-// way completed stays below it. Completions arriving out of order, or a
-// write that takes far longer than the others, need no window of flags:
-// the scan is over QueueDepth records.
-func (e *Engine) advanceCompleted() bool {
-	through := e.lastGen.Load()
-	for i := range e.recGen {
-		if g := e.recGen[i].Load(); g != 0 && g-1 < through {
-			through = g - 1
-		}
-	}
-	if through <= e.completed.Load() {
-		return false
-	}
-	e.completed.Store(through)
-	return true
 }
 
 // endWrite retires one completed write, with complMu held: for every
@@ -175,50 +149,4 @@ func (e *Engine) endWrite(r *record, c *ring.Completion) {
 		pe.Pages = failed[:min(len(failed), maxNamedPages)]
 		e.onErrors = append(e.onErrors, pe)
 	}
-}
-
-// waitGen waits until every write with generation ≤ g has completed.
-// Waiting costs no lock or channel per page (see Engine.completed):
-// without a cancellable ctx it sleeps on waitCond and allocates nothing;
-// with one it takes the current waitCh, which the handler closes.
-func (e *Engine) waitGen(ctx context.Context, g uint64) error {
-	if e.completed.Load() >= g {
-		return nil
-	}
-	done := ctx.Done()
-	e.waitMu.Lock()
-	defer e.waitMu.Unlock()
-	e.nWaiters.Add(1)
-	defer e.nWaiters.Add(-1)
-	for e.completed.Load() < g {
-		if done == nil {
-			e.waitCond.Wait()
-			continue
-		}
-		e.chWaiters++
-		ch := e.waitCh
-		e.waitMu.Unlock()
-		select {
-		case <-ch:
-		case <-done:
-		}
-		e.waitMu.Lock()
-		e.chWaiters--
-		if err := ctx.Err(); err != nil && e.completed.Load() < g {
-			return err
-		}
-	}
-	return nil
-}
-
-// wakeWaiters wakes every waitGen sleeper; the handler calls it after
-// it advanced completed, only when someone waits.
-func (e *Engine) wakeWaiters() {
-	e.waitMu.Lock()
-	if e.chWaiters > 0 {
-		close(e.waitCh)
-		e.waitCh = make(chan struct{})
-	}
-	e.waitCond.Broadcast()
-	e.waitMu.Unlock()
 }

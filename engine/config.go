@@ -33,9 +33,6 @@ var (
 	// ErrOutOfRange: the mapper put a page past the end of the target.
 	// The page stays dirty.
 	ErrOutOfRange = errors.New("engine: mapped past the end of the target")
-	// ErrBusy: a pass is already running (returned only where a caller
-	// asked not to wait).
-	ErrBusy = errors.New("engine: writeback pass already running")
 )
 
 // Config configures an engine. A zero field means its default.

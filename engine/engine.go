@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/wbengine/wbengine/internal/mem"
 	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/pages"
@@ -88,23 +86,7 @@ type Engine struct {
 	put      []*pages.Page // the handler's: pins to give back once writeback ended
 	onErrors []error       // for Config.OnError, delivered outside the handler
 
-	// Generations: every write gets the next number when its run is
-	// opened. completed is "every write with generation ≤ completed has
-	// completed" (completions arrive out of order; see advanceCompleted). Waiting for a generation needs no lock or channel per page:
-	// a waiter registers in nWaiters, then rechecks completed, and sleeps
-	// on waitCond (or, when it must also watch a context, on the current
-	// waitCh); the handler, after it advances completed, wakes them only
-	// when nWaiters > 0: it broadcasts waitCond and closes waitCh
-	// (making a new one) if a channel waiter exists. The waiter's
-	// increment and the handler's store are sequentially consistent
-	// atomics, so one of them always sees the other.
-	completed atomic.Uint64
-	lastGen   atomic.Uint64 // the highest generation handed out
-	nWaiters  atomic.Int32
-	waitMu    sync.Mutex // protects waitCh, chWaiters; waitCond's lock
-	waitCond  sync.Cond
-	waitCh    chan struct{}
-	chWaiters int
+	generations // completed and waited-for generations (waitgen.go)
 
 	flushSem  chan struct{}      // one device flush at a time (capacity 1)
 	flushDone chan syscall.Errno // the flush's completion
@@ -250,7 +232,7 @@ type record struct {
 	bytes int64
 	buf   int // registered buffer index, -1 when not fixed
 	pages []*pages.Page
-	iov   []unix.Iovec
+	iov   []ring.Iovec
 	sums  []uint32 // invariants: page checksums when queued
 }
 
@@ -354,14 +336,14 @@ func (e *Engine) open() error {
 	for i := range e.recs {
 		r := &e.recs[i]
 		r.pages = make([]*pages.Page, 0, e.maxPages)
-		r.iov = make([]unix.Iovec, 0, iovs)
+		r.iov = make([]ring.Iovec, 0, iovs)
 		r.sums = make([]uint32, 0, e.maxPages)
 	}
 	// The ring takes twice QueueDepth writes but keeps at most
 	// QueueDepth in the kernel: the rest is a backlog it feeds the device
 	// from the moment a write completes, without waiting for the pass to
 	// wake up and hand over the next batch.
-	rcfg := ring.Config{Depth: len(e.recs), InFlight: cfg.QueueDepth, Handler: e.handle, Logf: func(format string, args ...any) {
+	rcfg := ring.Config{Depth: len(e.recs), InFlight: cfg.QueueDepth, Handler: e.endIO, Logf: func(format string, args ...any) {
 		cfg.Logger.Info(fmt.Sprintf(format, args...), "target", cfg.Path)
 	}}
 	if cfg.OpenRing != nil {
@@ -404,7 +386,7 @@ func (e *Engine) open() error {
 	case ok && b.IndexLimit() > 0:
 		c.SetLimit(b.IndexLimit(), "the mapper's range on "+cfg.Path)
 	}
-	c.SetOps(e)
+	c.SetOps(cacheOps{e})
 	return nil
 }
 
@@ -570,9 +552,9 @@ func (e *Engine) acquirePass(ctx context.Context, wait bool) (bool, error) {
 
 func (e *Engine) releasePass() { <-e.pass }
 
-// WritebackForReclaim makes room in a full cache (pages.Ops): it writes
+// writebackForReclaim makes room in a full cache (pages.Ops): it writes
 // back and flushes so clean, evictable pages appear.
-func (e *Engine) WritebackForReclaim(ctx context.Context) error {
+func (e *Engine) writebackForReclaim(ctx context.Context) error {
 	return e.Sync(ctx)
 }
 
@@ -691,4 +673,14 @@ func (e *Engine) deliverErrors() {
 	}
 }
 
-var _ pages.Ops = (*Engine)(nil)
+// cacheOps are the hooks the engine installs in its cache (pages.Ops),
+// kept off the Engine's own method set.
+type cacheOps struct{ e *Engine }
+
+var _ pages.Ops = cacheOps{}
+
+func (o cacheOps) ReadPages(ctx context.Context, ps []*pages.Page) error {
+	return o.e.readPages(ctx, ps)
+}
+func (o cacheOps) WritebackForReclaim(ctx context.Context) error { return o.e.writebackForReclaim(ctx) }
+func (o cacheOps) BalanceDirty(ctx context.Context, n int) error { return o.e.balanceDirty(ctx, n) }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/pages"
 	"github.com/wbengine/wbengine/ring"
@@ -22,7 +20,7 @@ const readTag = 1 << 62
 type readRecord struct {
 	off   int64
 	pages []*pages.Page
-	iov   []unix.Iovec
+	iov   []ring.Iovec
 	res   ring.Completion
 	done  chan struct{} // capacity 1
 }
@@ -33,18 +31,18 @@ func (e *Engine) initReads() {
 	for i := range e.reads {
 		r := &e.reads[i]
 		r.pages = make([]*pages.Page, 0, e.maxPages)
-		r.iov = make([]unix.Iovec, 0, min(e.maxPages, maxIovecs))
+		r.iov = make([]ring.Iovec, 0, min(e.maxPages, maxIovecs))
 		r.done = make(chan struct{}, 1)
 		e.freeReads <- int32(i)
 	}
 }
 
-// ReadPages reads locked, pinned pages that are not Uptodate in from the
+// readPages reads locked, pinned pages that are not Uptodate in from the
 // target through the ring (pages.Ops): pages contiguous by index and by
 // block become one vectored read, merged as writes are (pages adjacent
 // in memory share an iovec); pages over a hole read as zeros. Each page
 // read in is marked Uptodate.
-func (e *Engine) ReadPages(ctx context.Context, ps []*pages.Page) error {
+func (e *Engine) readPages(ctx context.Context, ps []*pages.Page) error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
@@ -130,7 +128,7 @@ func (e *Engine) ReadPages(ctx context.Context, ps []*pages.Page) error {
 		if cur >= 0 {
 			r := &e.reads[cur]
 			if !(idx == lastIdx+1 && block == lastBlk+1 && len(r.pages) < e.maxPages &&
-				(len(r.iov) < cap(r.iov) || adjacentIov(r.iov, d))) {
+				(len(r.iov) < cap(r.iov) || ring.Adjacent(r.iov, d))) {
 				cur = -1
 			}
 		}
@@ -159,11 +157,7 @@ func (e *Engine) ReadPages(ctx context.Context, ps []*pages.Page) error {
 			r.iov = r.iov[:0]
 		}
 		r := &e.reads[cur]
-		if len(r.iov) > 0 && adjacentIov(r.iov, d) {
-			r.iov[len(r.iov)-1].Len += uint64(len(d))
-		} else {
-			r.iov = append(r.iov, unix.Iovec{Base: &d[0], Len: uint64(len(d))})
-		}
+		r.iov, _ = ring.AppendMem(r.iov, d)
 		r.pages = append(r.pages, p)
 		lastIdx, lastBlk = idx, block
 	}

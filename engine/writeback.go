@@ -9,9 +9,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/wbengine/wbengine/internal/invariants"
 	"github.com/wbengine/wbengine/mapper"
@@ -573,22 +570,12 @@ func (e *Engine) openRun(block uint64, buf int) *record {
 }
 
 // adjacent reports whether p's memory follows the run's last iovec.
-func adjacent(r *record, p *pages.Page) bool { return adjacentIov(r.iov, p.Data()) }
-
-// adjacentIov reports whether d starts where the last iovec ends.
-func adjacentIov(iov []unix.Iovec, d []byte) bool {
-	last := &iov[len(iov)-1]
-	return uintptr(unsafe.Pointer(last.Base))+uintptr(last.Len) == uintptr(unsafe.Pointer(&d[0]))
-}
+func adjacent(r *record, p *pages.Page) bool { return ring.Adjacent(r.iov, p.Data()) }
 
 // appendPage adds p to run r; pages adjacent in memory share an iovec.
 func (e *Engine) appendPage(r *record, p *pages.Page) {
 	d := p.Data()
-	if len(r.iov) > 0 && adjacent(r, p) {
-		r.iov[len(r.iov)-1].Len += uint64(len(d))
-	} else {
-		r.iov = append(r.iov, unix.Iovec{Base: &d[0], Len: uint64(len(d))})
-	}
+	r.iov, _ = ring.AppendMem(r.iov, d)
 	r.pages = append(r.pages, p)
 	r.bytes += int64(len(d))
 	if invariants.Enabled {
@@ -668,15 +655,10 @@ func (e *Engine) passWaitGen(ctx context.Context, g uint64) error {
 
 // seal closes the open run and queues it; a full batch is submitted.
 func (e *Engine) seal() {
-	if e.cur < 0 {
-		return
-	}
-	e.queue = append(e.queue, e.cur)
-	e.cur = -1
+	e.queueRun()
 	if len(e.queue) >= e.batchSize() {
 		// An error here has already failed the batch's pages (they are
-		// dirty again); the pass finds out at its next submission or
-		// through the failure log.
+		// dirty again, and Sync's check finds them).
 		_ = e.submitQueued()
 	}
 }
@@ -692,7 +674,7 @@ func (e *Engine) batchSize() int { return max(1, e.cfg.QueueDepth/4) }
 // refuses the batch (it was closed), its pages are made dirty again and
 // their writeback ended, as a failed write would be.
 func (e *Engine) submitQueued() error {
-	e.seal0()
+	e.queueRun()
 	e.cache.AccountStartedWriteback(e.started)
 	e.started = 0
 	if len(e.queue) == 0 {
@@ -722,15 +704,15 @@ func (e *Engine) submitQueued() error {
 		for i, ri := range e.queue {
 			cs[i] = ring.Completion{Tag: uint64(ri), Err: errno}
 		}
-		e.handle(cs)
+		e.endIO(cs)
 		err = fmt.Errorf("engine: submit to %s: %w", e.cfg.Path, err)
 	}
 	e.queue = e.queue[:0]
 	return err
 }
 
-// seal0 moves the open run to the queue without submitting.
-func (e *Engine) seal0() {
+// queueRun moves the open run to the queue without submitting.
+func (e *Engine) queueRun() {
 	if e.cur >= 0 {
 		e.queue = append(e.queue, e.cur)
 		e.cur = -1

@@ -409,13 +409,6 @@ func (c *Cache) Put(p *Page) {
 	c.freeSlot(p.slot)
 }
 
-// Pin takes another pin on a page the caller already holds pinned.
-func (c *Cache) Pin(p *Page) {
-	if p.pins.Add(1) <= 1 && invariants.Enabled {
-		invariants.Failf("pages: Pin of unpinned page %d", p.index)
-	}
-}
-
 // SetDirty marks a pinned page dirty and reports whether this call made
 // the clean → dirty transition. Only the winner of that transition takes
 // the dirty pin (held until the writeback engine retires the page) and
@@ -596,6 +589,18 @@ func (c *Cache) SetOps(ops Ops) {
 		return
 	}
 	c.ops.Store(&opsBox{ops})
+}
+
+// BalanceDirty paces a writer that dirtied nrDirtied pages by writing
+// Data directly (WriteAt does it for its own writes): with an engine
+// installed and dirty limits configured, it may sleep until writeback
+// catches up (the kernel's balance_dirty_pages); otherwise it returns at
+// once. Call it holding no page lock.
+func (c *Cache) BalanceDirty(ctx context.Context, nrDirtied int) error {
+	if ops := c.Ops(); ops != nil && nrDirtied > 0 {
+		return ops.BalanceDirty(ctx, nrDirtied)
+	}
+	return nil
 }
 
 // Ops returns the installed hooks, or nil.

@@ -212,10 +212,7 @@ func (p *Page) TryStartWritebackClean() bool {
 // blocks for long (it takes the wait bucket's mutex only when someone
 // sleeps on the page). Ending writeback that is not set panics: it would
 // mean a completion was delivered twice.
-func (p *Page) EndWriteback() {
-	p.endWriteback()
-	p.cache.nrWriteback.Add(-1)
-}
+func (p *Page) EndWriteback() { p.cache.EndWritebackPages([]*Page{p}) }
 
 func (p *Page) endWriteback() {
 	old := Flags(p.flags.And(^uint32(PageWriteback | PageWaiters)))
