@@ -345,7 +345,14 @@ func (r *mxRun) open(initial []byte, faults bool) {
 				}
 				return 0
 			}
-			fy, err := faultring.New(faultring.Config{Rules: rules, BlockSize: mxPS, Align: mxPS})
+			// A write failing part way is cut at a page boundary (see the
+			// top of the file); a short transfer, which the ring resumes,
+			// at the target's block size: it tears nothing.
+			align := int64(mxPS)
+			if r.kind == mxShort {
+				align = int64(tg.LogicalBlockSize)
+			}
+			fy, err := faultring.New(faultring.Config{Rules: rules, BlockSize: mxPS, Align: align})
 			if err != nil {
 				return nil, err
 			}

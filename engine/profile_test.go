@@ -1,0 +1,93 @@
+package engine
+
+import (
+	"context"
+	"flag"
+	"os"
+	"runtime/pprof"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/mapper"
+	"github.com/wbengine/wbengine/pages"
+)
+
+var (
+	profPattern = flag.String("profile.pattern", "", "TestProfileFlush: seq, runs or single (empty: skip)")
+	profOut     = flag.String("profile.out", "flush.prof", "TestProfileFlush: CPU profile file")
+	profCycles  = flag.Int("profile.cycles", 6, "TestProfileFlush: dirty-and-Sync cycles")
+)
+
+// TestProfileFlush is the in-process loop behind the CPU breakdowns in
+// the notes (go test -run TestProfileFlush -args -profile.pattern single):
+// on a 2 GiB loop device (root), dirty the pattern with Grab, a write and
+// SetDirty, then time Sync; the CPU profile marks the dirtying with the
+// label phase=dirty, so -tagignore=phase=dirty leaves the engine's own
+// work (its Sync and the ring's thread).
+func TestProfileFlush(t *testing.T) {
+	if *profPattern == "" {
+		t.Skip("a measurement, not a test: run with -args -profile.pattern seq|runs|single")
+	}
+	const ps, size = 4096, 2 << 30
+	n := uint64(size / ps)
+	idx := patternPages(*profPattern, n, 1)
+	dev := loopdev.ForTest(t, size, 0)
+	c, err := pages.New(pages.Config{PageSize: ps, Capacity: len(idx)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(c, Config{Path: dev.Path, Mapper: mapper.Linear(0, n)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	f, err := os.Create(*profOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dirty := func(cycle int) {
+		pprof.Do(context.Background(), pprof.Labels("phase", "dirty"), func(context.Context) {
+			for _, i := range idx {
+				p, err := c.Grab(i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p.Data()[0] = byte(cycle)
+				c.SetDirty(p)
+				p.Unlock()
+				c.Put(p)
+			}
+		})
+	}
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	dirty(0)
+	if err := e.Sync(context.Background()); err != nil { // the first cycle, apart
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		t.Fatal(err)
+	}
+	var syncCPU, syncWall time.Duration
+	for cycle := 1; cycle <= *profCycles; cycle++ {
+		dirty(cycle)
+		c0, w0 := cpu(), time.Now()
+		if err := e.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		syncCPU += cpu() - c0
+		syncWall += time.Since(w0)
+	}
+	pprof.StopCPUProfile()
+	pagesDone := int64(len(idx)) * int64(*profCycles)
+	st := e.Stats()
+	t.Logf("%s: %d pages x %d cycles; Sync: %.0f pages/s, %.0f ns CPU per page, %.0f ns CPU per write (%d pages per write)",
+		*profPattern, len(idx), *profCycles, float64(pagesDone)/syncWall.Seconds(), float64(syncCPU.Nanoseconds())/float64(pagesDone),
+		float64(syncCPU.Nanoseconds())/float64(pagesDone)*st.PagesPerWrite, int(st.PagesPerWrite+0.5))
+}
