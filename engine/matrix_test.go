@@ -250,6 +250,7 @@ type mxRun struct {
 	counts mxCounts
 	armed  atomic.Bool // the fault may fire
 	fired  atomic.Bool
+	hold   atomic.Pointer[chan struct{}] // while set, the run's group-commit runner waits for it to close (a joined op)
 	// inClose is set while Close runs (mxCloseTimeout counts requests).
 	inClose atomic.Bool
 	// owner is the ring's owner thread (ring.Caps.Owner).
@@ -371,19 +372,12 @@ func (r *mxRun) open(initial []byte, faults bool) {
 		r.owner.Store(int64(caps.Owner))
 	}
 	e.testBeforeRound = func() {
-		if h := mxHold.Load(); h != nil && h.run == r {
-			<-h.ch
+		if ch := r.hold.Load(); ch != nil {
+			<-*ch
 		}
 	}
 	r.e = e
 }
-
-// mxHold holds the group-commit runner of a run while a joined op's
-// syncs join one round.
-var mxHold atomic.Pointer[struct {
-	run *mxRun
-	ch  chan struct{}
-}]
 
 // waitIdle waits until nothing is in flight and no round runs, so the
 // next call starts from the same state in every run.
@@ -494,11 +488,10 @@ func (r *mxRun) do(op mxOp) {
 		}
 	case opJoined:
 		snap := r.cur
-		h := &struct {
-			run *mxRun
-			ch  chan struct{}
-		}{r, make(chan struct{})}
-		mxHold.Store(h)
+		// Hold this run's group-commit runner (the hold is the run's own:
+		// kinds run in parallel) while the syncs join one round.
+		hold := make(chan struct{})
+		r.hold.Store(&hold)
 		joined := e.stats.syncsJoined.Load()
 		errs := make([]error, len(op.ranges))
 		var wg sync.WaitGroup
@@ -514,6 +507,9 @@ func (r *mxRun) do(op mxOp) {
 				for e.stats.syncsJoined.Load() != joined+int64(i) && time.Now().Before(deadline) {
 					time.Sleep(20 * time.Microsecond)
 				}
+				if e.stats.syncsJoined.Load() != joined+int64(i) {
+					r.t.Errorf("%v N=%d: SyncRange %d of a joined op did not join the held round in 10s", r.kind, r.nth, i+1)
+				}
 			} else {
 				deadline := time.Now().Add(10 * time.Second)
 				for !e.nextSyncPending() && time.Now().Before(deadline) {
@@ -521,8 +517,8 @@ func (r *mxRun) do(op mxOp) {
 				}
 			}
 		}
-		close(h.ch)
-		mxHold.CompareAndSwap(h, nil)
+		r.hold.Store(nil)
+		close(hold)
 		wg.Wait()
 		for i, rg := range op.ranges {
 			if ctx.Err() == nil || errs[i] == nil {
