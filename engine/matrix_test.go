@@ -65,8 +65,8 @@ const (
 type mxKind int
 
 const (
-	mxEIO          mxKind = iota // the N-th write fails with EIO, nothing written
-	mxPartialEIO                 // the N-th write writes its first half, then fails
+	mxEIO          mxKind = iota // the N-th write fails with EIO, nothing written; one failure holds its pages in error (MaxRetries 1)
+	mxPartialEIO                 // the N-th write writes its first half, then fails; retried (MaxRetries 3)
 	mxShort                      // the N-th write is short and resumed
 	mxFlushErr                   // the N-th flush fails
 	mxEnterEAGAIN                // the N-th io_uring_enter that submits fails with EAGAIN, consuming nothing
@@ -324,7 +324,15 @@ func (r *mxRun) open(initial []byte, faults bool) {
 			rules = []faultring.Rule{{Kind: faultring.FlushErr, Nth: uint64(r.nth)}}
 		}
 	}
+	// eio holds a failed write's pages in error at once, so the Syncs
+	// that cover them fail until they are written again (the held
+	// path); eio-partial keeps the default and walks the retry path.
+	retries := 0
+	if r.kind == mxEIO && faults {
+		retries = 1
+	}
 	e, err := Open(r.c, Config{
+		MaxRetries:   retries,
 		Path:         r.path,
 		Mapper:       &mxMapper{inner: m, run: r},
 		QueueDepth:   8,
@@ -418,10 +426,17 @@ func (r *mxRun) syncResult(what string, start, end uint64, snap *[mxPages]uint64
 	}
 	if err != nil {
 		r.syncsFail++
-		for _, p := range namedPages(err) {
+		named := namedPages(err)
+		for _, p := range named {
 			if p < start || p >= end {
 				r.violate("%s [%d, %d) failed naming page %d, outside its range: %v", what, start, end, p, err)
 			}
+		}
+		// A page held in error or mapping to a hole is a page of the
+		// caller's range: the error names it (a failed flush or a
+		// cancelled call has no page to name).
+		if len(named) == 0 && (errors.Is(err, ErrHole) || errors.Is(err, ErrIO) && !errors.Is(err, ErrFlush)) {
+			r.violate("%s [%d, %d) failed without naming a page: %v", what, start, end, err)
 		}
 		return
 	}
