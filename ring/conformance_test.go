@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 )
 
 // Test kit shared by this package's native, target, conformance and
@@ -112,9 +112,9 @@ func (k tkTarget) open(t testing.TB, size int64) *Target {
 	t.Helper()
 	var path string
 	if k.sector == 0 {
-		path = loopdev.TempFile(t, size)
+		path = loopdevtest.TempFile(t, size)
 	} else {
-		path = loopdev.ForTest(t, size, k.sector).Path
+		path = loopdevtest.ForTest(t, size, k.sector).Path
 	}
 	tg, err := OpenTarget(path, TargetOptions{})
 	if err != nil {
