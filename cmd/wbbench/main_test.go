@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,11 @@ import (
 	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 	"github.com/wbengine/wbengine/ring"
 )
+
+// run is wbbench with args (without the program name).
+func run(args []string, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, stdout, stderr)
+}
 
 // wb runs wbbench in-process and returns its exit status and output.
 func wb(t *testing.T, args ...string) (int, string, string) {
