@@ -56,6 +56,15 @@ const (
 	DefaultSweepRuns = 3
 )
 
+// MaxQueueDepth is the largest Options.QueueDepth: the most requests
+// the engine's ring takes (ring.MaxDepth).
+const MaxQueueDepth = ring.MaxDepth
+
+// ParseFaults parses -inject's fault rules for Options.Faults (the
+// syntax is faultring.Parse's), so that wbbench reaches the ring only
+// through this package.
+func ParseFaults(spec string) ([]faultring.Rule, error) { return faultring.Parse(spec) }
+
 // Options configure a benchmark. Zero values take the defaults noted.
 type Options struct {
 	Device     string // "" = make a target (see PrepareTarget)

@@ -40,3 +40,23 @@ func TestNoTestingLinked(t *testing.T) {
 		}
 	}
 }
+
+// TestImportsOnlyBenchAndEngine: of the module's packages, wbbench
+// imports bench and engine only (docs/design.md's layers); what it needs
+// of the ring, bench re-exports.
+func TestImportsOnlyBenchAndEngine(t *testing.T) {
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("skipping: the go command is unavailable: %v", err)
+	}
+	out, err := exec.Command(goCmd, "list", "-f", "{{join .Imports \"\\n\"}}", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	const mod = "github.com/wbengine/wbengine/"
+	for _, p := range strings.Fields(string(out)) {
+		if strings.HasPrefix(p, mod) && p != mod+"bench" && p != mod+"engine" {
+			t.Errorf("wbbench imports %s: only bench and engine of this module", p)
+		}
+	}
+}
