@@ -303,8 +303,8 @@ func (b *Bench) open() error {
 		switch {
 		case name == "kernel" && b.target.Kind != ring.KindBlock:
 			b.skip("kernel", "it needs a block device; the target is a file (whose fdatasync measures its file system: on tmpfs it writes nothing)")
-		case name == "fio" && o.Pattern == Hot:
-			b.skip("fio", "fio has no equivalent of the hot pattern")
+		case name == "fio" && rowOf(o.Pattern).fio == nil:
+			b.skip("fio", rowOf(o.Pattern).noFio)
 		case name == "fio":
 			path := o.FioPath
 			if path == "" {
