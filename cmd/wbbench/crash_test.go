@@ -172,7 +172,7 @@ func requireZero(t *testing.T, file string, size int64) {
 
 // injectSpec is TestFaultsEndToEnd's -inject: every kind of write fault
 // at 1 %, and 5 % of flushes fail. With seed 28 the flush rule's stream
-// (ring.Faulty draws one number per flush) fails the first flush, so a
+// (the faultring.Injector draws one number per flush) fails the first flush, so a
 // target that flushes sees a failed Sync even when the run is slow
 // (-race) and syncs only a few times.
 const injectSpec = "eio=0.01,short=0.01,eagain=0.01,delay=1ms@0.01,flusherr=0.05,seed=28"

@@ -661,7 +661,7 @@ func TestInterruptCleansUp(t *testing.T) {
 	}
 }
 
-// TestInject: -inject wraps the engine's ring in ring.Faulty; the engine
+// TestInject: -inject adds a faultring.Injector to the engine's ring; the engine
 // retries the failures, and the report counts what was injected.
 func TestInject(t *testing.T) {
 	path := loopdevtest.TempFile(t, 16<<20)
