@@ -205,19 +205,8 @@ func (b *Bench) fioArgs(qd, maxIO int) (args []string, note string) {
 	if b.target.NeedsFlush {
 		args = append(args, "--end_fsync=1")
 	}
-	switch b.layout.Pattern {
-	case Seq:
-		args = append(args, "--rw=write", "--bs="+strconv.Itoa(maxIO))
-	case Single:
-		args = append(args, "--rw=randwrite", "--bs="+strconv.Itoa(ps),
-			"--number_ios="+strconv.FormatUint(b.layout.Pages, 10))
-		note = "fio: random one-page writes, as many as the pattern's pages, at fio's own offsets"
-	case Runs:
-		hi := min(32*ps, maxIO)
-		args = append(args, "--rw=randwrite", fmt.Sprintf("--bsrange=%d-%d", ps, hi), "--blockalign="+strconv.Itoa(ps),
-			"--number_ios="+strconv.Itoa(len(b.layout.Writes(uint64(maxIO/ps)))))
-		note = fmt.Sprintf("fio: random writes of 1–%d pages, as many as the engine's writes, at fio's own offsets", hi/ps)
-	}
+	shape, note := rowOf(b.layout.Pattern).fio(b.layout, ps, maxIO)
+	args = append(args, shape...)
 	return args, note
 }
 

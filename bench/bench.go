@@ -56,6 +56,15 @@ const (
 	DefaultSweepRuns = 3
 )
 
+// MaxQueueDepth is the largest Options.QueueDepth: the most requests
+// the engine's ring takes (ring.MaxDepth).
+const MaxQueueDepth = ring.MaxDepth
+
+// ParseFaults parses -inject's fault rules for Options.Faults (the
+// syntax is faultring.Parse's), so that wbbench reaches the ring only
+// through this package.
+func ParseFaults(spec string) ([]faultring.Rule, error) { return faultring.Parse(spec) }
+
 // Options configure a benchmark. Zero values take the defaults noted.
 type Options struct {
 	Device     string // "" = make a target (see PrepareTarget)
@@ -294,8 +303,8 @@ func (b *Bench) open() error {
 		switch {
 		case name == "kernel" && b.target.Kind != ring.KindBlock:
 			b.skip("kernel", "it needs a block device; the target is a file (whose fdatasync measures its file system: on tmpfs it writes nothing)")
-		case name == "fio" && o.Pattern == Hot:
-			b.skip("fio", "fio has no equivalent of the hot pattern")
+		case name == "fio" && rowOf(o.Pattern).fio == nil:
+			b.skip("fio", rowOf(o.Pattern).noFio)
 		case name == "fio":
 			path := o.FioPath
 			if path == "" {

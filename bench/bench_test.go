@@ -13,7 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 )
 
 func TestMain(m *testing.M) {
@@ -180,7 +180,7 @@ func TestCompare(t *testing.T) {
 // TestRunFile runs the runs pattern on an O_DIRECT file against the
 // pwrite baseline, with fio asked for but absent.
 func TestRunFile(t *testing.T) {
-	path := loopdev.ShmFile(t, 8<<20)
+	path := loopdevtest.ShmFile(t, 8<<20)
 	var notes []string
 	var mu sync.Mutex
 	b, err := Open(Options{
@@ -239,7 +239,7 @@ func TestRunFile(t *testing.T) {
 }
 
 func TestVerifyAndCheck(t *testing.T) {
-	path := loopdev.ShmFile(t, 4<<20)
+	path := loopdevtest.ShmFile(t, 4<<20)
 	journal := t.TempDir() + "/journal"
 	b, err := Open(Options{Device: path, Pattern: Hot, Duration: 300 * time.Millisecond, SyncEvery: 50 * time.Millisecond, Writers: 3, Journal: journal})
 	if err != nil {
@@ -292,7 +292,7 @@ func TestRefuseTooBigForMemory(t *testing.T) {
 	old := procRoot
 	procRoot = root
 	t.Cleanup(func() { procRoot = old })
-	path := loopdev.ShmFile(t, 8<<20)
+	path := loopdevtest.ShmFile(t, 8<<20)
 	_, err := Open(Options{Device: path, Pattern: Seq, Baselines: []string{"pwrite"}})
 	if !IsUsage(err) || !strings.Contains(err.Error(), "need 16 MiB of memory") || !strings.Contains(err.Error(), "4.0 MiB is available") {
 		t.Fatalf("Open: %v; want a refusal naming the memory needed and available", err)
@@ -333,7 +333,7 @@ func TestReportSyncLines(t *testing.T) {
 // to the end of the sync that covered it, for each system, and the
 // engine reports its submission and completion batches.
 func TestHotDirtyToDurable(t *testing.T) {
-	path := loopdev.ShmFile(t, 8<<20)
+	path := loopdevtest.ShmFile(t, 8<<20)
 	b, err := Open(Options{Device: path, Pattern: Hot, Duration: 200 * time.Millisecond, SyncEvery: 40 * time.Millisecond,
 		Writers: 2, Baselines: []string{"pwrite"}, Runs: 1})
 	if err != nil {
@@ -385,7 +385,7 @@ func tableOf(out string) []string {
 // writes than without, filling clean cached pages; -iops-limit slows the
 // device model down to about its rate; the config says what ran.
 func TestFillGapsCached(t *testing.T) {
-	path := loopdev.ShmFile(t, 8<<20)
+	path := loopdevtest.ShmFile(t, 8<<20)
 	run := func(fill, iops int) Result {
 		t.Helper()
 		b, err := Open(Options{Device: path, Pattern: Single, Baselines: nil, Runs: 2, Cached: true, FillGaps: fill, IOPSLimit: iops, Force: true})

@@ -22,6 +22,10 @@
 // fio, its own runtime. Each result also has the total with dirtying
 // included. README.md in this directory has the details.
 //
+// A pattern is one row of a table (pattern.go): its name, its layout,
+// the fio job of the same shape or why it has none; the timing wrapper
+// goes by a request's Op and ring slot, not by the engine's tags.
+//
 // # Concurrency
 //
 // A Bench is used by one goroutine. Inside a run, the hot pattern's

@@ -96,26 +96,7 @@ func (b *Bench) openEngine(qd, maxIO int) (*engineSys, error) {
 		Mapper:     mapper.Linear(0, b.n),
 		Ring:       backend,
 		Logger:     notices(o.Logf),
-		OpenRing: func(t *ring.Target, rc ring.Config) (ring.Ring, error) {
-			open := func(c ring.Config) (ring.Ring, error) { return ring.Open(t, backend, c) }
-			if o.IOPSLimit > 0 {
-				rc.Interposers = append(rc.Interposers, newIOPSLimit(o.IOPSLimit))
-			}
-			if len(o.Faults) > 0 {
-				f, err := faultring.New(faultring.Config{Rules: o.Faults, BlockSize: int64(o.PageSize), Align: int64(t.LogicalBlockSize)})
-				if err != nil {
-					return nil, err
-				}
-				es.faulty = f
-				rc.Interposers = append(rc.Interposers, f)
-			}
-			tr, err := OpenTimed(open, rc)
-			if err != nil {
-				return nil, err
-			}
-			es.timed = tr
-			return tr, nil
-		},
+		OpenRing:   es.openRing,
 	}
 	// The goroutines the engine starts (its ring's owner thread, its
 	// sync runner) carry the pprof label system=engine: a CPU profile of
@@ -132,6 +113,29 @@ func (b *Bench) openEngine(qd, maxIO int) (*engineSys, error) {
 	es.cfg = e.Config()
 	es.caps = e.RingCaps()
 	return es, nil
+}
+
+// openRing is the engine's ring.Opener: the ring of -ring, with
+// -iops-limit's and -inject's interposers, wrapped for timing.
+func (es *engineSys) openRing(t *ring.Target, rc ring.Config) (ring.Ring, error) {
+	o := &es.b.opts
+	if o.IOPSLimit > 0 {
+		rc.Interposers = append(rc.Interposers, newIOPSLimit(o.IOPSLimit))
+	}
+	if len(o.Faults) > 0 {
+		f, err := faultring.New(faultring.Config{Rules: o.Faults, BlockSize: int64(o.PageSize), Align: int64(t.LogicalBlockSize)})
+		if err != nil {
+			return nil, err
+		}
+		es.faulty = f
+		rc.Interposers = append(rc.Interposers, f)
+	}
+	tr, err := OpenTimed(ring.OpenerOf(o.Ring), t, rc)
+	if err != nil {
+		return nil, err
+	}
+	es.timed = tr
+	return tr, nil
 }
 
 func (es *engineSys) close() error {

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 )
 
@@ -24,15 +25,104 @@ const (
 	Hot Pattern = "hot"
 )
 
+// A patternRow is everything that differs by pattern, so that a new
+// pattern is one row of patternTable: its name, how it lays out its
+// dirty pages, and the fio job of the same shape (or why there is
+// none). TestPatternTable checks every row: a layout comes with fio
+// arguments that include --rw.
+type patternRow struct {
+	p Pattern
+	// layout draws the pattern's dirty extents over n pages, in page
+	// order (NewLayout). Nil for a pattern without a fixed layout (hot),
+	// which has no fio job either.
+	layout func(r *rand.Rand, n uint64) []Extent
+	// fio is the pattern's fio job shape for layout l with page size ps
+	// and writes of at most maxIO bytes: --rw and the block sizes and
+	// count, and a note for the report ("" if none).
+	fio func(l *Layout, ps, maxIO int) (args []string, note string)
+	// noFio says why the pattern has no fio baseline (fio is nil).
+	noFio string
+	// Checks: a pattern with a layout writes version 1 to each of its
+	// pages, which check expects; one without (hot) writes versions
+	// over time, and check needs its journal (check.go).
+}
+
+// patternTable is the patterns, in the order the documentation gives
+// them.
+var patternTable = []patternRow{
+	{
+		p: Seq,
+		layout: func(_ *rand.Rand, n uint64) []Extent {
+			if n == 0 {
+				return nil
+			}
+			return []Extent{{0, n}}
+		},
+		fio: func(_ *Layout, _, maxIO int) ([]string, string) {
+			return []string{"--rw=write", "--bs=" + strconv.Itoa(maxIO)}, ""
+		},
+	},
+	{
+		p: Runs,
+		layout: func(r *rand.Rand, n uint64) []Extent {
+			var es []Extent
+			for i := uint64(0); i < n; {
+				run := min(1+r.Uint64N(32), n-i)
+				es = append(es, Extent{i, run})
+				i += run + 1 + r.Uint64N(32)
+			}
+			return es
+		},
+		fio: func(l *Layout, ps, maxIO int) ([]string, string) {
+			hi := min(32*ps, maxIO)
+			return []string{"--rw=randwrite", fmt.Sprintf("--bsrange=%d-%d", ps, hi), "--blockalign=" + strconv.Itoa(ps),
+					"--number_ios=" + strconv.Itoa(len(l.Writes(uint64(maxIO/ps))))},
+				fmt.Sprintf("fio: random writes of 1–%d pages, as many as the engine's writes, at fio's own offsets", hi/ps)
+		},
+	},
+	{
+		p: Single,
+		layout: func(r *rand.Rand, n uint64) []Extent {
+			var es []Extent
+			for i := r.Uint64N(14); i < n; i += 2 + r.Uint64N(14) {
+				es = append(es, Extent{i, 1})
+			}
+			return es
+		},
+		fio: func(l *Layout, ps, _ int) ([]string, string) {
+			return []string{"--rw=randwrite", "--bs=" + strconv.Itoa(ps), "--number_ios=" + strconv.FormatUint(l.Pages, 10)},
+				"fio: random one-page writes, as many as the pattern's pages, at fio's own offsets"
+		},
+	},
+	{
+		p:     Hot,
+		noFio: "fio has no equivalent of the hot pattern",
+	},
+}
+
 // Patterns lists the patterns, in the order the documentation gives them.
-var Patterns = []Pattern{Seq, Runs, Single, Hot}
+var Patterns = func() []Pattern {
+	ps := make([]Pattern, len(patternTable))
+	for i, row := range patternTable {
+		ps[i] = row.p
+	}
+	return ps
+}()
+
+// rowOf is p's row of patternTable, or nil.
+func rowOf(p Pattern) *patternRow {
+	for i := range patternTable {
+		if patternTable[i].p == p {
+			return &patternTable[i]
+		}
+	}
+	return nil
+}
 
 // ParsePattern checks a -pattern value.
 func ParsePattern(s string) (Pattern, error) {
-	for _, p := range Patterns {
-		if string(p) == s {
-			return p, nil
-		}
+	if row := rowOf(Pattern(s)); row != nil {
+		return row.p, nil
 	}
 	names := make([]string, len(Patterns))
 	for i, p := range Patterns {
@@ -72,26 +162,12 @@ type Layout struct {
 //
 // so a seed names the same pages on every machine and Go release.
 func NewLayout(p Pattern, seed, n uint64) (*Layout, error) {
-	l := &Layout{Pattern: p, Seed: seed, N: n}
-	r := rand.New(rand.NewPCG(seed, 0))
-	switch p {
-	case Seq:
-		if n > 0 {
-			l.Extents = []Extent{{0, n}}
-		}
-	case Runs:
-		for i := uint64(0); i < n; {
-			run := min(1+r.Uint64N(32), n-i)
-			l.Extents = append(l.Extents, Extent{i, run})
-			i += run + 1 + r.Uint64N(32)
-		}
-	case Single:
-		for i := r.Uint64N(14); i < n; i += 2 + r.Uint64N(14) {
-			l.Extents = append(l.Extents, Extent{i, 1})
-		}
-	default:
+	row := rowOf(p)
+	if row == nil || row.layout == nil {
 		return nil, fmt.Errorf("bench: pattern %q has no fixed layout", p)
 	}
+	l := &Layout{Pattern: p, Seed: seed, N: n}
+	l.Extents = row.layout(rand.New(rand.NewPCG(seed, 0)), n)
 	for _, e := range l.Extents {
 		l.Pages += e.Len
 	}

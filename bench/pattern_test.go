@@ -2,6 +2,7 @@ package bench
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -113,5 +114,58 @@ func TestParsePattern(t *testing.T) {
 	}
 	if _, err := ParsePattern("random"); err == nil {
 		t.Fatal("ParsePattern(random) did not fail")
+	}
+}
+
+// TestPatternTable: every pattern is a row of patternTable, and a row is
+// whole: a pattern with a layout lays out pages and has fio arguments
+// that include --rw (so a new pattern cannot leave fio without one); a
+// pattern without a layout says why it has no fio job.
+func TestPatternTable(t *testing.T) {
+	if len(Patterns) != len(patternTable) {
+		t.Fatalf("Patterns has %d, the table %d", len(Patterns), len(patternTable))
+	}
+	seen := map[Pattern]bool{}
+	for _, row := range patternTable {
+		t.Run(string(row.p), func(t *testing.T) {
+			if seen[row.p] {
+				t.Fatalf("pattern %q has two rows", row.p)
+			}
+			seen[row.p] = true
+			if p, err := ParsePattern(string(row.p)); err != nil || p != row.p {
+				t.Fatalf("ParsePattern(%q) = %q, %v", row.p, p, err)
+			}
+			if row.layout == nil {
+				if row.fio != nil || row.noFio == "" {
+					t.Fatalf("no layout: want no fio job and a reason (fio set: %v, reason %q)", row.fio != nil, row.noFio)
+				}
+				if _, err := NewLayout(row.p, 1, 1000); err == nil {
+					t.Fatal("NewLayout of a pattern without a layout succeeded")
+				}
+				return
+			}
+			if row.fio == nil {
+				t.Fatalf("a layout and no fio arguments (noFio %q)", row.noFio)
+			}
+			l, err := NewLayout(row.p, 1, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.Pages == 0 || len(l.Extents) == 0 {
+				t.Fatalf("layout over 1000 pages is empty: %+v", l)
+			}
+			for _, ps := range []int{512, 4096} {
+				args, _ := row.fio(l, ps, 64*ps)
+				rw := 0
+				for _, a := range args {
+					if strings.HasPrefix(a, "--rw=") {
+						rw++
+					}
+				}
+				if rw != 1 {
+					t.Errorf("page size %d: fio arguments %q have %d --rw, want 1", ps, args, rw)
+				}
+			}
+		})
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 )
 
 // TestREADMEExample: the library example in the project's README builds
@@ -48,7 +48,7 @@ func TestREADMEExample(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("the README's example does not build: %v\n%s\n%s", err, out, code)
 	}
-	target := loopdev.ShmFile(t, 4<<20)
+	target := loopdevtest.ShmFile(t, 4<<20)
 	out, err := exec.Command(bin, target).CombinedOutput()
 	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
 	if err != nil || len(lines) != 2 || !strings.HasPrefix(lines[0], "page 2000 refused: ") || !strings.Contains(lines[0], "2000") ||

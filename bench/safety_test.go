@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 )
 
 func TestSignatures(t *testing.T) {
@@ -124,7 +124,7 @@ func TestMountedAt(t *testing.T) {
 // TestCheckTargetLoop needs root: a loop device held O_EXCL is refused,
 // so is its backing file, and a free one passes.
 func TestCheckTargetLoop(t *testing.T) {
-	d := loopdev.ForTest(t, 8<<20, 0)
+	d := loopdevtest.ForTest(t, 8<<20, 0)
 	if err := CheckTarget(d.Path, 8<<20); err != nil {
 		t.Fatalf("fresh loop device refused: %v", err)
 	}

@@ -11,9 +11,6 @@ import (
 	"github.com/wbengine/wbengine/ring"
 )
 
-// flushTag is the tag the engine gives its device flush (engine.go).
-const flushTag = 1 << 63
-
 // Latency bounds: 1 ns to 1 hour at 3 significant digits; batch sizes
 // up to 65536 requests.
 const (
@@ -33,26 +30,33 @@ func newBatchHist() *hdr.Histogram { return hdr.New(1, batchMax, latDigits) }
 // calls: one io_uring_enter on the native ring), completions per call of
 // the handler (one reap). It is also an interposer (ring.Interposer) of
 // the ring it wraps, so it sees the engine's writes on the native ring's
-// owner-thread path too. It costs no allocation per request: a
-// request's tag picks its start-time slot directly. The engine tags its
-// writes with record indexes below the queue depth and its flush with
-// 1<<63; other requests (the engine's reads carry 1<<62 in their tags)
-// pass through untimed.
+// owner-thread path too. It goes by a request's Op, not by its Tag
+// (the caller's): writes and flushes are timed, reads and NOPs pass
+// through untimed. It keeps its clocks per ring slot, found again by a
+// Completion's Slot, so timing a request allocates nothing.
 type TimedRing struct {
 	inner   ring.Ring
 	handler ring.Handler
-	depth   int
 	base    time.Time
-	// starts holds the issue time of the request in flight with tag i
-	// (i < depth) or of the flush (i == depth), in ns since base. Written
-	// by Issue before the request reaches the device, read by the
-	// handler after its completion.
+	// starts holds, for the request in ring slot i, what it is timed as
+	// and when its first attempt was issued: ns since base << 2 | a
+	// timed kind, or 0 for a request not timed. Written by Issue before
+	// the request reaches the device, read by the handler after its
+	// completion (the slot is the request's until the handler returns).
 	starts []atomic.Int64
 	q      timedQueue // Run's
 
 	mu sync.Mutex // protects t (the histograms)
 	t  Timings
 }
+
+// What a slot's request is timed as: the low two bits of its starts
+// entry.
+const (
+	timedWrite = 1
+	timedFlush = 2
+	timedKinds = 3 // the mask
+)
 
 // timedQueue counts what a Run function adds between submissions.
 type timedQueue struct {
@@ -93,42 +97,25 @@ var (
 	_ ring.Interposer = (*TimedRing)(nil)
 )
 
-// OpenTimed opens a ring with open, giving it cfg with the Handler
+// OpenTimed opens a ring on t with open, giving it cfg with the Handler
 // replaced by the wrapper's and the wrapper first among its
 // interposers, and wraps it.
-func OpenTimed(open func(ring.Config) (ring.Ring, error), cfg ring.Config) (*TimedRing, error) {
-	depth := cfg.Depth
-	if depth == 0 {
-		depth = ring.DefaultDepth
-	}
-	t := &TimedRing{
+func OpenTimed(open ring.Opener, t *ring.Target, cfg ring.Config) (*TimedRing, error) {
+	tr := &TimedRing{
 		handler: cfg.Handler,
-		depth:   depth,
 		base:    time.Now(),
-		starts:  make([]atomic.Int64, depth+1),
 		t:       newTimings(),
 	}
-	t.q.t = t
+	tr.q.t = tr
 	icfg := cfg
-	icfg.Handler = t.handle
-	icfg.Interposers = append([]ring.Interposer{t}, cfg.Interposers...)
-	inner, err := open(icfg)
+	icfg.Handler = tr.handle
+	icfg.Interposers = append([]ring.Interposer{tr}, cfg.Interposers...)
+	inner, err := open(t, icfg)
 	if err != nil {
 		return nil, err
 	}
-	t.inner = inner
-	return t, nil
-}
-
-// slot maps a tag to its start-time slot, or -1.
-func (t *TimedRing) slot(tag uint64) int {
-	switch {
-	case tag < uint64(t.depth):
-		return int(tag)
-	case tag == flushTag:
-		return t.depth
-	}
-	return -1
+	tr.inner = inner
+	return tr, nil
 }
 
 // Submit implements ring.Ring.
@@ -151,18 +138,23 @@ func (t *TimedRing) Run(ctx context.Context, fn func(ring.Queue)) error {
 	})
 }
 
-// Attach implements ring.Interposer.
-func (t *TimedRing) Attach(int) {}
+// Attach implements ring.Interposer: a clock per slot.
+func (t *TimedRing) Attach(depth int) { t.starts = make([]atomic.Int64, depth) }
 
 // Issue implements ring.Interposer: a write's or flush's first attempt
-// starts its clock.
+// starts its clock; any other request's clears its slot's.
 func (t *TimedRing) Issue(a *ring.Attempt) {
-	if a.Seq != 0 || (a.Req.Op != ring.OpWrite && a.Req.Op != ring.OpFlush) {
-		return // reads are tagged apart from writes and not timed
+	if a.Seq != 0 {
+		return // the rest of a request, or a retry: its clock runs
 	}
-	if k := t.slot(a.Req.Tag); k >= 0 {
-		t.starts[k].Store(int64(time.Since(t.base)))
+	var v int64
+	switch a.Req.Op {
+	case ring.OpWrite:
+		v = int64(time.Since(t.base))<<2 | timedWrite
+	case ring.OpFlush:
+		v = int64(time.Since(t.base))<<2 | timedFlush
 	}
+	t.starts[a.Slot].Store(v)
 }
 
 // Done implements ring.Interposer.
@@ -176,13 +168,17 @@ func (t *TimedRing) handle(cs []ring.Completion) {
 		_ = t.t.Completions.RecordValue(min(int64(len(cs)), batchMax))
 	}
 	for i := range cs {
-		k := t.slot(cs[i].Tag)
-		if k < 0 {
+		k := cs[i].Slot
+		if uint(k) >= uint(len(t.starts)) {
 			continue
 		}
-		d := max(now-t.starts[k].Load(), latMin)
+		v := t.starts[k].Load()
+		if v == 0 {
+			continue
+		}
+		d := max(now-v>>2, latMin)
 		h := t.t.Writes
-		if k == t.depth {
+		if v&timedKinds == timedFlush {
 			h = t.t.Flushes
 		}
 		_ = h.RecordValue(min(d, latMax))

@@ -11,12 +11,13 @@ import (
 	"github.com/wbengine/wbengine/ring"
 )
 
-// fakeRing completes every request when Complete is called; it issues
-// each request to its interposers as a ring does.
+// fakeRing completes every request when complete is called; it issues
+// each request to its interposers in a slot of its own, as a ring does.
 type fakeRing struct {
 	handler ring.Handler
 	ips     []ring.Interposer
 	mu      sync.Mutex
+	free    []int // free slots, a stack
 	pending []ring.Completion
 	out     []ring.Completion
 	a       ring.Attempt
@@ -26,12 +27,14 @@ type fakeRing struct {
 func (f *fakeRing) Submit(reqs []ring.Request) error {
 	f.mu.Lock()
 	for i := range reqs {
-		f.a = ring.Attempt{Req: &reqs[i]}
+		slot := f.free[len(f.free)-1]
+		f.free = f.free[:len(f.free)-1]
+		f.a = ring.Attempt{Slot: slot, Req: &reqs[i]}
 		for _, ip := range f.ips {
 			ip.Issue(&f.a)
 		}
 		f.a.Req = nil
-		f.pending = append(f.pending, ring.Completion{Tag: reqs[i].Tag, N: reqs[i].Len()})
+		f.pending = append(f.pending, ring.Completion{Tag: reqs[i].Tag, N: reqs[i].Len(), Slot: slot})
 	}
 	f.mu.Unlock()
 	return nil
@@ -43,20 +46,24 @@ func (f *fakeRing) Run(ctx context.Context, fn func(ring.Queue)) error { return 
 // would (never from inside Submit).
 func (f *fakeRing) complete() {
 	f.mu.Lock()
-	f.out = append(f.out[:0], f.pending...)
-	f.pending = f.pending[:0]
+	n := len(f.pending)
 	f.mu.Unlock()
-	f.handler(f.out)
-	f.cq.Delivered()
+	f.completeN(n)
 }
 
-// completeN delivers the first n pending completions in one call.
+// completeN delivers the first n pending completions in one call, and
+// frees their slots after it.
 func (f *fakeRing) completeN(n int) {
 	f.mu.Lock()
 	f.out = append(f.out[:0], f.pending[:n]...)
 	f.pending = append(f.pending[:0], f.pending[n:]...)
 	f.mu.Unlock()
 	f.handler(f.out)
+	f.mu.Lock()
+	for _, c := range f.out {
+		f.free = append(f.free, c.Slot)
+	}
+	f.mu.Unlock()
 	f.cq.Delivered()
 }
 
@@ -67,27 +74,37 @@ func (f *fakeRing) Close() error                   { return nil }
 func openFakeTimed(t *testing.T, depth int, seen *int) (*TimedRing, *fakeRing) {
 	t.Helper()
 	var fr *fakeRing
-	tr, err := OpenTimed(func(c ring.Config) (ring.Ring, error) {
+	tr, err := OpenTimed(func(_ *ring.Target, c ring.Config) (ring.Ring, error) {
 		fr = &fakeRing{handler: c.Handler, ips: c.Interposers, pending: make([]ring.Completion, 0, 64), out: make([]ring.Completion, 0, 64)}
+		for s := range c.Depth {
+			fr.free = append(fr.free, c.Depth-1-s)
+		}
+		for _, ip := range c.Interposers {
+			ip.Attach(c.Depth)
+		}
 		fr.cq = ring.NewCallerQueue(fr.Submit, func() int { fr.mu.Lock(); defer fr.mu.Unlock(); return len(fr.pending) }, 64)
 		return fr, nil
-	}, ring.Config{Depth: depth, Handler: func(cs []ring.Completion) { *seen += len(cs) }})
+	}, nil, ring.Config{Depth: depth, Handler: func(cs []ring.Completion) { *seen += len(cs) }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tr, fr
 }
 
+// TestTimedRingRecords: writes and flushes are timed, reads and NOPs
+// not, whatever their tags (the caller's: the timing goes by Op and by
+// the ring's slot).
 func TestTimedRingRecords(t *testing.T) {
 	seen := 0
-	tr, fr := openFakeTimed(t, 4, &seen)
+	tr, fr := openFakeTimed(t, 8, &seen)
 	buf := make([]byte, 4096)
 	reqs := []ring.Request{
 		{Op: ring.OpWrite, Tag: 0, Iov: iov(buf)},
-		{Op: ring.OpWrite, Tag: 3, Iov: iov(buf)},
-		{Op: ring.OpFlush, Tag: flushTag},
-		{Op: ring.OpRead, Tag: 1<<62 | 1, Iov: iov(buf)}, // engine read: not timed
-		{Op: ring.OpWrite, Tag: 99},                      // unknown tag: not timed
+		{Op: ring.OpWrite, Tag: 1 << 63, Iov: iov(buf)}, // a tag like the engine's flush's: a write all the same
+		{Op: ring.OpFlush, Tag: 5},
+		{Op: ring.OpRead, Tag: 3, Iov: iov(buf)}, // a read: not timed
+		{Op: ring.OpNop, Tag: 1 << 62},           // a NOP: not timed
+		{Op: ring.OpWrite, Tag: 99, Iov: iov(buf)},
 	}
 	if err := tr.Submit(reqs); err != nil {
 		t.Fatal(err)
@@ -97,26 +114,32 @@ func TestTimedRingRecords(t *testing.T) {
 	if seen != len(reqs) {
 		t.Fatalf("handler saw %d completions, want %d", seen, len(reqs))
 	}
-	// A second, smaller batch, completed in two reaps.
-	if err := tr.Submit(reqs[:2]); err != nil {
+	// A second, smaller batch in slots the first one used, completed in
+	// two reaps: its read is not timed although its slot last held a
+	// timed request.
+	second := []ring.Request{reqs[3], reqs[0], reqs[1]}
+	if err := tr.Submit(second); err != nil {
 		t.Fatal(err)
 	}
 	fr.completeN(1)
-	fr.completeN(1)
+	fr.completeN(2)
 	tm := tr.Take()
 	w, f := tm.Writes, tm.Flushes
-	if w.TotalCount() != 4 || f.TotalCount() != 1 {
-		t.Fatalf("recorded %d writes and %d flushes, want 4 and 1", w.TotalCount(), f.TotalCount())
+	if w.TotalCount() != 5 || f.TotalCount() != 1 {
+		t.Fatalf("recorded %d writes and %d flushes, want 5 and 1", w.TotalCount(), f.TotalCount())
 	}
 	if l := latencyOf(w); l == nil || l.Max < 1000 || l.Max > 1e6 {
 		t.Fatalf("write latency %+v: want a max of about 2 ms (in µs)", l)
 	}
-	// Batches: submits of 5 and 2 requests; reaps of 5, 1 and 1.
-	if b := batchOf(tm.Submits); b == nil || b.N != 2 || b.Min != 2 || b.Max != 5 || b.Mean != 3.5 {
-		t.Fatalf("submit batches %+v, want 2 of them, sizes 5 and 2", b)
+	if l := latencyOf(f); l == nil || l.Max < 1000 || l.Max > 1e6 {
+		t.Fatalf("flush latency %+v: want about 2 ms (in µs)", l)
 	}
-	if b := batchOf(tm.Completions); b == nil || b.N != 3 || b.Min != 1 || b.Max != 5 {
-		t.Fatalf("completion batches %+v, want 3 of them, sizes 5, 1, 1", b)
+	// Batches: submits of 6 and 3 requests; reaps of 6, 1 and 2.
+	if b := batchOf(tm.Submits); b == nil || b.N != 2 || b.Min != 3 || b.Max != 6 || b.Mean != 4.5 {
+		t.Fatalf("submit batches %+v, want 2 of them, sizes 6 and 3", b)
+	}
+	if b := batchOf(tm.Completions); b == nil || b.N != 3 || b.Min != 1 || b.Max != 6 {
+		t.Fatalf("completion batches %+v, want 3 of them, sizes 6, 1, 2", b)
 	}
 	if tm2 := tr.Take(); tm2.Writes.TotalCount() != 0 || tm2.Submits.TotalCount() != 0 {
 		t.Fatalf("Take did not start over: %d writes, %d submits", tm2.Writes.TotalCount(), tm2.Submits.TotalCount())
@@ -161,7 +184,7 @@ func TestTimedRingNoAllocs(t *testing.T) {
 	for i := range reqs {
 		reqs[i] = ring.Request{Op: ring.OpWrite, Tag: uint64(i), Iov: iov(buf)}
 	}
-	reqs[7] = ring.Request{Op: ring.OpFlush, Tag: flushTag}
+	reqs[7] = ring.Request{Op: ring.OpFlush, Tag: 7}
 	allocs := testing.AllocsPerRun(1000, func() {
 		if err := tr.Submit(reqs); err != nil {
 			t.Fatal(err)

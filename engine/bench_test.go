@@ -7,7 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	loopdev "github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/pages"
 	"github.com/wbengine/wbengine/ring"

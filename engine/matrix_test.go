@@ -45,7 +45,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	loopdev "github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 	"github.com/wbengine/wbengine/internal/verify"
 	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/pages"

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 )
 
 // nopBackends are the backends BenchmarkNop and BenchmarkNopRoundTrip
@@ -152,7 +152,7 @@ func benchWrite(b *testing.B, backend string, fixed bool) {
 		qd      = 32
 		devSize = 256 << 20
 	)
-	d := loopdev.ForTest(b, devSize, 4096)
+	d := loopdevtest.ForTest(b, devSize, 4096)
 	tg, err := OpenTarget(d.Path, TargetOptions{})
 	if err != nil {
 		b.Fatal(err)

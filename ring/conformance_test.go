@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 )
 
 // Test kit shared by this package's native, target, conformance and
@@ -81,6 +81,9 @@ func (s *tkSink) take(t testing.TB, n int) []Completion {
 			cs := append([]Completion(nil), s.got[:n]...)
 			s.got = append(s.got[:0], s.got[n:]...)
 			s.mu.Unlock()
+			for i := range cs {
+				cs[i].Slot = 0 // the ring's, not the test's (tkSlotSpy checks it)
+			}
 			return cs
 		}
 		have := len(s.got)
@@ -90,6 +93,43 @@ func (s *tkSink) take(t testing.TB, n int) []Completion {
 		case <-deadline.C:
 			t.Fatalf("only %d of %d completions after %v: a lost wake-up or a stuck ring", have, n, tkTimeout)
 		}
+	}
+}
+
+// tkSlotSpy is an interposer that notes the slot of each request's
+// attempts by tag, and a handler's check that each Completion names
+// that slot (tags must be unique among requests in flight).
+type tkSlotSpy struct {
+	t     testing.TB
+	mu    sync.Mutex
+	depth int
+	slots map[uint64]int
+}
+
+func (s *tkSlotSpy) Attach(depth int) { s.depth = depth }
+
+func (s *tkSlotSpy) Issue(a *Attempt) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a.Slot < 0 || a.Slot >= s.depth {
+		s.t.Errorf("tag %d: attempt in slot %d, depth %d", a.Req.Tag, a.Slot, s.depth)
+	}
+	if prev, ok := s.slots[a.Req.Tag]; a.Seq > 0 && ok && prev != a.Slot {
+		s.t.Errorf("tag %d: attempt %d in slot %d, the first in slot %d", a.Req.Tag, a.Seq, a.Slot, prev)
+	}
+	s.slots[a.Req.Tag] = a.Slot
+}
+
+func (s *tkSlotSpy) Done(*Attempt) {}
+
+func (s *tkSlotSpy) check(cs []Completion) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range cs {
+		if want, ok := s.slots[c.Tag]; !ok || c.Slot != want {
+			s.t.Errorf("completion of tag %d: Slot %d, its attempts were in slot %d (seen: %v)", c.Tag, c.Slot, want, ok)
+		}
+		delete(s.slots, c.Tag)
 	}
 }
 
@@ -112,9 +152,9 @@ func (k tkTarget) open(t testing.TB, size int64) *Target {
 	t.Helper()
 	var path string
 	if k.sector == 0 {
-		path = loopdev.TempFile(t, size)
+		path = loopdevtest.TempFile(t, size)
 	} else {
-		path = loopdev.ForTest(t, size, k.sector).Path
+		path = loopdevtest.ForTest(t, size, k.sector).Path
 	}
 	tg, err := OpenTarget(path, TargetOptions{})
 	if err != nil {
@@ -170,7 +210,9 @@ func conformance(t *testing.T, backend string, k tkTarget) {
 	nunits := size / unit
 	model := make([]byte, size)
 	sink := newTKSink()
-	r, err := Open(tg, backend, Config{Depth: depth, Handler: sink.handle})
+	spy := &tkSlotSpy{t: t, slots: map[uint64]int{}}
+	r, err := Open(tg, backend, Config{Depth: depth, Interposers: []Interposer{spy},
+		Handler: func(cs []Completion) { spy.check(cs); sink.handle(cs) }})
 	if err != nil {
 		t.Fatalf("Open(%s): %v", backend, err)
 	}

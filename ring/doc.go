@@ -10,8 +10,10 @@
 //
 // # Backends
 //
-// Open picks one by name from a registry that each backend file fills
-// in its init function:
+// Open picks one by name from a registry of Openers (the type of
+// whatever opens a ring on a target: OpenerOf binds a backend's name,
+// engine.Config.OpenRing wraps one) that each backend file fills in its
+// init function:
 //
 //   - "native" (native_linux.go): io_uring on golang.org/x/sys/unix.
 //     One owner goroutine per ring, locked to its OS thread, is the only

@@ -15,7 +15,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 )
 
 // tkFileTarget is an O_DIRECT regular file of size bytes (no root
@@ -555,7 +555,7 @@ func TestNativeErrorCompletion(t *testing.T) {
 func TestNativeShortRead(t *testing.T) {
 	tkNoLeaks(t)
 	const size = 8192
-	path := loopdev.TempFile(t, size)
+	path := loopdevtest.TempFile(t, size)
 	want := make([]byte, size)
 	for i := range want {
 		want[i] = byte(i*7 + 1)

@@ -21,7 +21,18 @@ const (
 // "iceber"). Constructors get a Config that Open has already validated
 // and filled with defaults. Written only during package initialization;
 // read-only afterwards.
-var backends = map[string]func(t *Target, cfg Config) (Ring, error){}
+var backends = map[string]Opener{}
+
+// An Opener opens a ring on a target: Open with the backend chosen
+// (OpenerOf), a backend's constructor, or a wrapper around one that adds
+// interposers or wraps the ring (engine.Config.OpenRing: wbbench's timing
+// and fault injection, the tests' power-cut model and fake rings).
+type Opener func(t *Target, cfg Config) (Ring, error)
+
+// OpenerOf is Open with the backend named.
+func OpenerOf(backend string) Opener {
+	return func(t *Target, cfg Config) (Ring, error) { return Open(t, backend, cfg) }
+}
 
 // Backends lists the names of the compiled-in backends, sorted.
 func Backends() []string {

@@ -128,7 +128,7 @@ func (s *reqState) settle(maxRetries int) bool {
 
 // completion is the request's final Completion.
 func (s *reqState) completion() Completion {
-	return Completion{Tag: s.req.Tag, N: s.done, Err: s.err}
+	return Completion{Tag: s.req.Tag, N: s.done, Err: s.err, Slot: s.a.Slot}
 }
 
 // release drops the references to the caller's memory.

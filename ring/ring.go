@@ -82,6 +82,11 @@ type Completion struct {
 	N int64
 	// Err is zero on success, else the errno the request failed with.
 	Err syscall.Errno
+	// Slot is the ring slot the request held: Attempt.Slot of its
+	// attempts. It is the request's until the Handler returns, so an
+	// interposer that keeps per-slot state (Interposer.Attach) finds it
+	// again here; wbbench's timing does.
+	Slot int
 }
 
 // Handler receives completions. It is called from one goroutine at a

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 )
 
 // A writer holds an exclusive flock on a file target from OpenTarget to
@@ -18,7 +18,7 @@ import (
 // file description, so a second open in the same process conflicts too);
 // a read-only open takes no lock; after Close the file opens again.
 func TestOpenTargetFileLocked(t *testing.T) {
-	path := loopdev.TempFile(t, 1<<20)
+	path := loopdevtest.TempFile(t, 1<<20)
 	tg, err := OpenTarget(path, TargetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +59,7 @@ func TestOpenTargetFileLocked(t *testing.T) {
 // A lock left by a writer that failed to open (a target it rejected
 // after locking) is not left behind.
 func TestOpenTargetFileLockReleasedOnError(t *testing.T) {
-	path := loopdev.TempFile(t, 1<<20)
+	path := loopdevtest.TempFile(t, 1<<20)
 	if err := os.Truncate(path, 1<<20+100); err != nil { // not a multiple of the block size
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestOpenTargetFileLockReleasedOnError(t *testing.T) {
 
 // A block device's second writer matches ErrTargetBusy as well as EBUSY.
 func TestOpenTargetBlockBusy(t *testing.T) {
-	d := loopdev.ForTest(t, 1<<20, 4096)
+	d := loopdevtest.ForTest(t, 1<<20, 4096)
 	tg, err := OpenTarget(d.Path, TargetOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -11,11 +11,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 )
 
 func TestOpenTargetFile(t *testing.T) {
-	path := loopdev.TempFile(t, 1<<20)
+	path := loopdevtest.TempFile(t, 1<<20)
 	tg, err := OpenTarget(path, TargetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -57,8 +57,8 @@ func TestOpenTargetFile(t *testing.T) {
 
 func TestOpenTargetRejects(t *testing.T) {
 	dir := t.TempDir()
-	odd := loopdev.TempFile(t, 1<<20+100)
-	empty := loopdev.TempFile(t, 1)
+	odd := loopdevtest.TempFile(t, 1<<20+100)
+	empty := loopdevtest.TempFile(t, 1)
 	if err := os.Truncate(empty, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestOpenTargetRejects(t *testing.T) {
 func TestOpenTargetLoop(t *testing.T) {
 	for _, sector := range []int{512, 4096} {
 		t.Run(strconv.Itoa(sector), func(t *testing.T) {
-			d := loopdev.ForTest(t, 4<<20, sector)
+			d := loopdevtest.ForTest(t, 4<<20, sector)
 			tg, err := OpenTarget(d.Path, TargetOptions{})
 			if err != nil {
 				t.Fatal(err)
@@ -137,7 +137,7 @@ func TestOpenTargetLoop(t *testing.T) {
 // Writers open a block device O_EXCL: a second writer gets EBUSY; a
 // read-only opener does not take the device exclusively.
 func TestOpenTargetExclusive(t *testing.T) {
-	d := loopdev.ForTest(t, 1<<20, 4096)
+	d := loopdevtest.ForTest(t, 1<<20, 4096)
 	tg, err := OpenTarget(d.Path, TargetOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/wbengine/wbengine/bench"
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 	"github.com/wbengine/wbengine/internal/verify"
 )
 
@@ -191,7 +191,7 @@ func TestCheckPattern(t *testing.T) {
 // every page. The first page of the pattern being garbage makes the
 // check take the nonce from the next valid page.
 func TestCheckListsFailures(t *testing.T) {
-	path := loopdev.ShmFile(t, 4<<20)
+	path := loopdevtest.ShmFile(t, 4<<20)
 	if code, _, errOut := wb(t, "-device", path, "-pattern", "seq", "-verify"); code != 0 {
 		t.Fatalf("-verify run: status %d: %s", code, errOut)
 	}
@@ -244,7 +244,7 @@ func TestCheckListsFailures(t *testing.T) {
 	}
 	// A device with no valid page at all: the nonce is unknown, and
 	// every page fails, all zero where the run had to have written.
-	zero := loopdev.ShmFile(t, 1<<20)
+	zero := loopdevtest.ShmFile(t, 1<<20)
 	code, out, _ = wb(t, "check", "-device", zero, "-pattern", "seq")
 	if code != exitFailed || !strings.Contains(out, "nonce    unknown: no page of the pattern is valid") ||
 		!strings.Contains(out, "  zero      256\n") || strings.Count(out, ": expected version 1, found all zero\n") != 5 {
@@ -255,7 +255,7 @@ func TestCheckListsFailures(t *testing.T) {
 // TestCheckBadInput: every misuse is one line on stderr, nothing on
 // stdout, status 2.
 func TestCheckBadInput(t *testing.T) {
-	path := loopdev.ShmFile(t, 1<<20)
+	path := loopdevtest.ShmFile(t, 1<<20)
 	journal := filepath.Join(t.TempDir(), "journal")
 	if err := os.WriteFile(journal, []byte("wbbench-journal v1 pattern=seq seed=1 nonce=5 pages=256 page_size=4096\nsynced 1\n"), 0o644); err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 	"github.com/wbengine/wbengine/internal/verify"
 )
 
@@ -41,7 +41,7 @@ func TestCrashCheck(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping the crash test in -short mode")
 	}
-	if err := loopdev.Available(); err != nil {
+	if err := loopdevtest.Available(); err != nil {
 		t.Skipf("skipping the crash test: it needs loop devices (%v)", err)
 	}
 	bin := buildBinary(t)
@@ -56,7 +56,7 @@ func TestCrashCheck(t *testing.T) {
 }
 
 func crashRound(t *testing.T, bin string, seed uint64, delay time.Duration) {
-	d := loopdev.ForTest(t, crashDevSize, 4096)
+	d := loopdevtest.ForTest(t, crashDevSize, 4096)
 	requireZero(t, d.File, crashDevSize)
 	journal := filepath.Join(t.TempDir(), "journal")
 
@@ -172,7 +172,7 @@ func requireZero(t *testing.T, file string, size int64) {
 
 // injectSpec is TestFaultsEndToEnd's -inject: every kind of write fault
 // at 1 %, and 5 % of flushes fail. With seed 28 the flush rule's stream
-// (ring.Faulty draws one number per flush) fails the first flush, so a
+// (the faultring.Injector draws one number per flush) fails the first flush, so a
 // target that flushes sees a failed Sync even when the run is slow
 // (-race) and syncs only a few times.
 const injectSpec = "eio=0.01,short=0.01,eagain=0.01,delay=1ms@0.01,flusherr=0.05,seed=28"
@@ -189,9 +189,9 @@ func TestFaultsEndToEnd(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			var path string
 			if kind == "file" {
-				path = loopdev.ShmFile(t, 32<<20)
+				path = loopdevtest.ShmFile(t, 32<<20)
 			} else {
-				path = loopdev.ForTest(t, 32<<20, 0).Path
+				path = loopdevtest.ForTest(t, 32<<20, 0).Path
 			}
 			journal := filepath.Join(t.TempDir(), "journal")
 			code, out, errOut := wb(t, "-device", path, "-pattern", "hot", "-verify", "-journal", journal, "-inject", injectSpec,

@@ -13,8 +13,6 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/wbengine/wbengine/bench"
-	"github.com/wbengine/wbengine/ring"
-	"github.com/wbengine/wbengine/ring/faultring"
 )
 
 // cliFlags are wbbench's flags. Sizes take go-humanize's forms (4096,
@@ -137,7 +135,7 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 	}
 	if !f.sweep {
 		if f.qd != "" {
-			if o.QueueDepth, err = parseInt("-qd", f.qd, 1, ring.MaxDepth); err != nil {
+			if o.QueueDepth, err = parseInt("-qd", f.qd, 1, bench.MaxQueueDepth); err != nil {
 				return o, err
 			}
 		}
@@ -224,7 +222,7 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 	o.Force = f.force
 	o.HoldKernelWriteback = f.hold
 	if f.inject != "" {
-		if o.Faults, err = faultring.Parse(f.inject); err != nil {
+		if o.Faults, err = bench.ParseFaults(f.inject); err != nil {
 			return o, usage2("%v", err)
 		}
 		o.Inject = f.inject

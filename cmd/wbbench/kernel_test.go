@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 )
 
 // The vm.dirty_* sysctls these tests change, and the ones in force are
@@ -98,7 +98,7 @@ type kernelDoc struct {
 // layer's.
 func TestKernelWritebackAccounting(t *testing.T) {
 	set := earlyWritebackSysctls(t)
-	d := loopdev.ForTest(t, 64<<20, 0)
+	d := loopdevtest.ForTest(t, 64<<20, 0)
 	args := []string{"-device", d.Path, "-baseline", "kernel", "-runs", "2", "-json"}
 	code, out, errOut := wb(t, args...)
 	if code != 0 {
@@ -178,7 +178,7 @@ func TestHoldRestoredAfterSignal(t *testing.T) {
 		t.Skip("skipping the build of the binary in -short mode")
 	}
 	set := earlyWritebackSysctls(t)
-	d := loopdev.ForTest(t, 32<<20, 0)
+	d := loopdevtest.ForTest(t, 32<<20, 0)
 	bin := buildBinary(t)
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		cmd := exec.Command(bin, "-device", d.Path, "-baseline", "kernel", "-runs", "10000", "-hold-kernel-writeback")

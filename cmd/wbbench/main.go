@@ -71,11 +71,6 @@ func runMain(ctx context.Context) int {
 // progName is the program's name in the command line a report records.
 var progName = "wbbench"
 
-// run is wbbench with args (without the program name), for tests.
-func run(args []string, stdout, stderr io.Writer) int {
-	return runContext(context.Background(), args, stdout, stderr)
-}
-
 // Exit statuses.
 const (
 	exitOK          = 0

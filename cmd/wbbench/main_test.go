@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -20,9 +21,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 	"github.com/wbengine/wbengine/ring"
 )
+
+// run is wbbench with args (without the program name).
+func run(args []string, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, stdout, stderr)
+}
 
 // wb runs wbbench in-process and returns its exit status and output.
 func wb(t *testing.T, args ...string) (int, string, string) {
@@ -37,11 +43,11 @@ func wb(t *testing.T, args ...string) (int, string, string) {
 // else an O_DIRECT file with pwrite (and the test says what it skipped).
 func e2eTarget(t *testing.T, size int64) (path, baselines string) {
 	t.Helper()
-	if err := loopdev.Available(); err != nil {
+	if err := loopdevtest.Available(); err != nil {
 		t.Logf("no loop device (%v): running on an O_DIRECT file with -baseline pwrite; the kernel baseline is skipped", err)
-		return loopdev.ShmFile(t, size), "pwrite"
+		return loopdevtest.ShmFile(t, size), "pwrite"
 	}
-	return loopdev.ForTest(t, size, 0).Path, "kernel,pwrite"
+	return loopdevtest.ForTest(t, size, 0).Path, "kernel,pwrite"
 }
 
 // oneLine checks a usage failure: status 2, nothing on stdout, one line
@@ -68,7 +74,7 @@ func readAll(t *testing.T, path string) []byte {
 }
 
 func TestRefuseExt4Image(t *testing.T) {
-	path := loopdev.TempFile(t, 8<<20)
+	path := loopdevtest.TempFile(t, 8<<20)
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +99,7 @@ func TestRefuseExt4Image(t *testing.T) {
 }
 
 func TestRefuseHeldExclusively(t *testing.T) {
-	d := loopdev.ForTest(t, 8<<20, 0)
+	d := loopdevtest.ForTest(t, 8<<20, 0)
 	fd, err := unix.Open(d.Path, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +113,7 @@ func TestRefuseHeldExclusively(t *testing.T) {
 }
 
 func TestRefuseSizePastEnd(t *testing.T) {
-	path := loopdev.TempFile(t, 8<<20)
+	path := loopdevtest.TempFile(t, 8<<20)
 	code, out, errOut := wb(t, "-device", path, "-size", "16MiB", "-baseline", "none")
 	oneLine(t, code, out, errOut, "-size 16 MiB (16777216 bytes) is past the end")
 	if !bytes.Equal(readAll(t, path), make([]byte, 8<<20)) {
@@ -127,15 +133,15 @@ func TestRefuseMissingDevice(t *testing.T) {
 }
 
 func TestRefusePageSize(t *testing.T) {
-	path := loopdev.TempFile(t, 8<<20)
+	path := loopdevtest.TempFile(t, 8<<20)
 	code, out, errOut := wb(t, "-device", path, "-page-size", "256", "-baseline", "none")
 	oneLine(t, code, out, errOut, "-page-size 256")
 	code, out, errOut = wb(t, "-device", path, "-page-size", "3000", "-baseline", "none")
 	oneLine(t, code, out, errOut, "-page-size 3000")
-	if err := loopdev.Available(); err != nil {
+	if err := loopdevtest.Available(); err != nil {
 		t.Skipf("skipping the 4096-byte-sector device case: %v", err)
 	}
-	d := loopdev.ForTest(t, 8<<20, 4096)
+	d := loopdevtest.ForTest(t, 8<<20, 4096)
 	code, out, errOut = wb(t, "-device", d.Path, "-page-size", "512", "-baseline", "none")
 	oneLine(t, code, out, errOut, "-page-size 512: "+d.Path+" has 4096-byte logical blocks")
 }
@@ -144,7 +150,7 @@ func TestRingIceberNotBuilt(t *testing.T) {
 	if slices.Contains(ring.Backends(), "iceber") {
 		t.Skip("this test binary has the iceber backend")
 	}
-	path := loopdev.TempFile(t, 8<<20)
+	path := loopdevtest.TempFile(t, 8<<20)
 	code, out, errOut := wb(t, "-device", path, "-ring", "iceber", "-baseline", "none")
 	oneLine(t, code, out, errOut, "-tags iceber")
 }
@@ -593,7 +599,7 @@ func TestBinary(t *testing.T) {
 		t.Skip("skipping the build of the binary in -short mode")
 	}
 	bin := buildBinary(t)
-	path := loopdev.TempFile(t, 16<<20)
+	path := loopdevtest.TempFile(t, 16<<20)
 	cmd := exec.Command(bin, "-device", path, "-pattern", "single", "-baseline", "pwrite", "-json")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -655,10 +661,10 @@ func TestInterruptCleansUp(t *testing.T) {
 	}
 }
 
-// TestInject: -inject wraps the engine's ring in ring.Faulty; the engine
+// TestInject: -inject adds a faultring.Injector to the engine's ring; the engine
 // retries the failures, and the report counts what was injected.
 func TestInject(t *testing.T) {
-	path := loopdev.TempFile(t, 16<<20)
+	path := loopdevtest.TempFile(t, 16<<20)
 	code, out, errOut := wb(t, "-device", path, "-pattern", "runs", "-baseline", "none", "-runs", "2",
 		"-inject", "eio=0.01,short=0.1,eagain=0.05,delay=1ms@0.01,seed=4")
 	if code != 0 {
@@ -777,7 +783,7 @@ func TestRefuseMounted(t *testing.T) {
 	if err != nil {
 		t.Skip("skipping: no mkfs.ext4 (apt-get install e2fsprogs)")
 	}
-	d := loopdev.ForTest(t, 32<<20, 0)
+	d := loopdevtest.ForTest(t, 32<<20, 0)
 	if out, err := exec.Command(mkfs, "-q", "-F", d.Path).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4 %s: %v: %s", d.Path, err, out)
 	}
@@ -823,12 +829,12 @@ func TestRefuseMounted(t *testing.T) {
 // refused, naming the limit and what to use; above max_sectors_kb it is
 // taken with a warning (the block layer splits each write).
 func TestMaxIOAgainstDevice(t *testing.T) {
-	file := loopdev.ShmFile(t, 8<<20)
+	file := loopdevtest.ShmFile(t, 8<<20)
 	code, out, errOut := wb(t, "-device", file, "-max-io", "1GiB", "-baseline", "none")
 	oneLine(t, code, out, errOut, "-max-io 1.0 GiB: more than 1024 pages of 4.0 KiB (4.0 MiB), the most one write carries; use at most -max-io 4.0 MiB")
 	code, out, errOut = wb(t, "sweep", "-device", file, "-qd", "1", "-max-io", "64KiB,8MiB", "-baseline", "none")
 	oneLine(t, code, out, errOut, "-max-io 8.0 MiB: more than 1024 pages")
-	d := loopdev.ForTest(t, 16<<20, 0)
+	d := loopdevtest.ForTest(t, 16<<20, 0)
 	hw := readSysInt(t, "/sys/block/"+d.Name()+"/queue/max_hw_sectors_kb")
 	code, out, errOut = wb(t, "-device", d.Path, "-max-io", fmt.Sprintf("%dKiB", hw+4), "-baseline", "none")
 	oneLine(t, code, out, errOut, fmt.Sprintf("above what %s takes in one request (max_hw_sectors_kb %d", d.Path, hw))
@@ -893,7 +899,7 @@ func TestEmptyAndPlotDir(t *testing.T) {
 func TestProfileAndTrace(t *testing.T) {
 	dir := t.TempDir()
 	prof, tr := filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "trace.out")
-	path := loopdev.ShmFile(t, 16<<20)
+	path := loopdevtest.ShmFile(t, 16<<20)
 	code, _, errOut := wb(t, "-device", path, "-pattern", "hot", "-duration", "300ms", "-sync-every", "50ms", "-writers", "2",
 		"-runs", "1", "-baseline", "none", "-cpuprofile", prof, "-trace", tr)
 	if code != 0 {

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 )
 
 func TestPutGetReopen(t *testing.T) {
 	const nslots = 4096 // 256 pages
-	path := loopdev.TempFile(t, nslots*SlotSize)
+	path := loopdevtest.TempFile(t, nslots*SlotSize)
 	// A cache of 32 pages for a table of 256: eviction and read-in work.
 	tb, err := Open(path, nslots, 32)
 	if err != nil {
@@ -66,7 +66,7 @@ func TestPutGetReopen(t *testing.T) {
 }
 
 func TestFull(t *testing.T) {
-	path := loopdev.TempFile(t, 16*SlotSize)
+	path := loopdevtest.TempFile(t, 16*SlotSize)
 	tb, err := Open(path, 16, 4)
 	if err != nil {
 		t.Fatal(err)

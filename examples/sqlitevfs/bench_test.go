@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/wbengine/wbengine/engine"
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/pages"
 )
@@ -18,7 +18,7 @@ import (
 // loop device with 4096-byte sectors over /dev/shm). Run it with
 // -benchtime and look at ns/op; the note of issue 15 has figures.
 func BenchmarkSmallSync(b *testing.B) {
-	d := loopdev.ForTest(b, 64<<20, 4096)
+	d := loopdevtest.ForTest(b, 64<<20, 4096)
 	b.Run("engine-SyncRange", func(b *testing.B) {
 		c, err := pages.New(pages.Config{PageSize: 4096, Capacity: 1024})
 		if err != nil {

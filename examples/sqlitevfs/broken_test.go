@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 )
 
 // TestBrokenSyncCaught runs the crash and power-cut rounds with syncs
@@ -63,9 +63,9 @@ func TestBrokenSyncCaught(t *testing.T) {
 				t.Skip("caught in about 40% of rounds: runs with -stress.long (make stress) only")
 			}
 			r := rand.New(rand.NewPCG(2028, uint64(i)))
-			var dev *loopdev.Dev
+			var dev *loopdevtest.Dev
 			if c.harness == "crash" {
-				dev = loopdev.ForTest(t, bankDevice, 4096)
+				dev = loopdevtest.ForTest(t, bankDevice, 4096)
 			}
 			failed := 0
 			for round := 0; round < rounds; round++ {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 	"github.com/wbengine/wbengine/ring"
 )
 
@@ -196,7 +196,7 @@ func modeName(o DBOptions) string {
 func TestCrash(t *testing.T) {
 	for _, m := range crashModes() {
 		t.Run(modeName(m.o), func(t *testing.T) {
-			dev := loopdev.ForTest(t, bankDevice, 4096)
+			dev := loopdevtest.ForTest(t, bankDevice, 4096)
 			r := rand.New(rand.NewPCG(2026, uint64(len(m.o.JournalMode)+len(m.o.Synchronous))))
 			for round := 0; round < m.rounds; round++ {
 				cr := runCrashRound(t, dev.Path, m.o, "", r.Uint64())

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 	"github.com/wbengine/wbengine/ring"
 	"github.com/wbengine/wbengine/ring/powercut"
 )
@@ -87,7 +87,7 @@ const maxCutTx = 400
 func runPowerRound(t *testing.T, o DBOptions, brk breakMode, seed uint64) powerRound {
 	t.Helper()
 	var r powerRound
-	path := loopdev.ShmFile(t, bankDevice)
+	path := loopdevtest.ShmFile(t, bankDevice)
 	if err := setupBank(path, o); err != nil {
 		t.Fatalf("setup: %v", err)
 	}
@@ -148,7 +148,7 @@ func runPowerRound(t *testing.T, o DBOptions, brk breakMode, seed uint64) powerR
 	r.stats = cr.Model.Stats()
 	// Reopen from the durable image alone, on a fresh file.
 	img := cr.Model.Image()
-	fresh := loopdev.ShmFile(t, bankDevice)
+	fresh := loopdevtest.ShmFile(t, bankDevice)
 	if err := os.WriteFile(fresh, img, 0o644); err != nil {
 		t.Fatal(err)
 	}

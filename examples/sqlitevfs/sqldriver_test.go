@@ -6,13 +6,13 @@ import (
 
 	_ "github.com/ncruces/go-sqlite3/driver"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 )
 
 // database/sql works too: one connection (the VFS has no shared
 // memory), the pragmas in the URI.
 func TestDatabaseSQL(t *testing.T) {
-	path := loopdev.ShmFile(t, 8<<20)
+	path := loopdevtest.ShmFile(t, 8<<20)
 	formatTest(t, path, 4<<20, 1<<20, 2<<20)
 	v, err := Open(path, testOptions())
 	if err != nil {

@@ -11,7 +11,7 @@ import (
 	"github.com/ncruces/go-sqlite3"
 	"github.com/ncruces/go-sqlite3/vfs"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 	"github.com/wbengine/wbengine/ring"
 )
 
@@ -67,7 +67,7 @@ func TestDirectoryCopies(t *testing.T) {
 }
 
 func TestFormat(t *testing.T) {
-	path := loopdev.ShmFile(t, 8<<20)
+	path := loopdevtest.ShmFile(t, 8<<20)
 	if err := Format(path, DatabaseRegions("x.db", 16<<20, 0, 0), FormatOptions{}); err == nil || !strings.Contains(err.Error(), "need") {
 		t.Errorf("regions larger than the device: %v", err)
 	}
@@ -94,7 +94,7 @@ func TestFormat(t *testing.T) {
 // One process, one writer per target: a second Open of a file the
 // first holds fails, naming it.
 func TestSecondOpenRefused(t *testing.T) {
-	path := loopdev.ShmFile(t, 4<<20)
+	path := loopdevtest.ShmFile(t, 4<<20)
 	formatTest(t, path, 2<<20, 0, 0)
 	v, err := Open(path, testOptions())
 	if err != nil {
@@ -143,7 +143,7 @@ func openFile(t *testing.T, v *VFS, name string, flags vfs.OpenFlag) vfs.File {
 // and a deletion or a truncation is on the device when Delete or
 // Truncate returns.
 func TestDurableSizes(t *testing.T) {
-	path := loopdev.TempFile(t, 4<<20) // a disk file: the test reads it back, bypassing the VFS
+	path := loopdevtest.TempFile(t, 4<<20) // a disk file: the test reads it back, bypassing the VFS
 	formatTest(t, path, 1<<20, 1<<20, 0)
 	v, err := Open(path, testOptions())
 	if err != nil {
@@ -194,7 +194,7 @@ func TestDurableSizes(t *testing.T) {
 // what the write does not cover, also what an earlier, longer version of
 // the file left on the device and in the cache.
 func TestGrowZeroes(t *testing.T) {
-	path := loopdev.ShmFile(t, 4<<20)
+	path := loopdevtest.ShmFile(t, 4<<20)
 	formatTest(t, path, 1<<20, 0, 0)
 	v, err := Open(path, testOptions())
 	if err != nil {
@@ -260,7 +260,7 @@ func TestGrowZeroes(t *testing.T) {
 func TestRegionFull(t *testing.T) {
 	for _, jm := range []string{"delete", "wal"} {
 		t.Run(jm, func(t *testing.T) {
-			path := loopdev.ShmFile(t, 4<<20)
+			path := loopdevtest.ShmFile(t, 4<<20)
 			formatTest(t, path, 256<<10, 256<<10, 256<<10)
 			v, err := Open(path, testOptions())
 			if err != nil {
@@ -296,7 +296,7 @@ func TestRegionFull(t *testing.T) {
 
 // Temporary files live in memory: nameless ones, temp tables, sorts.
 func TestTempFiles(t *testing.T) {
-	path := loopdev.ShmFile(t, 4<<20)
+	path := loopdevtest.ShmFile(t, 4<<20)
 	formatTest(t, path, 2<<20, 512<<10, 0)
 	v, err := Open(path, testOptions())
 	if err != nil {
@@ -328,7 +328,7 @@ func TestTempFiles(t *testing.T) {
 }
 
 func TestOpenNames(t *testing.T) {
-	path := loopdev.ShmFile(t, 4<<20)
+	path := loopdevtest.ShmFile(t, 4<<20)
 	formatTest(t, path, 2<<20, 256<<10, 256<<10)
 	v, err := Open(path, testOptions())
 	if err != nil {
@@ -368,7 +368,7 @@ func TestOpenNames(t *testing.T) {
 // With gap filling on, the engine rewrites clean pages, so the VFS does
 // not claim power-safe overwrite.
 func TestFillGapsNoPowersafeOverwrite(t *testing.T) {
-	path := loopdev.ShmFile(t, 4<<20)
+	path := loopdevtest.ShmFile(t, 4<<20)
 	formatTest(t, path, 2<<20, 0, 0)
 	opt := testOptions()
 	opt.Engine.FillGaps = 4

@@ -5,7 +5,7 @@ import (
 
 	"github.com/ncruces/go-sqlite3"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 	"github.com/wbengine/wbengine/pages"
 )
 
@@ -45,7 +45,7 @@ func queryInt(t testing.TB, c *sqlite3.Conn, sql string) int64 {
 func TestRoundTrip(t *testing.T) {
 	for _, jm := range []string{"delete", "wal"} {
 		t.Run(jm, func(t *testing.T) {
-			path := loopdev.ShmFile(t, 32<<20)
+			path := loopdevtest.ShmFile(t, 32<<20)
 			formatTest(t, path, 16<<20, 4<<20, 8<<20)
 			v, err := Open(path, testOptions())
 			if err != nil {

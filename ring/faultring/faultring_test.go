@@ -16,7 +16,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 	"github.com/wbengine/wbengine/ring"
 )
 
@@ -30,11 +30,11 @@ const (
 func ftTarget(t testing.TB) *ring.Target {
 	t.Helper()
 	path := ""
-	if err := loopdev.Available(); err != nil {
+	if err := loopdevtest.Available(); err != nil {
 		t.Logf("using an O_DIRECT file instead of a loop device: %v", err)
-		path = loopdev.TempFile(t, ftSize)
+		path = loopdevtest.TempFile(t, ftSize)
 	} else {
-		path = loopdev.ForTest(t, ftSize, 4096).Path
+		path = loopdevtest.ForTest(t, ftSize, 4096).Path
 	}
 	tg, err := ring.OpenTarget(path, ring.TargetOptions{})
 	if err != nil {
@@ -321,7 +321,7 @@ func testKinds(t *testing.T, backend string) {
 					t.Fatalf("Run tag %d: %v", q.tag, err)
 				}
 				c := sink.take(t, 1)[0]
-				want := ring.Completion{Tag: q.tag, N: int64(q.wantN), Err: q.wantErr}
+				want := ring.Completion{Tag: q.tag, N: int64(q.wantN), Err: q.wantErr, Slot: c.Slot} // the slot is the ring's choice
 				if c != want {
 					t.Errorf("tag %d (%s of %d blocks at %d): got %+v, want %+v", q.tag, q.op, q.n, q.block, c, want)
 				}

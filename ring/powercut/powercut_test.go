@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 	"github.com/wbengine/wbengine/ring"
 )
 
@@ -58,7 +58,7 @@ func TestModel(t *testing.T) {
 
 func testModel(t *testing.T, backend string) {
 	const blocks = 64
-	path := loopdev.TempFile(t, blocks*block)
+	path := loopdevtest.TempFile(t, blocks*block)
 	type outcome struct {
 		img        []byte
 		lost, kept int

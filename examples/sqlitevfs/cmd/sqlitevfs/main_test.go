@@ -5,11 +5,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wbengine/wbengine/internal/loopdev"
+	"github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
 )
 
 func TestFormatAndList(t *testing.T) {
-	dev := loopdev.ShmFile(t, 16<<20)
+	dev := loopdevtest.ShmFile(t, 16<<20)
 	var out, errOut bytes.Buffer
 	if err := run([]string{"format", "-db", "app.db", "-db-size", "8MiB", "-journal-size", "1MiB", "-wal-size", "4MiB", dev}, &out, &errOut); err != nil {
 		t.Fatalf("%v\n%s", err, errOut.String())
