@@ -71,11 +71,15 @@ func (r *nullRing) loop() {
 		r.q = r.spare[:0]
 		r.mu.Unlock()
 		r.h(cs)
-		r.cq.Delivered()
+		// Free the slots before telling the CallerQueue: a Reap woken by
+		// Delivered rechecks InFlight, and nothing wakes it again after.
 		r.mu.Lock()
 		r.free += len(cs)
 		r.spare = cs
 		r.cond.Broadcast()
+		r.mu.Unlock()
+		r.cq.Delivered()
+		r.mu.Lock()
 	}
 }
 

@@ -77,289 +77,340 @@ func parseRanges(t *testing.T, args []datadriven.CmdArg) []uint64 {
 	return out
 }
 
-func argInt(d *datadriven.TestData, key string, def int64) int64 {
-	for _, a := range d.CmdArgs {
-		if a.Key == key && len(a.Vals) > 0 {
-			n, err := strconv.ParseInt(a.Vals[0], 10, 64)
-			if err != nil {
-				d.Fatalf(nil, "%s=%s: %v", key, a.Vals[0], err)
-			}
-			return n
-		}
-	}
-	return def
-}
+// walkCmds holds one function per datadriven command. Arguments are
+// read with ScanArgs (required) or MaybeScanArgs (optional, the default
+// left in place); bare page ranges ("0-7 10") go through parseRanges.
+var walkCmds map[string]func(w *walkEnv, t *testing.T, d *datadriven.TestData) string
 
-func argStr(d *datadriven.TestData, key, def string) string {
-	for _, a := range d.CmdArgs {
-		if a.Key == key && len(a.Vals) > 0 {
-			return a.Vals[0]
-		}
+func init() {
+	walkCmds = map[string]func(*walkEnv, *testing.T, *datadriven.TestData) string{
+		"init":       (*walkEnv).cmdInit,
+		"dirty":      (*walkEnv).cmdDirty,
+		"direct":     (*walkEnv).cmdDirty,
+		"writepages": (*walkEnv).cmdWritePages,
+		"sync":       (*walkEnv).cmdSync,
+		"sync-async": (*walkEnv).cmdSyncAsync,
+		"wait":       (*walkEnv).cmdWait,
+		"hold":       func(w *walkEnv, _ *testing.T, _ *datadriven.TestData) string { w.fr.setHold(true); return "" },
+		"release":    func(w *walkEnv, _ *testing.T, _ *datadriven.TestData) string { w.fr.setHold(false); return "" },
+		"complete":   (*walkEnv).cmdComplete,
+		"fail":       (*walkEnv).cmdFail,
+		"heal":       (*walkEnv).cmdHeal,
+		"flushfail":  (*walkEnv).cmdFlushFail,
+		"short":      (*walkEnv).cmdShort,
+		"invalidate": (*walkEnv).cmdInvalidate,
+		"state":      func(w *walkEnv, _ *testing.T, _ *datadriven.TestData) string { return w.state() },
+		"errors":     (*walkEnv).cmdErrors,
+		"check":      (*walkEnv).cmdCheck,
 	}
-	return def
 }
 
 func (w *walkEnv) run(t *testing.T, d *datadriven.TestData) string {
-	var out strings.Builder
-	switch d.Cmd {
-	case "init":
-		w.close()
-		w.ps = 4096
-		npages := int(argInt(d, "pages", 64))
-		w.versions = map[uint64]uint64{}
-		c, err := pages.New(pages.Config{
-			PageSize:   w.ps,
-			Capacity:   int(argInt(d, "capacity", int64(npages))),
-			BufferSize: int(argInt(d, "bufpages", 0)) * w.ps,
-			HeapArena:  true,
-		})
-		if err != nil {
-			d.Fatalf(t, "%v", err)
-		}
-		w.cache = c
-		switch m := argStr(d, "mapper", "linear"); m {
-		case "nil":
-			w.mapper = nil
-		case "linear":
-			w.mapper = mapper.Linear(0, uint64(npages))
-		case "extents", "alloc":
-			var exts []mapper.Extent
-			for _, line := range strings.Split(strings.TrimSpace(d.Input), "\n") {
-				if line == "" {
-					continue
-				}
-				var e mapper.Extent
-				f := strings.Fields(line)
-				e.Index, _ = strconv.ParseUint(f[0], 10, 64)
-				e.Block, _ = strconv.ParseUint(f[1], 10, 64)
-				e.Len, _ = strconv.ParseUint(f[2], 10, 64)
-				e.Boundary = len(f) > 3 && f[3] == "boundary"
-				exts = append(exts, e)
-			}
-			if m == "alloc" {
-				w.mapper = mapper.NewAllocMap(0, uint64(npages))
-			} else {
-				em, err := mapper.NewExtentMap(exts)
-				if err != nil {
-					d.Fatalf(t, "%v", err)
-				}
-				w.mapper = em
-			}
-		default:
-			d.Fatalf(t, "unknown mapper %s", m)
-		}
-		path := loopdev.TempFile(t, int64(npages*w.ps))
-		cfg := Config{
-			Path:       path,
-			QueueDepth: int(argInt(d, "qd", 4)),
-			MaxIOBytes: int(argInt(d, "maxio", 8)) * w.ps,
-			MaxRetries: int(argInt(d, "retries", 3)),
-			Mapper:     w.mapper,
-			OnError:    func(err error) { w.errs = append(w.errs, err) },
-			OpenRing: func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {
-				w.fr = newFakeRing(tg.Size, w.ps, rc)
-				w.fr.fixedOK = d.HasArg("fixed")
-				return w.fr, nil
-			},
-			FlushAlways: true,
-		}
-		e, err := Open(c, cfg)
-		if err != nil {
-			return "open: " + err.Error()
-		}
-		w.eng = e
-		w.eng.noStableCheck = d.HasArg("direct")
-		return ""
-
-	case "dirty", "direct":
-		// dirty: WriteAt of whole pages (waits for writeback: stable
-		// pages). direct: write Data and SetDirty without waiting, as an
-		// mmap writer would (the test's init says "direct" to turn off
-		// the in-flight checksum check).
-		for _, idx := range parseRanges(t, d.CmdArgs) {
-			w.versions[idx]++
-			buf := w.content(idx, w.versions[idx])
-			if d.Cmd == "dirty" {
-				if _, err := w.cache.WriteAt(buf, int64(idx)*int64(w.ps)); err != nil {
-					fmt.Fprintf(&out, "page %d: %v\n", idx, err)
-				}
-				continue
-			}
-			p := w.cache.Lookup(idx)
-			if p == nil {
-				d.Fatalf(t, "direct: page %d not cached", idx)
-			}
-			copy(p.Data(), buf)
-			w.cache.SetDirty(p)
-			w.cache.Put(p)
-		}
-		return out.String()
-
-	case "writepages":
-		wbc := &WritebackControl{
-			NrToWrite:   argInt(d, "nr", 0),
-			RangeStart:  uint64(argInt(d, "start", 0)),
-			RangeEnd:    uint64(argInt(d, "end", 0)),
-			RangeCyclic: d.HasArg("cyclic"),
-		}
-		if argStr(d, "mode", "none") == "all" {
-			wbc.SyncMode = SyncAll
-		}
-		err := w.eng.WritePages(context.Background(), wbc)
-		w.printLog(&out)
-		fmt.Fprintf(&out, "written=%d skipped=%d", wbc.PagesWritten, wbc.PagesSkipped)
-		if wbc.RangeCyclic {
-			fmt.Fprintf(&out, " next=%d", w.eng.cyclicIndex)
-		}
-		out.WriteString("\n")
-		if err != nil {
-			fmt.Fprintf(&out, "error: %v\n", err)
-		}
-		return out.String()
-
-	case "sync":
-		err := w.eng.SyncRange(context.Background(), uint64(argInt(d, "start", 0)), uint64(argInt(d, "end", 0)))
-		w.printLog(&out)
-		if err != nil {
-			fmt.Fprintf(&out, "error: %s\n", strings.ReplaceAll(err.Error(), w.eng.cfg.Path, "TARGET"))
-		} else {
-			out.WriteString("ok\n")
-		}
-		return out.String()
-
-	case "sync-async":
-		// Start a Sync in the background and return once it waits for a
-		// write (or has finished): "complete" then releases it.
-		w.syncDone = make(chan error, 1)
-		go func() { w.syncDone <- w.eng.Sync(context.Background()) }()
-		deadline := time.Now().Add(10 * time.Second)
-		for w.eng.nWaiters.Load() == 0 && len(w.syncDone) == 0 {
-			if time.Now().After(deadline) {
-				d.Fatalf(t, "sync never waited")
-			}
-			time.Sleep(100 * time.Microsecond)
-		}
-		if len(w.syncDone) == 0 {
-			return "sync waiting\n"
-		}
-		return "sync finished without waiting\n"
-	case "wait":
-		err := <-w.syncDone
-		w.printLog(&out)
-		if err != nil {
-			fmt.Fprintf(&out, "error: %v\n", err)
-		} else {
-			out.WriteString("ok\n")
-		}
-		return out.String()
-
-	case "hold":
-		w.fr.setHold(true)
-		return ""
-	case "release":
-		w.fr.setHold(false)
-		return ""
-	case "complete":
-		n := w.fr.completeAll()
-		return fmt.Sprintf("completed %d\n", n)
-
-	case "fail":
-		b := uint64(argInt(d, "block", 0))
-		count := int(argInt(d, "count", 1))
-		errno := syscall.EIO
-		if argStr(d, "errno", "EIO") == "ENOSPC" {
-			errno = syscall.ENOSPC
-		}
-		w.fr.mu.Lock()
-		w.fr.failBlocks[b] = fault{errno: errno, count: count}
-		w.fr.mu.Unlock()
-		return ""
-	case "heal":
-		w.fr.mu.Lock()
-		clear(w.fr.failBlocks)
-		w.fr.mu.Unlock()
-		return ""
-	case "flushfail":
-		w.fr.mu.Lock()
-		w.fr.flushErr = syscall.EIO
-		w.fr.flushFails = int(argInt(d, "count", 1))
-		w.fr.mu.Unlock()
-		return ""
-	case "short":
-		w.fr.mu.Lock()
-		w.fr.shortNext = int(argInt(d, "pages", 1)) * w.ps
-		w.fr.mu.Unlock()
-		return ""
-
-	case "invalidate":
-		if err := w.eng.Invalidate(context.Background(), uint64(argInt(d, "start", 0)), uint64(argInt(d, "end", 0))); err != nil {
-			return "error: " + err.Error() + "\n"
-		}
-		for _, idx := range slices.Collect(mapsKeys(w.versions)) {
-			if idx >= uint64(argInt(d, "start", 0)) && (argInt(d, "end", 0) == 0 || idx < uint64(argInt(d, "end", 0))) {
-				delete(w.versions, idx)
-			}
-		}
-		return ""
-
-	case "state":
-		return w.state()
-
-	case "errors":
-		for _, err := range w.errs {
-			fmt.Fprintf(&out, "%s\n", strings.ReplaceAll(err.Error(), w.eng.cfg.Path, "TARGET"))
-		}
-		w.errs = nil
-		return out.String()
-
-	case "check":
-		w.settle()
-		// Every cached page that is clean and not in flight must match
-		// the device image, and hold the latest version written.
-		var bad []string
-		w.cache.Range(0, 0, func(p *pages.Page) bool {
-			defer w.cache.Put(p)
-			f := p.Flags()
-			if f.IsDirty() || f.IsWriteback() {
-				return true
-			}
-			idx := p.Index()
-			block := idx
-			if w.mapper != nil {
-				ext, err := w.mapper.Map(idx)
-				if err != nil {
-					bad = append(bad, fmt.Sprintf("page %d: clean but unmapped: %v", idx, err))
-					return true
-				}
-				block = ext.BlockOf(idx)
-			}
-			img := w.fr.img[block*uint64(w.ps) : (block+1)*uint64(w.ps)]
-			if !bytes.Equal(img, p.Data()) {
-				bad = append(bad, fmt.Sprintf("page %d: device block %d differs from the cache", idx, block))
-			}
-			if !bytes.Equal(p.Data(), w.content(idx, w.versions[idx])) {
-				bad = append(bad, fmt.Sprintf("page %d: cache holds an old version", idx))
-			}
-			return true
-		})
-		slices.Sort(bad)
-		if len(bad) == 0 {
-			return "ok\n"
-		}
-		return strings.Join(bad, "\n") + "\n"
+	cmd, ok := walkCmds[d.Cmd]
+	if !ok {
+		d.Fatalf(t, "unknown command %s", d.Cmd)
 	}
-	d.Fatalf(t, "unknown command %s", d.Cmd)
+	return cmd(w, t, d)
+}
+
+// cmdInit opens a cache and an engine over a fake ring: pages, capacity,
+// bufpages, mapper (nil, linear, extents listed in the input, alloc),
+// qd, maxio (in pages), retries; flags fixed (registered buffers) and
+// direct (no in-flight checksum check).
+func (w *walkEnv) cmdInit(t *testing.T, d *datadriven.TestData) string {
+	w.close()
+	w.ps = 4096
+	w.versions = map[uint64]uint64{}
+	npages, bufpages := 64, 0
+	d.MaybeScanArgs(t, "pages", &npages)
+	capacity := npages
+	d.MaybeScanArgs(t, "capacity", &capacity)
+	d.MaybeScanArgs(t, "bufpages", &bufpages)
+	c, err := pages.New(pages.Config{
+		PageSize:   w.ps,
+		Capacity:   capacity,
+		BufferSize: bufpages * w.ps,
+		HeapArena:  true,
+	})
+	if err != nil {
+		d.Fatalf(t, "%v", err)
+	}
+	w.cache = c
+	w.mapper = w.parseMapper(t, d, uint64(npages))
+	qd, maxio, retries := 4, 8, 3
+	d.MaybeScanArgs(t, "qd", &qd)
+	d.MaybeScanArgs(t, "maxio", &maxio)
+	d.MaybeScanArgs(t, "retries", &retries)
+	path := loopdev.TempFile(t, int64(npages*w.ps))
+	cfg := Config{
+		Path:       path,
+		QueueDepth: qd,
+		MaxIOBytes: maxio * w.ps,
+		MaxRetries: retries,
+		Mapper:     w.mapper,
+		OnError:    func(err error) { w.errs = append(w.errs, err) },
+		OpenRing: func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {
+			w.fr = newFakeRing(tg.Size, w.ps, rc)
+			w.fr.fixedOK = d.HasArg("fixed")
+			return w.fr, nil
+		},
+		FlushAlways: true,
+	}
+	e, err := Open(c, cfg)
+	if err != nil {
+		return "open: " + err.Error()
+	}
+	w.eng = e
+	w.eng.noStableCheck = d.HasArg("direct")
 	return ""
 }
 
-func mapsKeys(m map[uint64]uint64) func(func(uint64) bool) {
-	return func(yield func(uint64) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
+// parseMapper builds init's mapper; for "extents" the input has one
+// extent a line: index block len [boundary].
+func (w *walkEnv) parseMapper(t *testing.T, d *datadriven.TestData, npages uint64) mapper.Mapper {
+	m := "linear"
+	d.MaybeScanArgs(t, "mapper", &m)
+	switch m {
+	case "nil":
+		return nil
+	case "linear":
+		return mapper.Linear(0, npages)
+	case "alloc":
+		return mapper.NewAllocMap(0, npages)
+	case "extents":
+		var exts []mapper.Extent
+		for _, line := range strings.Split(strings.TrimSpace(d.Input), "\n") {
+			if line == "" {
+				continue
 			}
+			var e mapper.Extent
+			f := strings.Fields(line)
+			e.Index, _ = strconv.ParseUint(f[0], 10, 64)
+			e.Block, _ = strconv.ParseUint(f[1], 10, 64)
+			e.Len, _ = strconv.ParseUint(f[2], 10, 64)
+			e.Boundary = len(f) > 3 && f[3] == "boundary"
+			exts = append(exts, e)
+		}
+		em, err := mapper.NewExtentMap(exts)
+		if err != nil {
+			d.Fatalf(t, "%v", err)
+		}
+		return em
+	}
+	d.Fatalf(t, "unknown mapper %s", m)
+	return nil
+}
+
+// cmdDirty writes new versions of the pages listed. dirty: WriteAt of
+// whole pages (waits for writeback: stable pages). direct: write Data and
+// SetDirty without waiting, as an mmap writer would (the test's init says
+// "direct" to turn off the in-flight checksum check).
+func (w *walkEnv) cmdDirty(t *testing.T, d *datadriven.TestData) string {
+	var out strings.Builder
+	for _, idx := range parseRanges(t, d.CmdArgs) {
+		w.versions[idx]++
+		buf := w.content(idx, w.versions[idx])
+		if d.Cmd == "dirty" {
+			if _, err := w.cache.WriteAt(buf, int64(idx)*int64(w.ps)); err != nil {
+				fmt.Fprintf(&out, "page %d: %v\n", idx, err)
+			}
+			continue
+		}
+		p := w.cache.Lookup(idx)
+		if p == nil {
+			d.Fatalf(t, "direct: page %d not cached", idx)
+		}
+		copy(p.Data(), buf)
+		w.cache.SetDirty(p)
+		w.cache.Put(p)
+	}
+	return out.String()
+}
+
+// cmdWritePages runs one pass: nr, start, end, mode (none, all), cyclic.
+func (w *walkEnv) cmdWritePages(t *testing.T, d *datadriven.TestData) string {
+	var out strings.Builder
+	wbc := &WritebackControl{RangeCyclic: d.HasArg("cyclic")}
+	d.MaybeScanArgs(t, "nr", &wbc.NrToWrite)
+	d.MaybeScanArgs(t, "start", &wbc.RangeStart)
+	d.MaybeScanArgs(t, "end", &wbc.RangeEnd)
+	mode := "none"
+	d.MaybeScanArgs(t, "mode", &mode)
+	if mode == "all" {
+		wbc.SyncMode = SyncAll
+	}
+	err := w.eng.WritePages(context.Background(), wbc)
+	w.printLog(&out)
+	fmt.Fprintf(&out, "written=%d skipped=%d", wbc.PagesWritten, wbc.PagesSkipped)
+	if wbc.RangeCyclic {
+		fmt.Fprintf(&out, " next=%d", w.eng.cyclicIndex)
+	}
+	out.WriteString("\n")
+	if err != nil {
+		fmt.Fprintf(&out, "error: %v\n", err)
+	}
+	return out.String()
+}
+
+// scanRange reads the optional start and end arguments.
+func scanRange(t *testing.T, d *datadriven.TestData) (start, end uint64) {
+	d.MaybeScanArgs(t, "start", &start)
+	d.MaybeScanArgs(t, "end", &end)
+	return start, end
+}
+
+func (w *walkEnv) cmdSync(t *testing.T, d *datadriven.TestData) string {
+	var out strings.Builder
+	start, end := scanRange(t, d)
+	err := w.eng.SyncRange(context.Background(), start, end)
+	w.printLog(&out)
+	if err != nil {
+		fmt.Fprintf(&out, "error: %s\n", strings.ReplaceAll(err.Error(), w.eng.cfg.Path, "TARGET"))
+	} else {
+		out.WriteString("ok\n")
+	}
+	return out.String()
+}
+
+// cmdSyncAsync starts a Sync in the background and returns once it waits
+// for a write (or has finished): "complete" then releases it.
+func (w *walkEnv) cmdSyncAsync(t *testing.T, d *datadriven.TestData) string {
+	w.syncDone = make(chan error, 1)
+	go func() { w.syncDone <- w.eng.Sync(context.Background()) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for w.eng.nWaiters.Load() == 0 && len(w.syncDone) == 0 {
+		if time.Now().After(deadline) {
+			d.Fatalf(t, "sync never waited")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	if len(w.syncDone) == 0 {
+		return "sync waiting\n"
+	}
+	return "sync finished without waiting\n"
+}
+
+// cmdWait waits for the Sync sync-async started.
+func (w *walkEnv) cmdWait(t *testing.T, d *datadriven.TestData) string {
+	var out strings.Builder
+	err := <-w.syncDone
+	w.printLog(&out)
+	if err != nil {
+		fmt.Fprintf(&out, "error: %v\n", err)
+	} else {
+		out.WriteString("ok\n")
+	}
+	return out.String()
+}
+
+func (w *walkEnv) cmdComplete(t *testing.T, d *datadriven.TestData) string {
+	return fmt.Sprintf("completed %d\n", w.fr.completeAll())
+}
+
+// cmdFail makes writes of a block fail: block, count (-1: always), errno
+// (EIO, ENOSPC).
+func (w *walkEnv) cmdFail(t *testing.T, d *datadriven.TestData) string {
+	var b uint64
+	count, name := 1, "EIO"
+	d.MaybeScanArgs(t, "block", &b)
+	d.MaybeScanArgs(t, "count", &count)
+	d.MaybeScanArgs(t, "errno", &name)
+	errno := syscall.EIO
+	if name == "ENOSPC" {
+		errno = syscall.ENOSPC
+	}
+	w.fr.mu.Lock()
+	w.fr.failBlocks[b] = fault{errno: errno, count: count}
+	w.fr.mu.Unlock()
+	return ""
+}
+
+func (w *walkEnv) cmdHeal(t *testing.T, d *datadriven.TestData) string {
+	w.fr.mu.Lock()
+	clear(w.fr.failBlocks)
+	w.fr.mu.Unlock()
+	return ""
+}
+
+// cmdFlushFail makes the next count flushes fail with EIO.
+func (w *walkEnv) cmdFlushFail(t *testing.T, d *datadriven.TestData) string {
+	count := 1
+	d.MaybeScanArgs(t, "count", &count)
+	w.fr.mu.Lock()
+	w.fr.flushErr = syscall.EIO
+	w.fr.flushFails = count
+	w.fr.mu.Unlock()
+	return ""
+}
+
+// cmdShort makes the next write transfer only its first pages pages.
+func (w *walkEnv) cmdShort(t *testing.T, d *datadriven.TestData) string {
+	n := 1
+	d.MaybeScanArgs(t, "pages", &n)
+	w.fr.mu.Lock()
+	w.fr.shortNext = n * w.ps
+	w.fr.mu.Unlock()
+	return ""
+}
+
+func (w *walkEnv) cmdInvalidate(t *testing.T, d *datadriven.TestData) string {
+	start, end := scanRange(t, d)
+	if err := w.eng.Invalidate(context.Background(), start, end); err != nil {
+		return "error: " + err.Error() + "\n"
+	}
+	for idx := range w.versions {
+		if idx >= start && (end == 0 || idx < end) {
+			delete(w.versions, idx)
 		}
 	}
+	return ""
+}
+
+// cmdErrors prints what OnError was given since the last errors.
+func (w *walkEnv) cmdErrors(t *testing.T, d *datadriven.TestData) string {
+	var out strings.Builder
+	for _, err := range w.errs {
+		fmt.Fprintf(&out, "%s\n", strings.ReplaceAll(err.Error(), w.eng.cfg.Path, "TARGET"))
+	}
+	w.errs = nil
+	return out.String()
+}
+
+// cmdCheck: every cached page that is clean and not in flight must match
+// the device image, and hold the latest version written.
+func (w *walkEnv) cmdCheck(t *testing.T, d *datadriven.TestData) string {
+	w.settle()
+	var bad []string
+	w.cache.Range(0, 0, func(p *pages.Page) bool {
+		defer w.cache.Put(p)
+		f := p.Flags()
+		if f.IsDirty() || f.IsWriteback() {
+			return true
+		}
+		idx := p.Index()
+		block := idx
+		if w.mapper != nil {
+			ext, err := w.mapper.Map(idx)
+			if err != nil {
+				bad = append(bad, fmt.Sprintf("page %d: clean but unmapped: %v", idx, err))
+				return true
+			}
+			block = ext.BlockOf(idx)
+		}
+		img := w.fr.img[block*uint64(w.ps) : (block+1)*uint64(w.ps)]
+		if !bytes.Equal(img, p.Data()) {
+			bad = append(bad, fmt.Sprintf("page %d: device block %d differs from the cache", idx, block))
+		}
+		if !bytes.Equal(p.Data(), w.content(idx, w.versions[idx])) {
+			bad = append(bad, fmt.Sprintf("page %d: cache holds an old version", idx))
+		}
+		return true
+	})
+	slices.Sort(bad)
+	if len(bad) == 0 {
+		return "ok\n"
+	}
+	return strings.Join(bad, "\n") + "\n"
 }
 
 func (w *walkEnv) content(idx, v uint64) []byte {

@@ -30,7 +30,7 @@ func benchCache(b *testing.B, n int) (*Cache, []*Page) {
 // clean retires every dirty page as the engine would (detach, clear
 // dirty, drop the dirty pin).
 func clean(c *Cache, buf []*Page) []*Page {
-	buf = c.DetachDirty(buf[:0])
+	buf = detachDirty(c, buf[:0])
 	for _, p := range buf {
 		p.Lock()
 		p.ClearDirtyForIO()

@@ -78,7 +78,7 @@ type Cache struct {
 	free   []uint32 // free slots, popped from the end; guarded by freeMu
 
 	// intake is the head of the lock-free list of pages that went clean
-	// → dirty since the last DetachDirty. See intake.go.
+	// → dirty since the last DetachDirtyEach. See intake.go.
 	intake atomic.Pointer[Page]
 
 	nrDirty     atomic.Int64  // pages with Dirty set
@@ -434,16 +434,6 @@ func (c *Cache) SetDirty(p *Page) bool {
 	return true
 }
 
-// CancelDirty clears Dirty on a locked page that will not be written
-// (it is being invalidated) and reports whether it was dirty. The caller
-// — the writeback engine — then gives back the dirty pin.
-func (c *Cache) CancelDirty(p *Page) bool {
-	if invariants.Enabled && p.Flags()&PageLocked == 0 {
-		invariants.Failf("pages: CancelDirty on unlocked page %d", p.index)
-	}
-	return p.ClearDirtyForIO()
-}
-
 // Remove takes a locked page that is not under writeback out of the
 // cache (the kernel's delete_from_page_cache): Grab and Lookup no longer
 // find it, pin holders see PageDropped, and SetDirty refuses it. Its
@@ -464,21 +454,6 @@ func (c *Cache) Remove(p *Page) {
 	p.flags.Or(uint32(PageDropped))
 	sh.mu.Unlock()
 	p.pins.Add(-1) // the index's reference; the caller still holds a pin
-}
-
-// ClearDirtyDropped clears Dirty on a page that has left the cache and
-// reports whether it was dirty; the writeback engine then gives back the
-// dirty pin. No lock is needed: nobody can dirty a dropped page again.
-func (c *Cache) ClearDirtyDropped(p *Page) bool {
-	if p.Flags()&PageDropped == 0 {
-		invariants.Failf("pages: ClearDirtyDropped of page %d still cached", p.index)
-	}
-	old := Flags(p.flags.And(^uint32(PageDirty)))
-	if old&PageDirty != 0 {
-		c.nrDirty.Add(-1)
-		return true
-	}
-	return false
 }
 
 // Range calls fn for every cached page with start ≤ index < end (end 0:
@@ -609,38 +584,4 @@ func (c *Cache) Ops() Ops {
 		return b.ops
 	}
 	return nil
-}
-
-// AccountStartedWriteback moves n pages from the dirty to the writeback
-// count: the accounting for n TryStartWriteback calls that succeeded.
-func (c *Cache) AccountStartedWriteback(n int) {
-	if n != 0 {
-		c.nrDirty.Add(-int64(n))
-		c.nrWriteback.Add(int64(n))
-	}
-}
-
-// EndWritebackPages is EndWriteback for every page of ps, with the
-// writeback count updated once.
-func (c *Cache) EndWritebackPages(ps []*Page) {
-	for _, p := range ps {
-		p.endWriteback()
-	}
-	c.nrWriteback.Add(-int64(len(ps)))
-}
-
-// Buffers returns the arena cut at Config.BufferSize, for registering
-// with io_uring. Page p lies wholly inside Buffers()[BufIndex(p)].
-func (c *Cache) Buffers() [][]byte {
-	var bufs [][]byte
-	for off := 0; off < len(c.arena.mem); off += c.bufSize {
-		end := min(off+c.bufSize, len(c.arena.mem))
-		bufs = append(bufs, c.arena.mem[off:end:end])
-	}
-	return bufs
-}
-
-// BufIndex is the index in Buffers of the buffer holding p's memory.
-func (c *Cache) BufIndex(p *Page) int {
-	return int((uint64(p.slot) << c.pageShift) / uint64(c.bufSize))
 }

@@ -88,12 +88,12 @@ func TestReturnDirty(t *testing.T) {
 	c.SetDirty(p)
 	p.Unlock()
 	c.Put(p)
-	got := c.DetachDirty(nil)
+	got := detachDirty(c, nil)
 	if len(got) != 1 || got[0] != p {
 		t.Fatalf("DetachDirty = %v", got)
 	}
 	c.ReturnDirty(p)
-	if again := c.DetachDirty(nil); len(again) != 1 || again[0] != p {
+	if again := detachDirty(c, nil); len(again) != 1 || again[0] != p {
 		t.Fatalf("after ReturnDirty, DetachDirty = %v, want the page once", again)
 	}
 	if n := p.Pins(); n != 1 {

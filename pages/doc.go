@@ -34,11 +34,14 @@
 //   - The page lock (Lock, TryLock, Unlock) serialises changes of a
 //     page's contents and state: WriteAt holds it while it copies;
 //     the engine holds it from ClearDirtyForIO to TestSetWriteback.
-//   - DetachDirty, ClearDirtyForIO, CancelDirty and Remove belong to the
-//     writeback engine, which runs one pass per cache at a time; see
-//     intake.go for who owns a page's intake link when.
-//   - EndWriteback may be called from any goroutine (the ring's
-//     completion handler) and never blocks for long.
+//   - The writeback protocol — DetachDirtyEach, ClearDirtyForIO,
+//     TryStartWriteback, TestSetWriteback, EndWritebackPages and the
+//     rest — belongs to the writeback engine, which runs one pass per
+//     cache at a time. It lives in protocol.go, under a heading that
+//     states its contract; see intake.go for who owns a page's intake
+//     link when. EndWritebackPages may be called from any goroutine (the
+//     ring's completion handler) and never blocks for long. Remove, in
+//     cache.go, is the engine's too (Invalidate calls it).
 //   - Sleeping (Lock, WaitWriteback) uses hashed wait buckets and the
 //     page's Waiters bit: no page owns a mutex or channel.
 //

@@ -32,7 +32,7 @@ import "strings"
 //     or, on a clean page, by TryStartWritebackClean in one CAS from
 //     clean, up to date and unlocked (gap filling: the engine rewrites a
 //     clean page between two dirty runs in the same write). Cleared by
-//     EndWriteback (no lock needed) exactly once per submission.
+//     EndWritebackPages (no lock needed) exactly once per submission.
 //   - Error: set and cleared by the writeback engine (SetError,
 //     ClearError); a page held in error after repeated write failures.
 //   - Waiters: set by a goroutine about to sleep on the page (under its

@@ -1,7 +1,5 @@
 package pages
 
-import "github.com/wbengine/wbengine/internal/invariants"
-
 // The intake list holds the pages that went clean → dirty since the
 // writeback engine last detached it. It is an intrusive singly linked
 // stack (Treiber) threaded through Page.next, with two operations only:
@@ -38,51 +36,4 @@ func (c *Cache) pushIntake(p *Page) {
 			return
 		}
 	}
-}
-
-// ReturnDirty puts a dirty page the writeback engine took off the
-// intake list back on it, with the dirty pin it carries: an engine that
-// stops without writing its pages hands them back this way, so the next
-// engine on the cache finds them. The caller owns p's place in the
-// engine's dirty set and must hold no other claim on it.
-func (c *Cache) ReturnDirty(p *Page) {
-	if f := p.Flags(); f&PageDirty == 0 {
-		invariants.Failf("pages: ReturnDirty of clean page %d (%v)", p.index, f)
-	}
-	c.pushIntake(p)
-}
-
-// DetachDirtyEach takes the whole intake list in one atomic swap and
-// calls fn for each of its pages (most recently dirtied first), without
-// copying the chain: it reads a page's link before it hands the page to
-// fn, so fn may clear the Dirty bit of the page it is given (which lets
-// the page be pushed again, reusing the link). fn must not clear Dirty
-// on a page it has not been given yet. Each page carries the dirty pin
-// its SetDirty took; the caller owns it from now on.
-func (c *Cache) DetachDirtyEach(fn func(p *Page)) {
-	p := c.intake.Swap(nil)
-	for p != nil {
-		next := p.next
-		p.next = nil
-		fn(p)
-		p = next
-	}
-}
-
-// DetachDirty takes the whole intake list in one atomic swap, appends
-// its pages to buf (most recently dirtied first) and returns the result.
-// Each returned page carries the dirty pin its SetDirty took; the caller
-// owns it from now on. The caller must not clear Dirty on any page before
-// DetachDirty returns (it copies the chain first, so that is automatic),
-// and must be the only goroutine clearing Dirty (the writeback engine,
-// one pass at a time).
-func (c *Cache) DetachDirty(buf []*Page) []*Page {
-	p := c.intake.Swap(nil)
-	for p != nil {
-		next := p.next
-		p.next = nil
-		buf = append(buf, p)
-		p = next
-	}
-	return buf
 }

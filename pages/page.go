@@ -42,11 +42,6 @@ func (p *Page) Index() uint64 { return p.index }
 // valid only while the caller holds a pin.
 func (p *Page) Data() []byte { return p.data }
 
-// Slot is the page's fixed position in the cache (0 ≤ Slot < Capacity).
-// Side tables indexed by slot (the engine keeps one) must reset their
-// entry when a slot is reused: Index tells which page a slot holds.
-func (p *Page) Slot() int { return int(p.slot) }
-
 // Flags loads the page's flags word.
 func (p *Page) Flags() Flags { return Flags(p.flags.Load()) }
 
@@ -130,100 +125,6 @@ func (p *Page) Unlock() {
 	}
 }
 
-// ClearDirtyForIO clears Dirty on a locked page about to be written and
-// reports whether it was dirty (the kernel's folio_clear_dirty_for_io).
-// The dirty pin is not dropped: it passes to the write.
-func (p *Page) ClearDirtyForIO() bool {
-	if invariants.Enabled && p.Flags()&PageLocked == 0 {
-		invariants.Failf("pages: ClearDirtyForIO on unlocked page %d", p.index)
-	}
-	old := Flags(p.flags.And(^uint32(PageDirty)))
-	if old&PageDirty != 0 {
-		p.cache.nrDirty.Add(-1)
-		return true
-	}
-	return false
-}
-
-// TestSetWriteback sets Writeback on a locked page and returns whether it
-// was already set (the kernel's TestSetPageWriteback). Setting it twice
-// is a bug: under invariants it panics.
-func (p *Page) TestSetWriteback() bool {
-	old := Flags(p.flags.Or(uint32(PageWriteback)))
-	if invariants.Enabled {
-		if old&PageLocked == 0 {
-			invariants.Failf("pages: writeback set on unlocked page %d", p.index)
-		}
-		if old&PageWriteback != 0 {
-			invariants.Failf("pages: writeback set twice on page %d", p.index)
-		}
-	}
-	if old&PageWriteback == 0 {
-		p.cache.nrWriteback.Add(1)
-	}
-	return old&PageWriteback != 0
-}
-
-// TryStartWriteback moves an unlocked, dirty page that is not under
-// writeback straight to writeback in one compare-and-swap: the
-// writeback pass's lock, ClearDirtyForIO, TestSetWriteback, Unlock, with
-// nothing anyone can see in between, so the rule "Writeback is set only
-// under the page lock right after Dirty was cleared" holds. It reports
-// false, changing nothing, when the page is locked (or a sleeper claimed
-// the lock), not dirty, already under writeback, or dropped. The dirty
-// pin passes to the write. The caller accounts for the pages it started
-// with Cache.AccountStartedWriteback (once per batch, not per page).
-func (p *Page) TryStartWriteback() bool {
-	const busy = uint32(PageLocked | PageWriteback | PageDropped | PageHandoff)
-	for {
-		old := p.flags.Load()
-		if old&busy != 0 || old&uint32(PageDirty) == 0 {
-			return false
-		}
-		if p.flags.CompareAndSwap(old, old&^uint32(PageDirty)|uint32(PageWriteback)) {
-			return true
-		}
-	}
-}
-
-// TryStartWritebackClean puts a clean page under writeback in one CAS:
-// from up to date, clean, unlocked, not under writeback and in the cache,
-// to the same with Writeback set. The writeback engine uses it to
-// rewrite a clean page in the gap between two dirty runs (gap filling),
-// holding a pin on it; the page is then stable (WriteAt and PrepareWrite
-// wait for its writeback) until EndWriteback. It reports whether it
-// did.
-func (p *Page) TryStartWritebackClean() bool {
-	const busy = uint32(PageLocked | PageWriteback | PageDropped | PageHandoff | PageDirty)
-	for {
-		old := p.flags.Load()
-		if old&busy != 0 || old&uint32(PageUptodate) == 0 {
-			return false
-		}
-		if p.flags.CompareAndSwap(old, old|uint32(PageWriteback)) {
-			p.cache.nrWriteback.Add(1)
-			return true
-		}
-	}
-}
-
-// EndWriteback clears Writeback and wakes the page's waiters (the
-// kernel's folio_end_writeback). It needs no page lock and never
-// blocks for long (it takes the wait bucket's mutex only when someone
-// sleeps on the page). Ending writeback that is not set panics: it would
-// mean a completion was delivered twice.
-func (p *Page) EndWriteback() { p.cache.EndWritebackPages([]*Page{p}) }
-
-func (p *Page) endWriteback() {
-	old := Flags(p.flags.And(^uint32(PageWriteback | PageWaiters)))
-	if old&PageWriteback == 0 {
-		invariants.Failf("pages: EndWriteback on page %d not under writeback (%v)", p.index, old)
-	}
-	if old&PageWaiters != 0 {
-		p.wake()
-	}
-}
-
 // WaitWriteback sleeps until the page is not under writeback. The
 // caller holds a pin; it may hold the page lock (completions do not need
 // it), as WriteAt does to keep pages stable.
@@ -234,11 +135,6 @@ func (p *Page) WaitWriteback() {
 // SetUptodate marks the page's contents valid. The caller holds the
 // page lock.
 func (p *Page) SetUptodate() { p.flags.Or(uint32(PageUptodate)) }
-
-// SetError marks the page as held in error (the engine does, after
-// repeated write failures); ClearError clears it.
-func (p *Page) SetError()   { p.flags.Or(uint32(PageError)) }
-func (p *Page) ClearError() { p.flags.And(^uint32(PageError)) }
 
 // waitClear sleeps until every bit of mask is clear.
 //
