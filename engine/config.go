@@ -63,7 +63,7 @@ type Config struct {
 	// OpenRing, if set, opens the ring instead of ring.Open(target, Ring,
 	// cfg): tests and wbbench use it to wrap a backend (fault injection,
 	// simulated power loss) or to substitute one.
-	OpenRing func(t *ring.Target, cfg ring.Config) (ring.Ring, error)
+	OpenRing ring.Opener
 	// OnError receives every write or flush error, also those a retry
 	// later fixed. It is called outside the completion path, from the
 	// goroutine of a WritePages or Sync call, and must not call back into

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/wbengine/wbengine/internal/invariants"
 	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/pages"
 	"github.com/wbengine/wbengine/ring"
@@ -64,6 +65,11 @@ func (e *Engine) readPages(ctx context.Context, ps []*pages.Page) error {
 		for i, ri := range taken {
 			r := &e.reads[ri]
 			reqs[i] = ring.Request{Op: ring.OpRead, Off: r.off, Iov: r.iov, Tag: readTag | uint64(ri)}
+			if invariants.Enabled {
+				if err := e.target.CheckRequest(&reqs[i]); err != nil {
+					invariants.Failf("engine: a read ReadPages built is malformed: %v", err)
+				}
+			}
 		}
 		if err := e.ring.Submit(reqs); err != nil {
 			for _, ri := range taken {

@@ -690,6 +690,11 @@ func (e *Engine) submitQueued() error {
 			Iov:      r.iov,
 			Tag:      uint64(ri),
 		}
+		if invariants.Enabled {
+			if err := e.target.CheckRequest(&e.req); err != nil {
+				invariants.Failf("engine: a write the pass built is malformed: %v", err)
+			}
+		}
 		e.q.Add(&e.req)
 	}
 	e.req = ring.Request{}
