@@ -170,8 +170,7 @@ type passState struct {
 	q           ring.Queue    // the ring's queue while a pass runs (ring.Run)
 	passFn      func(ring.Queue)
 	passArgs    passArgs
-	ext         mapper.Extent // the extent the walk mapped last
-	extOK       bool
+	ext         extentCursor // the pass's walk through the mapper
 }
 
 // slotState is the engine's per-page state, indexed by page slot.
@@ -227,13 +226,10 @@ type unflushedPage struct {
 
 // record is one write: a run of pages contiguous by index and block.
 type record struct {
-	gen   uint64
-	off   int64
-	bytes int64
-	buf   int // registered buffer index, -1 when not fixed
-	pages []*pages.Page
-	iov   []ring.Iovec
-	sums  []uint32 // invariants: page checksums when queued
+	run
+	gen  uint64
+	buf  int      // registered buffer index, -1 when not fixed
+	sums []uint32 // invariants: page checksums when queued
 }
 
 const flushTag = 1 << 63
@@ -315,6 +311,7 @@ func (e *Engine) open() error {
 	e.flushSem = make(chan struct{}, 1)
 	e.flushDone = make(chan syscall.Errno, 1)
 	e.alloc, _ = cfg.Mapper.(mapper.Allocator)
+	e.ext = extentCursor{m: cfg.Mapper}
 	e.waitCond.L = &e.waitMu
 	e.set = newDirtySet(c.Capacity())
 	e.drainFn = e.drainPage
@@ -332,11 +329,9 @@ func (e *Engine) open() error {
 	e.fillBuf = make([]*pages.Page, 0, cfg.FillGaps)
 	e.recGen = make([]atomic.Uint64, len(e.recs))
 	e.initReads()
-	iovs := min(e.maxPages, maxIovecs)
 	for i := range e.recs {
 		r := &e.recs[i]
-		r.pages = make([]*pages.Page, 0, e.maxPages)
-		r.iov = make([]ring.Iovec, 0, iovs)
+		r.initRun(e.maxPages)
 		r.sums = make([]uint32, 0, e.maxPages)
 	}
 	// The ring takes twice QueueDepth writes but keeps at most

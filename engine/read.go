@@ -19,11 +19,9 @@ const readTag = 1 << 62
 // and block. A reader takes it from freeReads, submits it, and waits on
 // done; the completion handler fills res and signals done.
 type readRecord struct {
-	off   int64
-	pages []*pages.Page
-	iov   []ring.Iovec
-	res   ring.Completion
-	done  chan struct{} // capacity 1
+	run
+	res  ring.Completion
+	done chan struct{} // capacity 1
 }
 
 func (e *Engine) initReads() {
@@ -31,8 +29,7 @@ func (e *Engine) initReads() {
 	e.freeReads = make(chan int32, e.cfg.QueueDepth)
 	for i := range e.reads {
 		r := &e.reads[i]
-		r.pages = make([]*pages.Page, 0, e.maxPages)
-		r.iov = make([]ring.Iovec, 0, min(e.maxPages, maxIovecs))
+		r.initRun(e.maxPages)
 		r.done = make(chan struct{}, 1)
 		e.freeReads <- int32(i)
 	}
@@ -49,13 +46,10 @@ func (e *Engine) readPages(ctx context.Context, ps []*pages.Page) error {
 	}
 	e.stats.readMisses.Add(int64(len(ps)))
 	var (
-		taken   []int32
-		cur     = int32(-1)
-		lastIdx uint64
-		lastBlk uint64
-		first   error
-		ext     mapper.Extent
-		extOK   bool
+		taken  []int32
+		cur    = int32(-1)
+		first  error
+		cursor = extentCursor{m: e.mapper}
 	)
 	submit := func() {
 		if len(taken) == 0 {
@@ -102,27 +96,17 @@ func (e *Engine) readPages(ctx context.Context, ps []*pages.Page) error {
 	}
 	for _, p := range ps {
 		idx := p.Index()
-		block := idx
-		if e.mapper != nil {
-			if !extOK || !ext.Contains(idx) {
-				var err error
-				ext, err = e.mapper.Map(idx)
-				if errors.Is(err, mapper.ErrHole) {
-					extOK = false
-					clear(p.Data())
-					p.SetUptodate()
-					continue
-				}
-				if err != nil {
-					extOK = false
-					if first == nil {
-						first = fmt.Errorf("engine: read %s: map page %d: %w", e.cfg.Path, idx, err)
-					}
-					continue
-				}
-				extOK = true
+		block, _, err := cursor.locate(idx)
+		if errors.Is(err, mapper.ErrHole) {
+			clear(p.Data())
+			p.SetUptodate()
+			continue
+		}
+		if err != nil {
+			if first == nil {
+				first = fmt.Errorf("engine: read %s: map page %d: %w", e.cfg.Path, idx, err)
 			}
-			block = ext.BlockOf(idx)
+			continue
 		}
 		if block >= e.nblocks {
 			if first == nil {
@@ -130,13 +114,8 @@ func (e *Engine) readPages(ctx context.Context, ps []*pages.Page) error {
 			}
 			continue
 		}
-		d := p.Data()
-		if cur >= 0 {
-			r := &e.reads[cur]
-			if !(idx == lastIdx+1 && block == lastBlk+1 && len(r.pages) < e.maxPages &&
-				(len(r.iov) < cap(r.iov) || ring.Adjacent(r.iov, d))) {
-				cur = -1
-			}
+		if cur >= 0 && !e.reads[cur].extends(idx, block, p, e.ps) {
+			cur = -1
 		}
 		if cur < 0 {
 			if len(taken) == e.cfg.QueueDepth {
@@ -157,15 +136,9 @@ func (e *Engine) readPages(ctx context.Context, ps []*pages.Page) error {
 			}
 			taken = append(taken, ri)
 			cur = ri
-			r := &e.reads[ri]
-			r.off = int64(block) * int64(e.ps)
-			r.pages = r.pages[:0]
-			r.iov = r.iov[:0]
+			e.reads[ri].start(block, e.ps)
 		}
-		r := &e.reads[cur]
-		r.iov, _ = ring.AppendMem(r.iov, d)
-		r.pages = append(r.pages, p)
-		lastIdx, lastBlk = idx, block
+		e.reads[cur].add(p)
 	}
 	submit()
 	return first

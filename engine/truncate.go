@@ -104,8 +104,9 @@ func (e *Engine) Discard(ctx context.Context, start, end uint64) error {
 		}
 		return discard(start, end-start)
 	}
+	cursor := extentCursor{m: e.mapper}
 	for idx := start; idx < end; {
-		ext, err := e.mapper.Map(idx)
+		ext, err := cursor.lookup(idx)
 		if errors.Is(err, mapper.ErrHole) {
 			if ext.Len == 0 {
 				return nil // a hole to the end

@@ -170,7 +170,7 @@ func (e *Engine) writeCachePages(ctx context.Context, wbc *WritebackControl, opt
 	// submitted takes one from the caller's field, and the pass stops
 	// when it reaches 0.
 	budget := !sync && wbc.NrToWrite > 0
-	e.extOK = false
+	e.ext.reset()
 
 	var firstErr error
 	note := func(err error) {
@@ -413,23 +413,21 @@ func (e *Engine) mapPage(idx uint64) (block uint64, boundary bool, err error) {
 	if e.mapper == nil {
 		block = idx
 	} else {
-		if !e.extOK || !e.ext.Contains(idx) {
-			ext, err := e.mapper.Map(idx)
-			if errors.Is(err, mapper.ErrHole) && e.alloc != nil {
-				n := uint64(e.set.contiguous(idx, e.maxPages))
-				if ext.Len != 0 {
-					n = min(n, ext.End()-idx)
-				}
-				ext, err = e.alloc.Allocate(idx, max(n, 1))
+		ext, err := e.ext.lookup(idx)
+		if errors.Is(err, mapper.ErrHole) && e.alloc != nil {
+			n := uint64(e.set.contiguous(idx, e.maxPages))
+			if ext.Len != 0 {
+				n = min(n, ext.End()-idx)
 			}
-			if err != nil {
-				e.extOK = false
-				return 0, false, &PageError{Op: "map", Path: e.cfg.Path, Pages: []uint64{idx}, Count: 1, Err: err}
+			if ext, err = e.alloc.Allocate(idx, max(n, 1)); err == nil {
+				e.ext.set(ext)
 			}
-			e.ext, e.extOK = ext, true
 		}
-		block = e.ext.BlockOf(idx)
-		boundary = e.ext.Boundary && idx == e.ext.End()-1
+		if err != nil {
+			return 0, false, &PageError{Op: "map", Path: e.cfg.Path, Pages: []uint64{idx}, Count: 1, Err: err}
+		}
+		block = ext.BlockOf(idx)
+		boundary = ext.Boundary && idx == ext.End()-1
 	}
 	if block >= e.nblocks {
 		return 0, false, &PageError{Op: "map", Path: e.cfg.Path, Pages: []uint64{idx}, Count: 1,
@@ -474,7 +472,7 @@ func (e *Engine) fillGap(idx, block uint64, buf int) bool {
 		return false
 	}
 	gap := int(idx - last - 1)
-	lastBlock := uint64(r.off)/uint64(e.ps) + uint64(len(r.pages)) - 1
+	lastBlock := r.lastBlock(e.ps)
 	if block != lastBlock+uint64(gap)+1 || len(r.pages)+gap+1 > e.maxPages || len(r.iov)+gap+1 > cap(r.iov) {
 		return false
 	}
@@ -529,10 +527,7 @@ func (e *Engine) extends(idx, block uint64, buf int, p *pages.Page, alone bool) 
 		return false
 	}
 	r := &e.recs[e.cur]
-	last := r.pages[len(r.pages)-1]
-	lastBlock := uint64(r.off)/uint64(e.ps) + uint64(len(r.pages)) - 1
-	return idx == last.Index()+1 && block == lastBlock+1 && buf == r.buf &&
-		(len(r.iov) < cap(r.iov) || adjacent(r, p))
+	return buf == r.buf && r.extends(idx, block, p, e.ps)
 }
 
 // reserveRecord makes sure a free record is set aside for the next run
@@ -559,27 +554,18 @@ func (e *Engine) openRun(block uint64, buf int) *record {
 	e.recGen[ri].Store(e.nextGen) // before lastGen: see advanceCompleted
 	e.lastGen.Store(e.nextGen)
 	r.gen = e.nextGen
-	r.off = int64(block) * int64(e.ps)
-	r.bytes = 0
+	r.start(block, e.ps)
 	r.buf = buf
-	r.pages = r.pages[:0]
-	r.iov = r.iov[:0]
 	r.sums = r.sums[:0]
 	e.cur = ri
 	return r
 }
 
-// adjacent reports whether p's memory follows the run's last iovec.
-func adjacent(r *record, p *pages.Page) bool { return ring.Adjacent(r.iov, p.Data()) }
-
 // appendPage adds p to run r; pages adjacent in memory share an iovec.
 func (e *Engine) appendPage(r *record, p *pages.Page) {
-	d := p.Data()
-	r.iov, _ = ring.AppendMem(r.iov, d)
-	r.pages = append(r.pages, p)
-	r.bytes += int64(len(d))
+	r.add(p)
 	if invariants.Enabled {
-		r.sums = append(r.sums, crc32.Checksum(d, crcTable))
+		r.sums = append(r.sums, crc32.Checksum(p.Data(), crcTable))
 	}
 }
 
