@@ -53,6 +53,9 @@ bench-iceber: ## build wbbench with the iceber backend and run it with -ring ice
 	$(GO) build $(ICEBER) -o wbbench-iceber ./cmd/wbbench
 	./wbbench-iceber -ring iceber $(BENCHFLAGS)
 
+bench-sqlite: ## SQLite on the wbengine VFS against SQLite's own VFS on ext4 (root: /dev/shm loop devices it makes and removes); SQLITEBENCHFLAGS="-runs 3" adds flags
+	cd $(SQLITEVFS) && $(GO) run ./cmd/sqlitebench $(SQLITEBENCHFLAGS)
+
 ramdev: ## make a loop device over a /dev/shm file (root; RAMDEV_SIZE=1G) for wbbench -device, and print its path
 	@f=$$(mktemp --suffix=.img /dev/shm/wbengine-ramdev-XXXXXX) && truncate -s $${RAMDEV_SIZE:-1G} "$$f" && \
 	  losetup --find --show "$$f" || { rm -f "$$f"; exit 1; }

@@ -337,8 +337,14 @@ func (e *Engine) open() error {
 	// The ring takes twice QueueDepth writes but keeps at most
 	// QueueDepth in the kernel: the rest is a backlog it feeds the device
 	// from the moment a write completes, without waiting for the pass to
-	// wake up and hand over the next batch.
-	rcfg := ring.Config{Depth: len(e.recs), InFlight: cfg.QueueDepth, Handler: e.endIO, Logf: func(format string, args ...any) {
+	// wake up and hand over the next batch. Its slots also have room for
+	// every read record and the device flush beyond what a pass can
+	// hold (its records and the ring's batch of free slots), so a reader
+	// never waits for the pass's writes to free a slot; on the native
+	// ring its read also goes ahead of the writes queued behind the
+	// InFlight cap.
+	depth := min(len(e.recs)+ring.RunSlotBatch+len(e.reads)+1, ring.MaxDepth)
+	rcfg := ring.Config{Depth: depth, InFlight: cfg.QueueDepth, Handler: e.endIO, Logf: func(format string, args ...any) {
 		cfg.Logger.Info(fmt.Sprintf(format, args...), "target", cfg.Path)
 	}}
 	if cfg.OpenRing != nil {

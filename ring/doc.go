@@ -44,7 +44,9 @@
 // delivered to the Handler inline, from inside those calls. The engine
 // runs its writeback pass this way, so a pass costs one hand-off, not
 // one per batch. Elsewhere fn runs on the caller's goroutine over Submit
-// (CallerQueue).
+// (CallerQueue). On the native ring, requests handed over by Submit go
+// ahead of those a Run function queued and has not yet submitted (reads
+// and flushes that a caller waits for pass the pass's writes).
 //
 // "auto" (the default) is native, or pwritev when io_uring setup is
 // refused (EPERM, EACCES, ENOSYS: seccomp, kernel.io_uring_disabled);

@@ -286,7 +286,18 @@ func (r *nativeRing) collect() (closing bool) {
 	}
 	r.mu.Lock()
 	r.news.Store(0)
-	r.queue = append(r.queue, r.pending...)
+	// What other goroutines handed over goes ahead of what a Run
+	// function queued: those are the engine's reads and device flushes,
+	// a caller waits on each, while the pass's writes are a deep queue
+	// of their own (the kernel's block layer likewise lets sync reads
+	// pass queued async writes). No order between the two is promised:
+	// a caller that needs one waits for the completion first.
+	if n := len(r.pending); n > 0 {
+		q := len(r.queue)
+		r.queue = r.queue[:q+n]
+		copy(r.queue[n:], r.queue[:q])
+		copy(r.queue, r.pending)
+	}
 	r.pending = r.pending[:0]
 	r.ready = append(r.ready, r.due...)
 	r.delayed -= len(r.due)
@@ -413,8 +424,9 @@ func (q ownerQueue) Add(req *Request) {
 	r.queue = append(r.queue, idx)
 }
 
-// stashBatch is how many free slots a Run function's Add takes at once.
-const stashBatch = 32
+// stashBatch is how many free slots a Run function's Add takes at once
+// (RunSlotBatch).
+const stashBatch = RunSlotBatch
 
 // unstash gives the slots a Run function took and did not use back.
 func (r *nativeRing) unstash() {

@@ -204,6 +204,49 @@ func TestNativeRun(t *testing.T) {
 	}
 }
 
+// TestNativeSubmitPassesRun: a request handed over by Submit while a
+// Run function holds queued requests behind the InFlight cap goes to the
+// kernel before them (the engine's reads pass its pass's writes). With
+// InFlight 1 the kernel completes them one at a time in submission
+// order, so the Submit's request must complete first of those queued.
+func TestNativeSubmitPassesRun(t *testing.T) {
+	tkNoLeaks(t)
+	var order []uint64 // appended on the owner thread only
+	r, err := Open(tkFileTarget(t, 1<<20), "native", Config{Depth: 64, InFlight: 1, Handler: func(cs []Completion) {
+		for _, c := range cs {
+			order = append(order, c.Tag)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	err = r.Run(context.Background(), func(q Queue) {
+		for i := range 32 {
+			q.Add(&Request{Op: OpNop, Tag: uint64(i)})
+		}
+		// Free slots are plenty: Submit needs nothing from the owner.
+		if err := r.Submit([]Request{{Op: OpNop, Tag: 100}}); err != nil {
+			t.Error(err)
+			return
+		}
+		for len(order) < 33 {
+			q.Wait()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(order) != 33 {
+		t.Fatalf("%d completions, want 33", len(order))
+	}
+	// Nothing was submitted before the Submit's request was collected
+	// (Add only queues), so it must be first.
+	if order[0] != 100 {
+		t.Fatalf("completion order %v: the submitted request (tag 100) waited behind the Run function's queued ones", order)
+	}
+}
+
 // A batch larger than one io_uring_enter carries (maxSQEsPerEnter) is
 // queued and submitted in rounds.
 func TestNativeDeepBatch(t *testing.T) {

@@ -13,6 +13,12 @@ const (
 	DefaultMaxRetries = 8
 	// MaxDepth is the largest Config.Depth Open accepts.
 	MaxDepth = 4096
+	// RunSlotBatch is how many free slots a Run function's Queue.Add may
+	// take at a time, beyond those its requests hold. A caller that wants
+	// Submit never to wait while a Run function holds the ring sizes
+	// Depth as what the Run function keeps outstanding, plus this, plus
+	// what other goroutines submit at once.
+	RunSlotBatch = 32
 )
 
 // backends maps a backend name to its constructor. Each backend file
