@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -361,12 +362,12 @@ func (b *Bench) CheckMaxIO(n int) error {
 	size := humanize.IBytes(uint64(n))
 	switch {
 	case n < ps:
-		return usagef("-max-io %s: smaller than one page (%s); give at least -max-io %d", size, humanize.IBytes(uint64(ps)), ps)
+		return usagef("-max-io %s: smaller than one page (%s); give at least -max-io %s", size, humanize.IBytes(uint64(ps)), FlagBytes(int64(ps)))
 	case n%ps != 0:
-		return usagef("-max-io %s: not a whole number of %s pages; use -max-io %d or %d", size, humanize.IBytes(uint64(ps)), n-n%ps, n-n%ps+ps)
+		return usagef("-max-io %s: not a whole number of %s pages; use -max-io %s or %s", size, humanize.IBytes(uint64(ps)), FlagBytes(int64(n-n%ps)), FlagBytes(int64(n-n%ps+ps)))
 	case n > maxIOPages*ps:
 		return usagef("-max-io %s: more than %d pages of %s (%s), the most one write carries; use at most -max-io %s",
-			size, maxIOPages, humanize.IBytes(uint64(ps)), humanize.IBytes(uint64(maxIOPages*ps)), humanize.IBytes(uint64(maxIOPages*ps)))
+			size, maxIOPages, humanize.IBytes(uint64(ps)), humanize.IBytes(uint64(maxIOPages*ps)), FlagBytes(int64(maxIOPages*ps)))
 	}
 	q := readQueueLimits(b.target.Dev)
 	if q == nil {
@@ -375,7 +376,7 @@ func (b *Bench) CheckMaxIO(n int) error {
 	if hw := q.MaxHwSectorsKB; hw > 0 && n > hw<<10 {
 		most := (hw << 10) / ps * ps
 		return usagef("-max-io %s: above what %s takes in one request (max_hw_sectors_kb %d = %s); use at most -max-io %s",
-			size, b.target.Path, hw, humanize.IBytes(uint64(hw<<10)), humanize.IBytes(uint64(most)))
+			size, b.target.Path, hw, humanize.IBytes(uint64(hw<<10)), FlagBytes(int64(most)))
 	}
 	if soft := q.MaxSectorsKB; soft > 0 && n > soft<<10 {
 		w := fmt.Sprintf("-max-io %s is above %s's max_sectors_kb %d (%s): the block layer splits every larger write into requests of at most %s (raise /sys/block/%s/queue/max_sectors_kb, up to max_hw_sectors_kb %d, to avoid it)",
@@ -572,3 +573,19 @@ func (b *Bench) syncFailed(err error) {
 
 // ctxErr is a helper for loops that check for cancellation now and then.
 func ctxErr(ctx context.Context) error { return context.Cause(ctx) }
+
+// FlagBytes writes n bytes as a size flag takes it back exactly: in the
+// largest binary unit that divides it (4MiB, 1280KiB), else in bytes.
+// Refusals suggest values in this form, so the value suggested is the
+// value that runs (humanize's "1.3 MiB" would not be).
+func FlagBytes(n int64) string {
+	for _, u := range []struct {
+		s string
+		v int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.v && n%u.v == 0 {
+			return strconv.FormatInt(n/u.v, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}

@@ -175,6 +175,23 @@ func TestCompare(t *testing.T) {
 		}
 	}
 	t.Logf("\n%s", out)
+	// Two runs: the steady figure is run 2 alone, printed without a
+	// min–max of one value and without an overlap judgement.
+	two := sortedResults(map[string][]Sample{"engine": m["engine"][:2], "pwrite": m["pwrite"][:2]}, nil, nil, 4096)
+	b.Reset()
+	writeTable(&b, two, 2)
+	out = b.String()
+	for _, want := range []string{"steady: run 2", "pwrite      95.00 B/s  100.00 B/s", "1.06×\n", "(two runs: "} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("two runs: table lacks %q:\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{"(95.00–95.00)", "ranges overlap", "(min–max)"} {
+		if strings.Contains(out, bad) {
+			t.Fatalf("two runs: table has %q:\n%s", bad, out)
+		}
+	}
+	t.Logf("\n%s", out)
 }
 
 // TestRunFile runs the runs pattern on an O_DIRECT file against the

@@ -646,12 +646,15 @@ func fmtLat(us float64) string {
 // fmtRate prints bytes/s in SI units, and the spread in the same unit.
 func fmtRate(v, lo, hi float64, spread bool) string {
 	val, prefix := humanize.ComputeSI(v)
-	s := fmt.Sprintf("%.2f %sB/s", val, prefix)
-	if spread && v > 0 {
-		k := val / v
-		s += fmt.Sprintf(" (%.2f–%.2f)", lo*k, hi*k)
+	if !spread || v <= 0 {
+		return fmt.Sprintf("%.2f %sB/s", val, prefix)
 	}
-	return s
+	// The value and its bounds are scaled by one factor and rounded by
+	// one rule, both monotonic, so lo ≤ v ≤ hi still holds as printed
+	// (formatting val and lo*k apart once gave "3.73 (3.74–3.74)").
+	k := val / v
+	r := func(x float64) float64 { return math.Round(x*k*100) / 100 }
+	return fmt.Sprintf("%.2f %sB/s (%.2f–%.2f)", r(v), prefix, r(lo), r(hi))
 }
 
 // fmtRatio prints a ratio to the engine with its spread.
@@ -671,15 +674,21 @@ func fmtRatio(q *Ratio, spread bool) string {
 // systems' ranges overlap. runs is how many runs there were.
 func writeTable(b *strings.Builder, results []Result, runs int) {
 	spread := runs > 1
+	// With two runs the steady figure is run 2 alone: a min–max of one
+	// value tells nothing, and no overlap can be judged.
+	oneSteady := runs == 2
 	head := []string{"system", "throughput", "pages/s", "CPU/GiB", "vs engine", ""}
-	if spread {
+	switch {
+	case oneSteady:
+		head = []string{"system", "steady: run 2", "first run", "pages/s", "CPU/GiB", "vs engine", ""}
+	case spread:
 		head = []string{"system", fmt.Sprintf("steady: runs 2–%d (min–max)", runs), "first run", "pages/s", "CPU/GiB", "vs engine (min–max)", ""}
 	}
 	rows := [][]string{head}
 	overlap, early := false, false
 	for i := range results {
 		r := &results[i]
-		vs := fmtRatio(r.VsEngine, spread)
+		vs := fmtRatio(r.VsEngine, spread && !oneSteady)
 		if r.Name == "engine" {
 			vs = "1.00×"
 		}
@@ -689,7 +698,7 @@ func writeTable(b *strings.Builder, results []Result, runs int) {
 		}
 		pages := humanize.Comma(int64(math.Round(r.PagesPerSec)))
 		var flags []string
-		if r.VsEngine.Overlaps() && spread {
+		if r.VsEngine.Overlaps() && spread && !oneSteady {
 			flags, overlap = append(flags, "ranges overlap"), true
 		}
 		if share, ok := r.lowestTimedShare(); ok {
@@ -705,11 +714,14 @@ func writeTable(b *strings.Builder, results []Result, runs int) {
 			first = fmtRate(r.First.BytesPerSec, 0, 0, false)
 		}
 		lo, hi := r.Spread()
-		rows = append(rows, []string{r.Name, fmtRate(r.BytesPerSec, lo, hi, true), first, pages, cpu, vs, flag})
+		rows = append(rows, []string{r.Name, fmtRate(r.BytesPerSec, lo, hi, !oneSteady), first, pages, cpu, vs, flag})
 	}
 	writeColumns(b, rows, 1)
 	if !spread {
 		b.WriteString("(one run, the first after the engine was opened: no steady figure and no spread; -runs 5 gives both)\n")
+	}
+	if oneSteady {
+		b.WriteString("(two runs: the steady figure is run 2 alone, with no spread; -runs 5 gives medians with their min–max)\n")
 	}
 	if overlap {
 		b.WriteString("(ranges overlap: the two systems' min–max over the steady runs overlap, so the runs do not tell them apart)\n")

@@ -2,6 +2,9 @@ package bench
 
 import (
 	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
@@ -114,5 +117,32 @@ func TestRoundFloats(t *testing.T) {
 	b, _ := json.Marshal(r)
 	if strings.Contains(string(b), "0.30239") {
 		t.Fatalf("JSON still has 0.30239…: %s", b)
+	}
+}
+
+// TestFmtRateInRange: a rate is never printed outside its own printed
+// min–max, whatever rounding does (3.735e9 once printed as
+// "3.73 GB/s (3.74–3.74)").
+func TestFmtRateInRange(t *testing.T) {
+	check := func(v, lo, hi float64) {
+		t.Helper()
+		s := fmtRate(v, lo, hi, true)
+		var pv, plo, phi float64
+		var unit string
+		if _, err := fmt.Sscanf(s, "%f %s (%f–%f)", &pv, &unit, &plo, &phi); err != nil {
+			t.Fatalf("fmtRate(%g, %g, %g) = %q: %v", v, lo, hi, s, err)
+		}
+		if plo > pv || pv > phi {
+			t.Fatalf("fmtRate(%g, %g, %g) = %q: the value is outside its range", v, lo, hi, s)
+		}
+	}
+	check(3.735e9, 3.735e9, 3.735e9)
+	check(4.425e9, 4.425e9, 4.425e9)
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 100000 {
+		v := math.Round(r.Float64()*1e6) * math.Pow(10, float64(r.IntN(7))) // ties at the rounding half are common
+		lo := v * (1 - r.Float64()*0.01*float64(r.IntN(2)))
+		hi := v * (1 + r.Float64()*0.01*float64(r.IntN(2)))
+		check(v, lo, hi)
 	}
 }

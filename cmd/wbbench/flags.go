@@ -275,7 +275,7 @@ func parseTargetSize(s string, ps int64) (int64, error) {
 	}
 	if n < ps {
 		return 0, usage2("-size %s (%s): less than one page (%s); give at least -size %s, or omit -size for the whole device (1 GiB for a target wbbench makes)",
-			s, humanize.IBytes(uint64(n)), humanize.IBytes(uint64(ps)), compactBytes(ps))
+			s, humanize.IBytes(uint64(n)), humanize.IBytes(uint64(ps)), bench.FlagBytes(ps))
 	}
 	return n, nil
 }
@@ -290,29 +290,17 @@ func parseMaxIO(s string, ps int64) (int64, error) {
 	switch {
 	case n < ps:
 		return 0, usage2("-max-io %s: smaller than one page (%s): a write carries whole pages; give at least -max-io %s (e.g. 256KiB, 1MiB)",
-			s, humanize.IBytes(uint64(ps)), compactBytes(ps))
+			s, humanize.IBytes(uint64(ps)), bench.FlagBytes(ps))
 	case n%ps != 0:
 		lo, hi := n-n%ps, n-n%ps+ps
-		return 0, usage2("-max-io %s: not a whole number of %s pages; use -max-io %s or %s", s, humanize.IBytes(uint64(ps)), compactBytes(lo), compactBytes(hi))
+		return 0, usage2("-max-io %s: not a whole number of %s pages; use -max-io %s or %s", s, humanize.IBytes(uint64(ps)), bench.FlagBytes(lo), bench.FlagBytes(hi))
 	case n > math.MaxInt32:
-		return 0, usage2("-max-io %s: too large (at most 1024 pages, %s)", s, compactBytes(1024*ps))
+		return 0, usage2("-max-io %s: too large (at most 1024 pages, %s)", s, bench.FlagBytes(1024*ps))
 	}
 	return n, nil
 }
 
 // compactBytes writes n as a flag value: 4KiB, 1MiB, or bytes.
-func compactBytes(n int64) string {
-	for _, u := range []struct {
-		s string
-		v int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if n >= u.v && n%u.v == 0 {
-			return strconv.FormatInt(n/u.v, 10) + u.s
-		}
-	}
-	return strconv.FormatInt(n, 10)
-}
-
 func usage2(format string, args ...any) error {
 	return &bench.UsageError{Msg: fmt.Sprintf(format, args...)}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -837,7 +838,7 @@ func TestRefuseMounted(t *testing.T) {
 func TestMaxIOAgainstDevice(t *testing.T) {
 	file := loopdevtest.ShmFile(t, 8<<20)
 	code, out, errOut := wb(t, "-device", file, "-max-io", "1GiB", "-baseline", "none")
-	oneLine(t, code, out, errOut, "-max-io 1.0 GiB: more than 1024 pages of 4.0 KiB (4.0 MiB), the most one write carries; use at most -max-io 4.0 MiB")
+	oneLine(t, code, out, errOut, "-max-io 1.0 GiB: more than 1024 pages of 4.0 KiB (4.0 MiB), the most one write carries; use at most -max-io 4MiB")
 	code, out, errOut = wb(t, "sweep", "-device", file, "-qd", "1", "-max-io", "64KiB,8MiB", "-baseline", "none")
 	oneLine(t, code, out, errOut, "-max-io 8.0 MiB: more than 1024 pages")
 	d := loopdevtest.ForTest(t, 16<<20, 0)
@@ -846,6 +847,15 @@ func TestMaxIOAgainstDevice(t *testing.T) {
 	oneLine(t, code, out, errOut, fmt.Sprintf("above what %s takes in one request (max_hw_sectors_kb %d", d.Path, hw))
 	if !bytes.Equal(readAll(t, d.Path), make([]byte, 8<<20)) {
 		t.Fatal("written to")
+	}
+	// The value the refusal suggests is one the flag takes and the device
+	// accepts (it once said "1.3 MiB", which -max-io then refused).
+	m := regexp.MustCompile(`use at most -max-io (\S+)$`).FindStringSubmatch(strings.TrimSpace(errOut))
+	if m == nil {
+		t.Fatalf("the refusal suggests no value: %q", errOut)
+	}
+	if code, _, errOut := wb(t, "-device", d.Path, "-max-io", m[1], "-baseline", "none", "-runs", "1", "-size", "4MiB"); code != 0 {
+		t.Fatalf("-max-io %s, as the refusal suggested: status %d, stderr %q", m[1], code, errOut)
 	}
 	// A soft limit below the I/O size: taken, with a warning. A loop
 	// device keeps its queue settings when it is detached and reused, so
