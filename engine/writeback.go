@@ -413,18 +413,25 @@ func (e *Engine) mapPage(idx uint64) (block uint64, boundary bool, err error) {
 	if e.mapper == nil {
 		block = idx
 	} else {
-		ext, err := e.ext.lookup(idx)
-		if errors.Is(err, mapper.ErrHole) && e.alloc != nil {
-			n := uint64(e.set.contiguous(idx, e.maxPages))
-			if ext.Len != 0 {
-				n = min(n, ext.End()-idx)
+		// The cursor's hit test is spelled out here: lookup does not
+		// inline, and this runs for every page of a pass.
+		c := &e.ext
+		ext := c.ext
+		if !c.ok || !ext.Contains(idx) {
+			var err error
+			ext, err = c.miss(idx)
+			if err != nil && e.alloc != nil && errors.Is(err, mapper.ErrHole) {
+				n := uint64(e.set.contiguous(idx, e.maxPages))
+				if ext.Len != 0 {
+					n = min(n, ext.End()-idx)
+				}
+				if ext, err = e.alloc.Allocate(idx, max(n, 1)); err == nil {
+					c.set(ext)
+				}
 			}
-			if ext, err = e.alloc.Allocate(idx, max(n, 1)); err == nil {
-				e.ext.set(ext)
+			if err != nil {
+				return 0, false, &PageError{Op: "map", Path: e.cfg.Path, Pages: []uint64{idx}, Count: 1, Err: err}
 			}
-		}
-		if err != nil {
-			return 0, false, &PageError{Op: "map", Path: e.cfg.Path, Pages: []uint64{idx}, Count: 1, Err: err}
 		}
 		block = ext.BlockOf(idx)
 		boundary = ext.Boundary && idx == ext.End()-1
