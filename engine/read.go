@@ -52,44 +52,8 @@ func (e *Engine) readPages(ctx context.Context, ps []*pages.Page) error {
 		cursor = extentCursor{m: e.mapper}
 	)
 	submit := func() {
-		if len(taken) == 0 {
-			return
-		}
-		reqs := make([]ring.Request, len(taken))
-		for i, ri := range taken {
-			r := &e.reads[ri]
-			reqs[i] = ring.Request{Op: ring.OpRead, Off: r.off, Iov: r.iov, Tag: readTag | uint64(ri)}
-			if invariants.Enabled {
-				if err := e.target.CheckRequest(&reqs[i]); err != nil {
-					invariants.Failf("engine: a read ReadPages built is malformed: %v", err)
-				}
-			}
-		}
-		if err := e.ring.Submit(reqs); err != nil {
-			for _, ri := range taken {
-				e.reads[ri].res = ring.Completion{Err: syscall.EIO}
-				e.reads[ri].done <- struct{}{}
-			}
-			if first == nil {
-				first = fmt.Errorf("engine: read %s: %w", e.cfg.Path, err)
-			}
-		}
-		for _, ri := range taken {
-			r := &e.reads[ri]
-			<-r.done
-			if r.res.Err == 0 {
-				for _, p := range r.pages {
-					p.SetUptodate()
-				}
-			} else if first == nil {
-				idxs := make([]uint64, 0, min(len(r.pages), maxNamedPages))
-				for _, p := range r.pages[:min(len(r.pages), maxNamedPages)] {
-					idxs = append(idxs, p.Index())
-				}
-				first = &PageError{Op: "read", Path: e.cfg.Path, Pages: idxs, Count: len(r.pages), Errno: r.res.Err, Err: r.res.Err, Class: ErrIO}
-			}
-			clear(r.pages)
-			e.freeReads <- ri
+		if err := e.submitReads(taken); err != nil && first == nil {
+			first = err
 		}
 		taken = taken[:0]
 		cur = -1
@@ -141,6 +105,52 @@ func (e *Engine) readPages(ctx context.Context, ps []*pages.Page) error {
 		e.reads[cur].add(p)
 	}
 	submit()
+	return first
+}
+
+// submitReads hands the read records taken to the ring in one batch,
+// waits for each, marks the pages of the good ones Uptodate and gives
+// the records back. It returns the first failure (a refused batch, or a
+// read's error naming its pages).
+func (e *Engine) submitReads(taken []int32) error {
+	if len(taken) == 0 {
+		return nil
+	}
+	var first error
+	reqs := make([]ring.Request, len(taken))
+	for i, ri := range taken {
+		r := &e.reads[ri]
+		reqs[i] = ring.Request{Op: ring.OpRead, Off: r.off, Iov: r.iov, Tag: readTag | uint64(ri)}
+		if invariants.Enabled {
+			if err := e.target.CheckRequest(&reqs[i]); err != nil {
+				invariants.Failf("engine: a read ReadPages built is malformed: %v", err)
+			}
+		}
+	}
+	if err := e.ring.Submit(reqs); err != nil {
+		for _, ri := range taken {
+			e.reads[ri].res = ring.Completion{Err: syscall.EIO}
+			e.reads[ri].done <- struct{}{}
+		}
+		first = fmt.Errorf("engine: read %s: %w", e.cfg.Path, err)
+	}
+	for _, ri := range taken {
+		r := &e.reads[ri]
+		<-r.done
+		if r.res.Err == 0 {
+			for _, p := range r.pages {
+				p.SetUptodate()
+			}
+		} else if first == nil {
+			idxs := make([]uint64, 0, min(len(r.pages), maxNamedPages))
+			for _, p := range r.pages[:min(len(r.pages), maxNamedPages)] {
+				idxs = append(idxs, p.Index())
+			}
+			first = &PageError{Op: "read", Path: e.cfg.Path, Pages: idxs, Count: len(r.pages), Errno: r.res.Err, Err: r.res.Err, Class: ErrIO}
+		}
+		clear(r.pages)
+		e.freeReads <- ri
+	}
 	return first
 }
 
