@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -142,6 +141,6 @@ func benchReadDuringFlush(b *testing.B, pattern string) {
 	if during.TotalCount() == 0 {
 		b.Fatal("no read completed while the flush ran")
 	}
-	b.Log(fmt.Sprintf("%s: %d dirty pages; reads idle: %d, p50 %.1f µs, p99 %.1f µs; during the flush: %d, p50 %.1f µs, p99 %.1f µs, max %.1f µs",
-		pattern, len(dirty), idle.TotalCount(), us(idle, 50), us(idle, 99), during.TotalCount(), us(during, 50), us(during, 99), float64(during.Max())/1e3))
+	b.Logf("%s: %d dirty pages; reads idle: %d, p50 %.1f µs, p99 %.1f µs; during the flush: %d, p50 %.1f µs, p99 %.1f µs, max %.1f µs",
+		pattern, len(dirty), idle.TotalCount(), us(idle, 50), us(idle, 99), during.TotalCount(), us(during, 50), us(during, 99), float64(during.Max())/1e3)
 }
