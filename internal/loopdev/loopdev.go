@@ -71,7 +71,7 @@ func Create(dir string, size int64, blockSize int) (*Dev, error) {
 	if dir == "" {
 		dir = "/dev/shm"
 	}
-	sweep(dir)
+	SweepFiles(dir, filePrefix)
 	f, err := os.CreateTemp(dir, fmt.Sprintf("%s%d-*.img", filePrefix, os.Getpid()))
 	if err != nil {
 		return nil, fmt.Errorf("loopdev: %w", err)
@@ -115,13 +115,15 @@ func Create(dir string, size int64, blockSize int) (*Dev, error) {
 	return d, nil
 }
 
-// sweep removes backing files in dir left by processes that died
-// without cleaning up (their devices autocleared when they died; any
-// still attached are detached first).
-func sweep(dir string) {
+// SweepFiles removes the files in dir named prefix + PID + "-…" whose
+// process is gone: backing files and test targets left by a process that
+// died (was killed, or panicked) without cleaning up. Their loop devices
+// autocleared when the holder died; any still attached are detached
+// first. Files of live processes, and names without a PID, are left.
+func SweepFiles(dir, prefix string) {
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
-		rest, ok := strings.CutPrefix(e.Name(), filePrefix)
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
 		if !ok {
 			continue
 		}

@@ -3,6 +3,8 @@ package loopdev
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -74,5 +76,38 @@ func TestCrashLeavesNothing(t *testing.T) {
 	defer d.Remove()
 	if _, err := os.Stat(file); !os.IsNotExist(err) {
 		t.Fatalf("the dead creator's file %s is still there: %v", file, err)
+	}
+}
+
+// TestSweepFiles: files named prefix+PID of a process that is gone are
+// removed; those of a live process, names without a PID and other
+// prefixes are left. It needs no root: plain files in a temp dir.
+func TestSweepFiles(t *testing.T) {
+	dir := t.TempDir()
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Skipf("skipping TestSweepFiles: no process to outlive (%v)", err)
+	}
+	dead := gone.ProcessState.Pid()
+	if processAlive(dead) {
+		t.Skipf("skipping TestSweepFiles: pid %d was reused at once", dead)
+	}
+	names := map[string]bool{ // name -> swept
+		"wbengine-test-" + strconv.Itoa(dead) + "-123.img":        true,
+		"wbengine-test-" + strconv.Itoa(os.Getpid()) + "-456.img": false,
+		"wbengine-test-789.img":                                   false, // no PID field
+		"wbengine-loop-" + strconv.Itoa(dead) + "-1.img":          false, // another prefix
+	}
+	for n := range names {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	SweepFiles(dir, "wbengine-test-")
+	for n, swept := range names {
+		_, err := os.Stat(filepath.Join(dir, n))
+		if gone := os.IsNotExist(err); gone != swept {
+			t.Errorf("%s: removed %v, want %v", n, gone, swept)
+		}
 	}
 }

@@ -5,12 +5,16 @@
 package loopdevtest
 
 import (
+	"fmt"
 	"os"
 	"syscall"
 	"testing"
 
 	"github.com/wbengine/wbengine/internal/loopdev"
 )
+
+// shmPrefix starts the names of ShmFile's files (then the PID).
+const shmPrefix = "wbengine-test-"
 
 // Dev is a loop device this process attached over a file it created.
 type Dev = loopdev.Dev
@@ -59,11 +63,14 @@ func TempFile(t testing.TB, size int64) string {
 
 // ShmFile creates a zero-filled file of size bytes in /dev/shm (memory,
 // like wbbench's default target without root) for a test, removed when
-// the test ends. Where /dev/shm is missing or does not take O_DIRECT it
-// falls back to TempFile.
+// the test ends. Its name carries the test process's PID, and files of
+// test processes that died without cleaning up (killed by a timeout or
+// a signal) are swept first. Where /dev/shm is missing or does not take
+// O_DIRECT it falls back to TempFile.
 func ShmFile(t testing.TB, size int64) string {
 	t.Helper()
-	f, err := os.CreateTemp("/dev/shm", "wbengine-test-*.img")
+	loopdev.SweepFiles("/dev/shm", shmPrefix)
+	f, err := os.CreateTemp("/dev/shm", fmt.Sprintf("%s%d-*.img", shmPrefix, os.Getpid()))
 	if err != nil {
 		return TempFile(t, size)
 	}
