@@ -63,6 +63,7 @@ type nativeRing struct {
 
 	// Owner-only.
 	queue     []uint32     // slots to turn into SQEs: new work and resubmissions
+	handed    int          // queue[:handed] came from Submit (see collect)
 	cs        []Completion // the Handler's slice, reused
 	finished  []uint32     // slots of cs, freed after the Handler returns
 	inflight  int          // slot SQEs filled: in the SQ (see uring.unconsumed) or held by the kernel
@@ -290,13 +291,17 @@ func (r *nativeRing) collect() (closing bool) {
 	// function queued: those are the engine's reads and device flushes,
 	// a caller waits on each, while the pass's writes are a deep queue
 	// of their own (the kernel's block layer likewise lets sync reads
-	// pass queued async writes). No order between the two is promised:
-	// a caller that needs one waits for the completion first.
+	// pass queued async writes). Among themselves Submits stay in the
+	// order they came (behind queue[:handed], the earlier ones not yet
+	// in the kernel), so a stream of new Submits cannot starve an older
+	// one. No order between Submit and Run is promised: a caller that
+	// needs one waits for the completion first.
 	if n := len(r.pending); n > 0 {
-		q := len(r.queue)
+		at, q := r.handed, len(r.queue)
 		r.queue = r.queue[:q+n]
-		copy(r.queue[n:], r.queue[:q])
-		copy(r.queue, r.pending)
+		copy(r.queue[at+n:], r.queue[at:q])
+		copy(r.queue[at:], r.pending)
+		r.handed += n
 	}
 	r.pending = r.pending[:0]
 	r.ready = append(r.ready, r.due...)
@@ -554,6 +559,7 @@ func (r *nativeRing) fill() {
 	}
 	r.inflight += taken
 	r.queue = r.queue[:copy(r.queue, r.queue[n:])]
+	r.handed = max(r.handed-n, 0)
 }
 
 // prep runs the interposers on slot idx's next attempt and fills the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -244,6 +245,25 @@ func TestNativeSubmitPassesRun(t *testing.T) {
 	// (Add only queues), so it must be first.
 	if order[0] != 100 {
 		t.Fatalf("completion order %v: the submitted request (tag 100) waited behind the Run function's queued ones", order)
+	}
+}
+
+// TestNativeCollectKeepsSubmitOrder: Submits go ahead of a Run
+// function's queued requests but stay in the order they came among
+// themselves, also when an earlier one is still queued (behind the
+// InFlight cap) as a later one is collected; putting each new one first
+// would let a stream of Submits starve an old one.
+func TestNativeCollectKeepsSubmitOrder(t *testing.T) {
+	r := &nativeRing{queue: make([]uint32, 0, 16), pending: make([]uint32, 0, 16)}
+	r.queue = append(r.queue, 1, 2, 3) // queued by a Run function
+	for _, tag := range []uint32{100, 101, 102} {
+		r.pending = append(r.pending, tag)
+		r.news.Store(1)
+		r.collect()
+	}
+	want := []uint32{100, 101, 102, 1, 2, 3}
+	if !slices.Equal(r.queue, want) || r.handed != 3 {
+		t.Fatalf("queue %v (handed %d), want %v (handed 3)", r.queue, r.handed, want)
 	}
 }
 
