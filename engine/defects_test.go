@@ -725,3 +725,48 @@ func TestFillGapsFailure(t *testing.T) {
 		t.Errorf("after the Sync: page 4 holds %d (want 5), page 6 %d (want 66)", fr.img[4*ps], fr.img[6*ps])
 	}
 }
+
+// TestReadPassesHeldWrites: a cache miss's read does not wait for the
+// pass's writes. The ring holds every record's write back (an
+// interposer's delay on blocks 0..7; QueueDepth 4 gives 8 records), a
+// Sync's pass waits for a record, and a reader misses a page elsewhere:
+// its read must complete while those writes are still held, not after
+// (the ring has slots for reads beyond what a pass can hold, and on the
+// native ring a Submit goes ahead of the pass's queue). The delay only
+// tells "before" from "after"; a read that waited would also pass the
+// test, 3 s later, if nothing checked the order.
+func TestReadPassesHeldWrites(t *testing.T) {
+	const ps, n = 4096, 256
+	c := heapCache(t, ps, n)
+	inj, err := faultring.New(faultring.Config{BlockSize: ps, Rules: []faultring.Rule{{
+		Kind: faultring.Delay, Ops: faultring.OpSetOf(ring.OpWrite), FirstBlock: 0, EndBlock: 8, Delay: 3 * time.Second}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(c, Config{Path: testTarget(t, n*ps), Mapper: mapper.Linear(0, n), QueueDepth: 4, MaxIOBytes: ps,
+		OpenRing: func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {
+			rc.Interposers = append(rc.Interposers, inj)
+			return ring.Open(tg, "native", rc)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	for i := range 64 {
+		dirtyPage(t, c, uint64(i), byte(i))
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- e.Sync(context.Background()) }()
+	recs := int64(len(e.recs))
+	waitFor(t, "the pass to hold every record", func() bool { return e.Stats().InFlight == recs })
+	buf := make([]byte, ps)
+	if _, err := c.ReadAt(buf, 200*ps); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.Writes != 0 || st.InFlight != recs {
+		t.Fatalf("the read returned after %d writes completed (%d in flight): it waited for the pass's held writes", st.Writes, st.InFlight)
+	}
+	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+}
