@@ -217,6 +217,7 @@ type ConfigInfo struct {
 	// (the native ring's thread that submits and reaps) or "caller".
 	RunPath           string   `json:"run_path"`
 	RegisteredBuffers bool     `json:"registered_buffers"`
+	RegisteredFile    bool     `json:"registered_file"`
 	WritevFixed       bool     `json:"writev_fixed"`
 	Runs              int      `json:"runs"`
 	Seed              uint64   `json:"seed"`
@@ -338,7 +339,7 @@ func (b *Bench) header(es *engineSys) (TargetInfo, ConfigInfo, Report) {
 	ci := ConfigInfo{
 		PageSize: o.PageSize, QueueDepth: es.cfg.QueueDepth, MaxIOBytes: es.cfg.MaxIOBytes,
 		Ring: ring, Backend: es.caps.Backend, RingSetup: es.caps.Setup, RunPath: es.caps.RunPath,
-		RegisteredBuffers: es.caps.RegisteredBuffers, WritevFixed: es.caps.WritevFixed,
+		RegisteredBuffers: es.caps.RegisteredBuffers, RegisteredFile: es.caps.RegisteredFile, WritevFixed: es.caps.WritevFixed,
 		Runs: o.Runs, Seed: o.Seed, Baselines: slices.Clone(o.Baselines),
 		Inject: o.Inject, Verify: o.Verify, Journal: o.Journal,
 		FillGaps: o.FillGaps, Cached: o.Cached, IOPSLimit: o.IOPSLimit,

@@ -55,8 +55,9 @@ type nativeRing struct {
 	// Set by the owner during setup, before Open returns; owner-only
 	// afterwards.
 	u      *uring
-	efd    int    // wake-up eventfd
-	efdBuf []byte // mmap'd; the armed eventfd read lands here
+	file   fileRef // how SQEs name t: its registered index, or fd
+	efd    int     // wake-up eventfd
+	efdBuf []byte  // mmap'd; the armed eventfd read lands here
 	slots  []slot
 	probed [probeOpsMax]bool
 	tid    int // the owner thread (tests signal it to provoke EINTR)
@@ -219,6 +220,13 @@ func (r *nativeRing) setup() error {
 	if r.probed, err = r.u.probe(); err != nil {
 		return fmt.Errorf("ring: %s: IORING_REGISTER_PROBE: %w", r.t.Path, err)
 	}
+	// The target as a registered file: no fget/fput per request. A
+	// kernel that refuses (ENOMEM under a tight RLIMIT_NOFILE, say) gets
+	// the plain descriptor; Caps().Setup says so.
+	var fileNote string
+	if r.file, err = r.u.registerFile(r.fd); err != nil {
+		fileNote = fmt.Sprintf(" (IORING_REGISTER_FILES refused: %v)", err)
+	}
 	if r.efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC); err != nil {
 		r.efd = -1
 		return fmt.Errorf("ring: %s: eventfd: %w", r.t.Path, err)
@@ -237,20 +245,25 @@ func (r *nativeRing) setup() error {
 	if len(refused) > 0 {
 		desc += " (kernel refused " + strings.Join(refused, ", ") + ")"
 	}
+	if r.file.flags&sqeFixedFile != 0 {
+		desc += "; registered file"
+	}
+	desc += fileNote
 	r.caps = Caps{
-		Backend:     "native",
-		RunPath:     "owner-thread",
-		Owner:       r.tid,
-		Depth:       r.cfg.Depth,
-		InFlight:    r.cfg.InFlight,
-		Setup:       desc,
-		Writev:      r.probed[opWritev],
-		WritevFixed: r.probed[opWritevFixed],
-		WriteFixed:  r.probed[opWriteFixed],
-		Readv:       r.probed[opReadv],
-		ReadvFixed:  r.probed[opReadvFixed],
-		ReadFixed:   r.probed[opReadFixed],
-		Fsync:       r.probed[opFsync],
+		Backend:        "native",
+		RunPath:        "owner-thread",
+		Owner:          r.tid,
+		Depth:          r.cfg.Depth,
+		InFlight:       r.cfg.InFlight,
+		Setup:          desc,
+		Writev:         r.probed[opWritev],
+		WritevFixed:    r.probed[opWritevFixed],
+		WriteFixed:     r.probed[opWriteFixed],
+		RegisteredFile: r.file.flags&sqeFixedFile != 0,
+		Readv:          r.probed[opReadv],
+		ReadvFixed:     r.probed[opReadvFixed],
+		ReadFixed:      r.probed[opReadFixed],
+		Fsync:          r.probed[opFsync],
 	}
 	return nil
 }
@@ -577,9 +590,9 @@ func (r *nativeRing) prep(idx uint32) bool {
 	switch a.Req.Op {
 	case OpWrite, OpRead:
 		op := r.rwOp(a.Req.Op == OpWrite, a.Req.Fixed, len(a.Iov))
-		prepRW(e, op, r.fd, a.Iov, a.Off, a.Req.RWFlags, a.Req.BufIndex)
+		prepRW(e, op, r.file, a.Iov, a.Off, a.Req.RWFlags, a.Req.BufIndex)
 	case OpFlush:
-		prepFsync(e, r.fd)
+		prepFsync(e, r.file)
 	default:
 		// OpNop: a zeroed SQE is IORING_OP_NOP.
 	}
@@ -889,6 +902,16 @@ func (r *nativeRing) teardown() error {
 func (r *nativeRing) release() error {
 	var errs []error
 	if r.u != nil {
+		if r.file.flags&sqeFixedFile != 0 {
+			// Drop the ring's reference to the target now: the kernel
+			// frees a closed ring asynchronously, and until then a file
+			// still registered keeps the block device open, so an O_EXCL
+			// open right after Close would fail with EBUSY.
+			if err := r.u.unregisterFiles(); err != nil {
+				errs = append(errs, fmt.Errorf("unregister files: %w", err))
+			}
+			r.file = plainFile(r.fd)
+		}
 		if r.nbufs > 0 {
 			if err := r.u.unregisterBuffers(); err != nil {
 				errs = append(errs, fmt.Errorf("unregister buffers: %w", err))

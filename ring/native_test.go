@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -52,6 +53,9 @@ func TestNativeCaps(t *testing.T) {
 	}
 	if c.RegisteredBuffers {
 		t.Error("RegisteredBuffers before RegisterBuffers")
+	}
+	if !c.RegisteredFile || !strings.Contains(c.Setup, "registered file") {
+		t.Errorf("RegisteredFile %v, Setup %q: want the target registered (IORING_REGISTER_FILES) and Setup saying so", c.RegisteredFile, c.Setup)
 	}
 	if !strings.Contains(c.Setup, "sq=8 cq=16") {
 		t.Errorf("Setup = %q: want sq=8 (Depth 5 + the eventfd read, rounded up) and cq=16", c.Setup)
@@ -878,6 +882,154 @@ func TestNativeRegisteredBuffers(t *testing.T) {
 	} else {
 		t.Log("kernel has no IORING_OP_WRITEV_FIXED: vectored fixed writes used WRITEV")
 	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Requests name the target as a registered file, not by descriptor: the
+// ring's descriptor number is made to point at /dev/null opened
+// read-only after Open, so a write or flush that went by descriptor
+// would fail (EBADF), and one through the registered file reaches the
+// target. The data is read back through the target's own descriptor.
+func TestNativeRegisteredFile(t *testing.T) {
+	tkNoLeaks(t)
+	tg := tkFileTarget(t, 1<<20)
+	orig := tg.fd
+	dup, err := unix.Dup(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.fd = dup
+	r, sink := tkNative(t, tg, 4)
+	tg.fd = orig
+	null, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// dup's number now names /dev/null, read-only (atomically: the
+	// number is never free for another test's open to take).
+	if err := unix.Dup3(null, dup, unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(null)
+	defer unix.Close(dup)
+	if !r.Caps().RegisteredFile {
+		t.Fatalf("Caps %+v: the target is not registered", r.Caps())
+	}
+	buf := tkMmap(t, 8192)
+	for i := range buf {
+		buf[i] = byte(i*7 + 3)
+	}
+	if err := r.Submit([]Request{
+		{Op: OpWrite, Off: 4096, Iov: []unix.Iovec{tkIov(buf[:4096]), tkIov(buf[4096:])}, Tag: 1},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if c := sink.take(t, 1)[0]; c.Err != 0 {
+		t.Fatalf("write: %v (by descriptor, not through the registered file?)", c.Err)
+	}
+	if err := r.Submit([]Request{{Op: OpFlush, Tag: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if c := sink.take(t, 1)[0]; c.Err != 0 {
+		t.Fatalf("flush: %v (by descriptor, not through the registered file?)", c.Err)
+	}
+	got := tkMmap(t, 8192)
+	if _, err := unix.Pread(orig, got, 4096); err != nil {
+		t.Fatal(err)
+	}
+	tkCompare(t, "written through the registered file", got, buf)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Close drops the ring's reference to the registered target before it
+// returns: the kernel frees a closed ring asynchronously, and a block
+// device still registered there stays open, so an exclusive open right
+// after Close would fail with EBUSY now and then.
+func TestNativeRegisteredFileReleasedAtClose(t *testing.T) {
+	tkNoLeaks(t)
+	d := loopdevtest.ForTest(t, 1<<20, 4096)
+	buf := tkMmap(t, 4096)
+	for i := range 50 {
+		tg, err := OpenTarget(d.Path, TargetOptions{})
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		sink := newTKSink()
+		r, err := Open(tg, "native", Config{Depth: 4, Handler: sink.handle})
+		if err != nil {
+			tg.Close()
+			t.Fatal(err)
+		}
+		if !r.Caps().RegisteredFile {
+			t.Errorf("Caps %+v: the target is not registered", r.Caps())
+		}
+		err = r.Submit([]Request{{Op: OpWrite, Off: int64(i%16) * 4096, Iov: []unix.Iovec{tkIov(buf)}, Tag: 1}})
+		if err == nil {
+			if c := sink.take(t, 1)[0]; c.Err != 0 {
+				err = c.Err
+			}
+		}
+		if cerr := r.Close(); err == nil {
+			err = cerr
+		}
+		if cerr := tg.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+	}
+	tg, err := OpenTarget(d.Path, TargetOptions{})
+	if err != nil {
+		t.Fatalf("exclusive open after the last Close: %v", err)
+	}
+	tg.Close()
+}
+
+// An io_uring_enter that only submits is a raw system call (the runtime
+// does not see it as a syscall): a stop-the-world must still get
+// through while the owner submits and reaps without pause, and the
+// owner must keep going through collections.
+func TestNativeSubmitThroughGC(t *testing.T) {
+	tkNoLeaks(t)
+	tg := tkFileTarget(t, 1<<20)
+	r, sink := tkNative(t, tg, 64)
+	buf := tkMmap(t, 4096)
+	stop := make(chan struct{})
+	gcs := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				gcs <- n
+				return
+			default:
+				runtime.GC()
+				n++
+			}
+		}
+	}()
+	reqs := make([]Request, 32)
+	for round := range 200 {
+		for i := range reqs {
+			reqs[i] = Request{Op: OpWrite, Off: int64((round*32+i)%256) * 4096, Iov: []unix.Iovec{tkIov(buf)}, Tag: uint64(i)}
+		}
+		if err := r.Submit(reqs); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range sink.take(t, len(reqs)) {
+			if c.Err != 0 {
+				t.Fatalf("write: %v", c.Err)
+			}
+		}
+	}
+	close(stop)
+	t.Logf("%d collections ran during 6400 writes", <-gcs)
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}

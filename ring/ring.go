@@ -178,6 +178,10 @@ type Caps struct {
 	Fsync                           bool
 	// RegisteredBuffers is true once RegisterBuffers succeeded.
 	RegisteredBuffers bool
+	// RegisteredFile is true when requests name the target as a
+	// registered file (IORING_REGISTER_FILES: no per-request file
+	// lookup); the native ring tries it at setup.
+	RegisteredFile bool
 }
 
 // Config configures a backend.
