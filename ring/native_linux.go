@@ -21,6 +21,10 @@ func init() { backends["native"] = openNative }
 // only from tests, never concurrently with Open.
 var testSetupHook func() error
 
+// testRegisterFileHook, when set, stands in for IORING_REGISTER_FILES's
+// answer at setup (tests: the fallback to the plain descriptor).
+var testRegisterFileHook func() error
+
 // efdTag is the user_data of the read armed on the wake-up eventfd; slot
 // indexes are below Depth.
 const efdTag = ^uint64(0)
@@ -220,11 +224,18 @@ func (r *nativeRing) setup() error {
 	if r.probed, err = r.u.probe(); err != nil {
 		return fmt.Errorf("ring: %s: IORING_REGISTER_PROBE: %w", r.t.Path, err)
 	}
-	// The target as a registered file: no fget/fput per request. A
-	// kernel that refuses (ENOMEM under a tight RLIMIT_NOFILE, say) gets
-	// the plain descriptor; Caps().Setup says so.
+	// The target as a registered file: no fget/fput per request. Where
+	// the kernel refuses, requests name the plain descriptor, and
+	// Caps().Setup says why.
 	var fileNote string
-	if r.file, err = r.u.registerFile(r.fd); err != nil {
+	if hook := testRegisterFileHook; hook != nil {
+		err = hook()
+	}
+	if err == nil {
+		r.file, err = r.u.registerFile(r.fd)
+	}
+	if err != nil {
+		r.file = plainFile(r.fd)
 		fileNote = fmt.Sprintf(" (IORING_REGISTER_FILES refused: %v)", err)
 	}
 	if r.efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC); err != nil {

@@ -945,6 +945,40 @@ func TestNativeRegisteredFile(t *testing.T) {
 	}
 }
 
+// Where IORING_REGISTER_FILES is refused the ring still works, naming
+// the target by its descriptor, and says why in Caps().Setup.
+func TestNativeRegisterFileRefused(t *testing.T) {
+	tkNoLeaks(t)
+	testRegisterFileHook = func() error { return unix.EMFILE }
+	defer func() { testRegisterFileHook = nil }()
+	tg := tkFileTarget(t, 1<<20)
+	r, sink := tkNative(t, tg, 4)
+	c := r.Caps()
+	if c.RegisteredFile || !strings.Contains(c.Setup, "IORING_REGISTER_FILES refused: too many open files") {
+		t.Errorf("RegisteredFile %v, Setup %q: want the refusal named", c.RegisteredFile, c.Setup)
+	}
+	buf := tkMmap(t, 4096)
+	for i := range buf {
+		buf[i] = byte(i*5 + 1)
+	}
+	if err := r.Submit([]Request{{Op: OpWrite, Off: 8192, Iov: []unix.Iovec{tkIov(buf)}, Tag: 1}, {Op: OpFlush, Tag: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range sink.take(t, 2) {
+		if c.Err != 0 {
+			t.Fatalf("request %d by descriptor: %v", c.Tag, c.Err)
+		}
+	}
+	got := tkMmap(t, 4096)
+	if _, err := unix.Pread(tg.fd, got, 8192); err != nil {
+		t.Fatal(err)
+	}
+	tkCompare(t, "written by descriptor", got, buf)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Close drops the ring's reference to the registered target before it
 // returns: the kernel frees a closed ring asynchronously, and a block
 // device still registered there stays open, so an exclusive open right
