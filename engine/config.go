@@ -40,7 +40,10 @@ type Config struct {
 	// Path of the target: a block device (opened O_DIRECT|O_EXCL) or a
 	// regular file (O_DIRECT).
 	Path string
-	// QueueDepth is the most writes in flight (at most 4096). Default:
+	// QueueDepth is the most writes in flight (at most 4096). On a block
+	// device at most its nr_requests of them are in the kernel at once
+	// (the block layer has no room for more); the rest wait in the ring,
+	// and Open says so through Logger. Default:
 	// the block device's nr_requests, clamped to 32..128 (32 for files):
 	// what the block layer queues anyway, as the kernel's own writeback
 	// fills it; a shallower queue cannot keep a fast device busy across

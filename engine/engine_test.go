@@ -308,3 +308,72 @@ func TestRegisterFallback(t *testing.T) {
 		t.Fatalf("the log does not say why:\n%s", logs.String())
 	}
 }
+
+// TestInFlightCappedAtNrRequests: a QueueDepth above the block device's
+// nr_requests keeps the ring's in-kernel writes at nr_requests (beyond
+// it io_uring would hand writes to its worker threads to wait for the
+// block layer) and says so once; at or below it, QueueDepth is the cap.
+// The writes still all land.
+func TestInFlightCappedAtNrRequests(t *testing.T) {
+	const ps = 4096
+	d := loopdev.ForTest(t, 256*ps, 0)
+	tg, err := ring.OpenTarget(d.Path, ring.TargetOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nr := tg.NrRequests
+	tg.Close()
+	if nr <= 0 {
+		t.Skipf("skipping: %s reports no nr_requests", d.Path)
+	}
+	for _, qd := range []int{nr / 2, nr, 2 * nr} {
+		t.Run(fmt.Sprintf("qd=%d", qd), func(t *testing.T) {
+			c := heapCache(t, ps, 256)
+			var logs bytes.Buffer
+			var got ring.Config
+			e, err := Open(c, Config{
+				Path:       d.Path,
+				QueueDepth: qd,
+				Mapper:     mapper.Linear(0, 256),
+				Logger:     slog.New(slog.NewTextHandler(&logs, nil)),
+				OpenRing: func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {
+					got = rc
+					return ring.Open(tg, "auto", rc)
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			want := min(qd, nr)
+			if got.InFlight != want || e.RingCaps().InFlight != want {
+				t.Errorf("QueueDepth %d, nr_requests %d: ring InFlight %d (caps %d), want %d", qd, nr, got.InFlight, e.RingCaps().InFlight, want)
+			}
+			notice := strings.Contains(logs.String(), fmt.Sprintf("above the device's nr_requests %d", nr))
+			if notice != (qd > nr) {
+				t.Errorf("QueueDepth %d, nr_requests %d: notice logged %v; logs: %q", qd, nr, notice, logs.String())
+			}
+			// Every other page dirty: isolated writes, more than nr of them.
+			for i := 0; i < 256; i += 2 {
+				if _, err := c.WriteAt(bytes.Repeat([]byte{byte(i + 1)}, ps), int64(i)*ps); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := e.Sync(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Close(); err != nil {
+				t.Fatal(err)
+			}
+			img, err := os.ReadFile(d.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 256; i += 2 {
+				if pg := img[i*ps : (i+1)*ps]; !bytes.Equal(pg, bytes.Repeat([]byte{byte(i + 1)}, ps)) {
+					t.Fatalf("page %d on the device holds %d…, want %d", i, pg[0], byte(i+1))
+				}
+			}
+		})
+	}
+}

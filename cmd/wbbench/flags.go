@@ -56,7 +56,7 @@ func newFlags(sweep bool) *cliFlags {
 		fs.StringVar(&f.maxIO, "max-io", "", "largest writes to sweep, a comma list of whole numbers of pages, e.g. 128KiB,1MiB (default: min(1 MiB, the device's max_sectors_kb))")
 		fs.StringVar(&f.plot, "plot", "", "draw throughput against queue depth (steady median and min–max band per system and I/O size) into this file: .svg, .png or .pdf (an SVG or PDF gets a PNG beside it)")
 	} else {
-		fs.StringVar(&f.qd, "qd", "", "queue depth: writes in flight (default: the device's nr_requests, clamped to 32..128; 32 for a file)")
+		fs.StringVar(&f.qd, "qd", "", "queue depth: writes in flight (default: the device's nr_requests, clamped to 32..128; 32 for a file); above nr_requests, the rest wait in the engine's ring")
 		fs.StringVar(&f.maxIO, "max-io", "", "largest write, a whole number of pages, e.g. 256KiB (default: min(1 MiB, the device's max_sectors_kb); at most max_hw_sectors_kb and 1024 pages)")
 	}
 	fs.StringVar(&f.pattern, "pattern", "seq", "dirty pattern: seq, runs, single or hot")
