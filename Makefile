@@ -66,7 +66,7 @@ ramdev-clean: ## detach and delete the loop devices `make ramdev` made (and only
 	  rm -f "$$f"; done
 
 stress: stress-sqlite ## long randomized stress runs
-	$(GO) test -race -tags invariants -run 'Stress|PowerCut|Faults|FaultMatrix' -timeout 30m -count 1 ./engine/ -args -stress.long
+	$(GO) test -race -tags invariants -run 'Stress|PowerCut|Faults|FaultMatrix' -timeout 60m -count 1 ./engine/ -args -stress.long
 
 stress-sqlite: ## the SQLite VFS's crash, power-cut and broken-sync tests, 50 rounds per journal mode
 	cd $(SQLITEVFS) && $(GO) test -race -tags invariants -run 'Crash|PowerCut|BrokenSync' -timeout 60m -count 1 -v . -args -stress.long
