@@ -557,14 +557,7 @@ func TestOwnerPassWaitsForWriteAt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := Open(c, Config{Path: testTarget(t, 16*ps), Mapper: mapper.Linear(0, 16), FlushAlways: true,
-		OpenRing: func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {
-			rc.Interposers = append(rc.Interposers, inj)
-			return ring.Open(tg, "native", rc)
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := openNativeWith(t, c, Config{Path: testTarget(t, 16*ps), Mapper: mapper.Linear(0, 16), FlushAlways: true}, inj)
 	defer e.Close()
 	if e.RingCaps().RunPath != "owner-thread" {
 		t.Fatalf("run path %q", e.RingCaps().RunPath)
@@ -743,14 +736,7 @@ func TestReadPassesHeldWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := Open(c, Config{Path: testTarget(t, n*ps), Mapper: mapper.Linear(0, n), QueueDepth: 4, MaxIOBytes: ps,
-		OpenRing: func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {
-			rc.Interposers = append(rc.Interposers, inj)
-			return ring.Open(tg, "native", rc)
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := openNativeWith(t, c, Config{Path: testTarget(t, n*ps), Mapper: mapper.Linear(0, n), QueueDepth: 4, MaxIOBytes: ps}, inj)
 	defer e.Close()
 	for i := range 64 {
 		dirtyPage(t, c, uint64(i), byte(i))
@@ -769,4 +755,19 @@ func TestReadPassesHeldWrites(t *testing.T) {
 	if err := <-synced; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// openNativeWith opens an engine on the native ring (the owner-thread
+// path) with ip among the ring's interposers.
+func openNativeWith(t *testing.T, c *pages.Cache, cfg Config, ip ring.Interposer) *Engine {
+	t.Helper()
+	cfg.OpenRing = func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {
+		rc.Interposers = append(rc.Interposers, ip)
+		return ring.Open(tg, "native", rc)
+	}
+	e, err := Open(c, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }

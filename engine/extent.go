@@ -18,11 +18,15 @@ type extentCursor struct {
 // mapped it returns the mapper's error (mapper.ErrHole with the hole's
 // extent, if the mapper knows it) and forgets the extent it held.
 func (c *extentCursor) lookup(idx uint64) (mapper.Extent, error) {
-	if c.ok && c.ext.Contains(idx) {
+	if c.hit(idx) {
 		return c.ext, nil
 	}
 	return c.miss(idx)
 }
+
+// hit reports whether the extent held covers page idx. It inlines where
+// lookup does not: the pass (mapPage) tests it itself for every page.
+func (c *extentCursor) hit(idx uint64) bool { return c.ok && c.ext.Contains(idx) }
 
 func (c *extentCursor) miss(idx uint64) (mapper.Extent, error) {
 	ext, err := c.m.Map(idx)

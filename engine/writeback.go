@@ -413,11 +413,11 @@ func (e *Engine) mapPage(idx uint64) (block uint64, boundary bool, err error) {
 	if e.mapper == nil {
 		block = idx
 	} else {
-		// The cursor's hit test is spelled out here: lookup does not
-		// inline, and this runs for every page of a pass.
+		// The cursor's hit test, not lookup: lookup does not inline, and
+		// this runs for every page of a pass.
 		c := &e.ext
 		ext := c.ext
-		if !c.ok || !ext.Contains(idx) {
+		if !c.hit(idx) {
 			var err error
 			ext, err = c.miss(idx)
 			if err != nil && e.alloc != nil && errors.Is(err, mapper.ErrHole) {

@@ -232,8 +232,9 @@ func (r *nativeRing) setup() error {
 		err = hook()
 	}
 	if err == nil {
-		r.file, err = r.u.registerFile(r.fd)
+		err = r.u.registerFile(r.fd)
 	}
+	r.file = registeredFile
 	if err != nil {
 		r.file = plainFile(r.fd)
 		fileNote = fmt.Sprintf(" (IORING_REGISTER_FILES refused: %v)", err)
@@ -256,7 +257,7 @@ func (r *nativeRing) setup() error {
 	if len(refused) > 0 {
 		desc += " (kernel refused " + strings.Join(refused, ", ") + ")"
 	}
-	if r.file.flags&sqeFixedFile != 0 {
+	if r.file.registered() {
 		desc += "; registered file"
 	}
 	desc += fileNote
@@ -270,7 +271,7 @@ func (r *nativeRing) setup() error {
 		Writev:         r.probed[opWritev],
 		WritevFixed:    r.probed[opWritevFixed],
 		WriteFixed:     r.probed[opWriteFixed],
-		RegisteredFile: r.file.flags&sqeFixedFile != 0,
+		RegisteredFile: r.file.registered(),
 		Readv:          r.probed[opReadv],
 		ReadvFixed:     r.probed[opReadvFixed],
 		ReadFixed:      r.probed[opReadFixed],
@@ -913,7 +914,7 @@ func (r *nativeRing) teardown() error {
 func (r *nativeRing) release() error {
 	var errs []error
 	if r.u != nil {
-		if r.file.flags&sqeFixedFile != 0 {
+		if r.file.registered() {
 			// Drop the ring's reference to the target now: the kernel
 			// frees a closed ring asynchronously, and until then a file
 			// still registered keeps the block device open, so an O_EXCL

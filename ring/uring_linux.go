@@ -407,17 +407,23 @@ type fileRef struct {
 // plainFile names fd by its descriptor.
 func plainFile(fd int) fileRef { return fileRef{fd: int32(fd)} }
 
+// registeredFile names the one file registerFile registered.
+var registeredFile = fileRef{fd: 0, flags: sqeFixedFile}
+
+// registered reports whether f names a registered file.
+func (f fileRef) registered() bool { return f.flags&sqeFixedFile != 0 }
+
 // registerFile is IORING_REGISTER_FILES with the one descriptor fd: an
-// SQE then names it as fileRef{0, sqeFixedFile}, and the kernel skips
-// the per-request file lookup and reference count (fget/fput). The ring
+// SQE then names it as registeredFile, and the kernel skips the
+// per-request file lookup and reference count (fget/fput). The ring
 // holds its own reference to the file until unregisterFiles (or until
 // the ring is freed, which the kernel does asynchronously after close).
-func (u *uring) registerFile(fd int) (fileRef, error) {
+func (u *uring) registerFile(fd int) error {
 	fds := [1]int32{int32(fd)}
 	if _, errno := ioUringRegister(u.fd, registerFiles, unsafe.Pointer(&fds[0]), 1); errno != 0 {
-		return plainFile(fd), errno
+		return errno
 	}
-	return fileRef{fd: 0, flags: sqeFixedFile}, nil
+	return nil
 }
 
 // unregisterFiles is IORING_UNREGISTER_FILES: it drops the ring's

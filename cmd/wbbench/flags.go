@@ -300,7 +300,7 @@ func parseMaxIO(s string, ps int64) (int64, error) {
 	return n, nil
 }
 
-// compactBytes writes n as a flag value: 4KiB, 1MiB, or bytes.
+// usage2 is a usage error with a formatted message.
 func usage2(format string, args ...any) error {
 	return &bench.UsageError{Msg: fmt.Sprintf(format, args...)}
 }
