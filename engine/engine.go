@@ -5,6 +5,7 @@ import (
 	"errors"
 	"expvar"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -355,6 +356,9 @@ func (e *Engine) open() error {
 	if nr := t.NrRequests; nr > 0 && inFlight > nr {
 		inFlight = nr
 		cfg.Logger.Info(fmt.Sprintf("QueueDepth %d is above the device's nr_requests %d: at most %d writes go to the kernel at once, the rest wait in the ring", cfg.QueueDepth, nr, nr), "target", cfg.Path)
+	}
+	if sb := segmentBytes(t, ps); sb > 0 && cfg.MaxIOBytes > sb {
+		cfg.Logger.Info(fmt.Sprintf("MaxIOBytes %d is above %d, what the device's max_segments %d covers when each %d-byte memory page is a segment of its own: a larger write whose pages are not physically contiguous is split by the block layer, and io_uring hands it to a worker thread", cfg.MaxIOBytes, sb, t.MaxSegments, os.Getpagesize()), "target", cfg.Path)
 	}
 	depth := min(len(e.recs)+ring.RunSlotBatch+len(e.reads)+1, ring.MaxDepth)
 	rcfg := ring.Config{Depth: depth, InFlight: inFlight, Handler: e.endIO, Logf: func(format string, args ...any) {

@@ -3,9 +3,11 @@ package engine
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	loopdev "github.com/wbengine/wbengine/internal/loopdev/loopdevtest"
+	"github.com/wbengine/wbengine/internal/uringtrace"
 	"github.com/wbengine/wbengine/mapper"
 	"github.com/wbengine/wbengine/pages"
 	"github.com/wbengine/wbengine/ring"
@@ -375,5 +378,116 @@ func TestInFlightCappedAtNrRequests(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestWritesFitMaxSegments: the default MaxIOBytes keeps every write
+// within the device's max_segments however the cache's pages lie in
+// memory, so io_uring issues each write inline and hands none to its
+// worker threads (counted from the kernel's io_uring_queue_async_work
+// tracepoint). The pages are taken from the cache in a shuffled order,
+// so neighbours on the device are not neighbours in memory, as in a
+// buffer pool after its pages have been recycled. The control, 1 MiB
+// writes of 256 such pages, must punt (else this kernel splits
+// without punting and the test cannot tell) and log the notice.
+func TestWritesFitMaxSegments(t *testing.T) {
+	const ps, n = 4096, 4096
+	d := loopdev.ForTest(t, n*ps, 0)
+	tg, err := ring.OpenTarget(d.Path, ring.TargetOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	segs, sectorsKB := tg.MaxSegments, tg.MaxSectorsKB
+	tg.Close()
+	if segs <= 0 || segs >= 256 || sectorsKB < 1024 || os.Getpagesize() != ps {
+		t.Skipf("skipping: %s has max_segments %d, max_sectors_kb %d, memory pages of %d bytes; the test wants fewer than 256 segments, 1 MiB requests and 4 KiB pages", d.Path, segs, sectorsKB, os.Getpagesize())
+	}
+	run := func(t *testing.T, maxIO int) (uringtrace.Punts, Config, string) {
+		c, err := pages.New(pages.Config{PageSize: ps, Capacity: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logs bytes.Buffer
+		e, err := Open(c, Config{Path: d.Path, Mapper: mapper.Linear(0, n), MaxIOBytes: maxIO, Ring: "native",
+			Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if errors.Is(err, ring.ErrRefused) || errors.Is(err, ring.ErrNotSupported) {
+			t.Skipf("skipping: no native ring here: %v", err)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		order := rand.New(rand.NewPCG(1, 2)).Perm(n)
+		for _, i := range order {
+			p, err := c.Grab(uint64(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			binary.LittleEndian.PutUint64(p.Data(), uint64(i)+1)
+			c.SetDirty(p)
+			p.Unlock()
+			c.Put(p)
+		}
+		tr, err := uringtrace.Start()
+		if err != nil {
+			t.Skipf("skipping: cannot count io_uring's punts: %v", err)
+		}
+		serr := e.Sync(context.Background())
+		punts, lost, terr := tr.Stop()
+		if serr != nil {
+			t.Fatal(serr)
+		}
+		if terr != nil || lost {
+			t.Fatalf("reading the trace: %v (lost events: %v)", terr, lost)
+		}
+		cfg := e.Config()
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+		img, err := os.ReadFile(d.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			if got := binary.LittleEndian.Uint64(img[i*ps:]); got != uint64(i)+1 {
+				t.Fatalf("page %d on the device holds %d, want %d", i, got, i+1)
+			}
+		}
+		return punts, cfg, logs.String()
+	}
+	punts, cfg, logs := run(t, 0)
+	if want := min(1<<20, segs*ps); cfg.MaxIOBytes != want {
+		t.Errorf("default MaxIOBytes %d with max_segments %d, want %d", cfg.MaxIOBytes, segs, want)
+	}
+	if punts.Writes() != 0 || strings.Contains(logs, "max_segments") {
+		t.Errorf("default MaxIOBytes %d: %d writes handed to io-wq workers (%v), notice logged %v; want none", cfg.MaxIOBytes, punts.Writes(), punts, strings.Contains(logs, "max_segments"))
+	}
+	punts, cfg, logs = run(t, 1<<20)
+	if !strings.Contains(logs, fmt.Sprintf("max_segments %d", segs)) {
+		t.Errorf("MaxIOBytes %d above max_segments %d × %d: no notice; logs: %q", cfg.MaxIOBytes, segs, ps, logs)
+	}
+	if punts.Writes() == 0 {
+		t.Skipf("skipping the control's check: 1 MiB writes of scattered pages were not punted (this kernel splits them inline), so punt counts cannot show the default's effect here")
+	}
+	t.Logf("control, 1 MiB writes: %d of %d writes handed to io-wq workers", punts.Writes(), n*ps/(1<<20))
+}
+
+// TestSegmentBytes: the write size max_segments allows when each memory
+// page of a cache page may be a segment of its own.
+func TestSegmentBytes(t *testing.T) {
+	mp := os.Getpagesize()
+	for _, c := range []struct{ segs, ps, want int }{
+		{0, 4096, 0},                // unknown: no bound
+		{128, mp, 128 * mp},         // one segment per page
+		{128, mp / 8, 128 * mp / 8}, // small pages: still one each at worst
+		{128, 4 * mp, 32 * 4 * mp},  // four memory pages per cache page
+		{127, 4 * mp, 31 * 4 * mp},  // rounded down to whole cache pages
+		{128, 256 * mp, 256 * mp},   // a page beyond max_segments: one page
+		{1, mp, mp},                 // the least: one page
+		{168, mp, 168 * mp},         // AHCI's 168
+	} {
+		if got := segmentBytes(&ring.Target{MaxSegments: c.segs}, c.ps); got != c.want {
+			t.Errorf("max_segments %d, page %d: %d bytes, want %d", c.segs, c.ps, got, c.want)
+		}
 	}
 }

@@ -39,6 +39,12 @@ type Target struct {
 	// NrRequests is sysfs nr_requests: how many requests the block layer
 	// queues for the device (0 when unknown, as for files).
 	NrRequests int
+	// MaxSegments is sysfs max_segments (0 when unknown, as for files):
+	// the most physically contiguous pieces of memory one request
+	// carries. The block layer splits a write whose memory is in more
+	// pieces, and a write io_uring issues without blocking is not split
+	// but handed to an io-wq worker thread.
+	MaxSegments int
 	// WriteCache is sysfs write_cache ("write back" or "write through";
 	// "" for files).
 	WriteCache string

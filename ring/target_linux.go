@@ -213,6 +213,12 @@ func (t *Target) readQueue(dir string) error {
 	if n, err := sysfsInt(dir, "nr_requests"); err == nil {
 		t.NrRequests = n
 	}
+	// max_segments bounds the engine's default write size (memory that is
+	// not physically contiguous is one segment per memory page); a queue
+	// without it leaves it 0, no bound.
+	if n, err := sysfsInt(dir, "max_segments"); err == nil {
+		t.MaxSegments = n
+	}
 	if t.WriteCache, err = sysfsString(dir, "write_cache"); err != nil {
 		return err
 	}

@@ -123,7 +123,7 @@ func TestOpenTargetLoop(t *testing.T) {
 			if tg.LogicalBlockSize != sector || tg.LogicalBlockSize != atoi("logical_block_size") {
 				t.Errorf("LogicalBlockSize %d, want %d", tg.LogicalBlockSize, sector)
 			}
-			if tg.MaxSectorsKB != atoi("max_sectors_kb") || tg.NrRequests != atoi("nr_requests") || tg.WriteCache != read("write_cache") ||
+			if tg.MaxSectorsKB != atoi("max_sectors_kb") || tg.NrRequests != atoi("nr_requests") || tg.MaxSegments != atoi("max_segments") || tg.WriteCache != read("write_cache") ||
 				tg.FUA != (atoi("fua") == 1) || tg.StableWrites != (atoi("stable_writes") == 1) {
 				t.Errorf("limits %+v differ from %s", *tg, q)
 			}
@@ -175,7 +175,7 @@ func TestQueueDirPartition(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(part, "partition"), []byte("1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for name, val := range map[string]string{"logical_block_size": "4096", "max_sectors_kb": "1280", "write_cache": "write through", "fua": "1"} {
+	for name, val := range map[string]string{"logical_block_size": "4096", "max_sectors_kb": "1280", "max_segments": "168", "write_cache": "write through", "fua": "1"} {
 		if err := os.WriteFile(filepath.Join(disk, "queue", name), []byte(val+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -201,8 +201,8 @@ func TestQueueDirPartition(t *testing.T) {
 		if err := tg.readQueue(queue); err != nil {
 			t.Fatal(err)
 		}
-		if tg.LogicalBlockSize != 4096 || tg.MaxSectorsKB != 1280 || tg.WriteCache != "write through" || !tg.FUA || tg.StableWrites || tg.NeedsFlush() {
-			t.Errorf("limits %+v (no stable_writes file: false)", *tg)
+		if tg.LogicalBlockSize != 4096 || tg.MaxSectorsKB != 1280 || tg.MaxSegments != 168 || tg.NrRequests != 0 || tg.WriteCache != "write through" || !tg.FUA || tg.StableWrites || tg.NeedsFlush() {
+			t.Errorf("limits %+v (no stable_writes file: false; no nr_requests: 0)", *tg)
 		}
 	}
 	if _, _, err := queueDir(unix.Mkdev(252, 7)); !errors.Is(err, ErrTarget) {
