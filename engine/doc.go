@@ -22,8 +22,9 @@
 // which puts its writes into the submission queue, submits and reaps in
 // one system call and ends writeback inline; its caller hands it the
 // work once. A run is pages contiguous by index and by block; it is
-// sealed at a discontiguity, at MaxIOBytes (at most 1024 pages), at a
-// mapper boundary and at a registered-buffer edge. Pages adjacent in
+// sealed at a discontiguity, at MaxIOBytes (at most 1024 pages) and at
+// a mapper boundary; a run over more than one registered buffer is a
+// plain write rather than a fixed one. Pages adjacent in
 // memory share an iovec. With FillGaps, a short gap of clean cached
 // pages between two runs is written too.
 //

@@ -445,10 +445,10 @@ func (e *Engine) mapPage(idx uint64) (block uint64, boundary bool, err error) {
 
 // runFor returns the open run if page idx at block extends it, else
 // seals it and opens a new one. A run is sealed when the next page is not
-// contiguous by index and block, at MaxIOBytes, at 1024 iovecs, at a
-// mapper boundary (writePage), or at a registered-buffer edge; a page
-// written alone (no mapper, or its last write failed) gets a run of its
-// own.
+// contiguous by index and block, at MaxIOBytes, at 1024 iovecs, or at a
+// mapper boundary (writePage); a page written alone (no mapper, or its
+// last write failed) gets a run of its own. A run whose pages lie in more
+// than one registered buffer goes out as a plain write (extends).
 func (e *Engine) runFor(ctx context.Context, idx, block uint64, p *pages.Page, alone bool) (*record, error) {
 	buf := e.bufOf(p)
 	if e.extends(idx, block, buf, p, alone) || !alone && e.fillGap(idx, block, buf) && e.extends(idx, block, buf, p, alone) {
@@ -495,7 +495,7 @@ func (e *Engine) fillGap(idx, block uint64, buf int) bool {
 		switch {
 		case q == nil:
 			ok = false
-		case q.Pins() != 1 || e.bufOf(q) != buf || !q.TryStartWritebackClean():
+		case q.Pins() != 1 || !q.TryStartWritebackClean():
 			e.cache.Put(q)
 			ok = false
 		default:
@@ -513,6 +513,9 @@ func (e *Engine) fillGap(idx, block uint64, buf int) bool {
 	for _, q := range taken {
 		st := &e.slots[q.Slot()]
 		st.gen, st.wbSince = r.gen, 0
+		if e.bufOf(q) != r.buf {
+			r.buf = -1 // see extends
+		}
 		e.appendPage(r, q)
 	}
 	clear(taken)
@@ -528,13 +531,27 @@ func (e *Engine) bufOf(p *pages.Page) int {
 	return -1
 }
 
-// extends reports whether page idx at block can join the open run.
+// extends reports whether page idx at block, in registered buffer buf,
+// can join the open run. A page from another registered buffer than the
+// run's joins it too, and makes the run a plain write (buf -1): one
+// fixed-buffer write names one buffer, and sealing the run there instead
+// would cut a run of pages scattered over a cache larger than one
+// buffer (1 GiB) into writes of about two pages. (Issue 12: seq over a
+// 2 GiB cache whose pages were taken in a shuffled order went out at 2.0
+// pages per write.) A plain write pins its pages as it is issued; a
+// fixed one has them pinned at registration.
 func (e *Engine) extends(idx, block uint64, buf int, p *pages.Page, alone bool) bool {
 	if e.cur < 0 || alone {
 		return false
 	}
 	r := &e.recs[e.cur]
-	return buf == r.buf && r.extends(idx, block, p, e.ps)
+	if !r.extends(idx, block, p, e.ps) {
+		return false
+	}
+	if buf != r.buf {
+		r.buf = -1
+	}
+	return true
 }
 
 // reserveRecord makes sure a free record is set aside for the next run
