@@ -98,6 +98,12 @@ type Options struct {
 	// and up to date, before the pattern dirties its own (the gap pages a
 	// fill can write).
 	Cached bool
+	// Scatter hands out the cache's page memory in a shuffled order: the
+	// pattern's pages (every page with Cached) are put in the cache,
+	// clean, in an order drawn from Seed before the first cycle, so
+	// pages next to each other on the device are not next to each other
+	// in memory, as in a buffer pool whose pages have been recycled.
+	Scatter bool
 	// IOPSLimit models a device limited by its I/O count: the engine's
 	// ring completes at most that many writes per second (0: off).
 	IOPSLimit int
@@ -295,8 +301,13 @@ func (b *Bench) open() error {
 	if b.eng, err = b.openEngine(o.QueueDepth, o.MaxIOBytes); err != nil {
 		return err
 	}
-	if o.Cached {
+	switch {
+	case o.Cached:
 		if err := b.cacheAll(); err != nil {
+			return err
+		}
+	case o.Scatter:
+		if err := b.scatterLayout(); err != nil {
 			return err
 		}
 	}

@@ -429,3 +429,47 @@ func TestFillGapsCached(t *testing.T) {
 		t.Fatalf("-iops-limit 2000: %d writes in %.3fs, faster than the model allows (%.3fs)", limited.IOs, limited.Seconds, secs)
 	}
 }
+
+// TestScatter: -scatter hands out the cache's page memory in a shuffled
+// order, so neighbours on the device are seldom neighbours in memory;
+// without it they all are. Either way the pages verify on the device.
+func TestScatter(t *testing.T) {
+	path := loopdevtest.ShmFile(t, 8<<20)
+	adjacent := func(scatter bool) (adj, pairs int) {
+		t.Helper()
+		b, err := Open(Options{Device: path, Pattern: Seq, Baselines: nil, Runs: 2, Scatter: scatter, Verify: true, Force: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		rep, err := b.Run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Config.Scatter != scatter {
+			t.Fatalf("config scatter %v, want %v", rep.Config.Scatter, scatter)
+		}
+		prev := -1
+		b.layout.Each(func(_ int, i uint64) {
+			p := b.cache.Lookup(i)
+			if p == nil {
+				t.Fatalf("page %d not cached after the run", i)
+			}
+			if prev >= 0 {
+				pairs++
+				if p.Slot() == prev+1 {
+					adj++
+				}
+			}
+			prev = p.Slot()
+			b.cache.Put(p)
+		})
+		return adj, pairs
+	}
+	if adj, pairs := adjacent(false); adj != pairs {
+		t.Errorf("without -scatter: %d of %d neighbouring pages adjacent in memory, want all", adj, pairs)
+	}
+	if adj, pairs := adjacent(true); adj > pairs/100 {
+		t.Errorf("-scatter: %d of %d neighbouring pages adjacent in memory, want about none", adj, pairs)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/pprof"
 	"runtime/trace"
 	"strings"
@@ -190,9 +191,34 @@ func (b *Bench) dirtyCache(ctx context.Context) error {
 }
 
 // cacheAll puts every page of the target in the cache, clean and up to
-// date (-cached).
+// date (-cached); with -scatter in a shuffled order.
 func (b *Bench) cacheAll() error {
-	for i := range b.n {
+	order := make([]uint64, b.n)
+	for i := range order {
+		order[i] = uint64(i)
+	}
+	return b.cachePages(order)
+}
+
+// scatterLayout puts the layout's pages in the cache, clean and up to
+// date, in a shuffled order (-scatter without -cached): the cache hands
+// out page memory in the order pages come, so neighbours on the device
+// are not neighbours in memory. Every one of them is dirtied before it
+// is first written.
+func (b *Bench) scatterLayout() error {
+	order := make([]uint64, 0, b.layout.Pages)
+	b.layout.Each(func(_ int, i uint64) { order = append(order, i) })
+	return b.cachePages(order)
+}
+
+// cachePages puts pages in the cache, clean and up to date, in the given
+// order, shuffled first with -scatter (drawn from -seed).
+func (b *Bench) cachePages(order []uint64) error {
+	if b.opts.Scatter {
+		r := rand.New(rand.NewPCG(b.opts.Seed, 2))
+		r.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	}
+	for _, i := range order {
 		p, err := b.cache.Grab(i)
 		if err != nil {
 			return fmt.Errorf("engine: cache page %d: %w", i, err)

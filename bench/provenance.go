@@ -174,6 +174,7 @@ type QueueLimits struct {
 	NrRequests        int    `json:"nr_requests"`
 	MaxSectorsKB      int    `json:"max_sectors_kb"`
 	MaxHwSectorsKB    int    `json:"max_hw_sectors_kb"`
+	MaxSegments       int    `json:"max_segments"`
 	LogicalBlockSize  int    `json:"logical_block_size"`
 	PhysicalBlockSize int    `json:"physical_block_size"`
 	Rotational        bool   `json:"rotational"`
@@ -202,6 +203,7 @@ func readQueueLimits(dev string) *QueueLimits {
 	}
 	q := &QueueLimits{
 		NrRequests: num("nr_requests"), MaxSectorsKB: num("max_sectors_kb"), MaxHwSectorsKB: num("max_hw_sectors_kb"),
+		MaxSegments:      num("max_segments"),
 		LogicalBlockSize: num("logical_block_size"), PhysicalBlockSize: num("physical_block_size"),
 		Rotational: str("rotational") == "1", WriteCache: str("write_cache"), FUA: str("fua") == "1",
 	}

@@ -228,6 +228,7 @@ type ConfigInfo struct {
 	Inject            string   `json:"inject,omitempty"`
 	FillGaps          int      `json:"fill_gaps,omitempty"`
 	Cached            bool     `json:"cached,omitempty"`
+	Scatter           bool     `json:"scatter,omitempty"`
 	IOPSLimit         int      `json:"iops_limit,omitempty"`
 	Verify            bool     `json:"verify"`
 	// Zeroed, with -verify: how the target's range was zeroed before the
@@ -342,7 +343,7 @@ func (b *Bench) header(es *engineSys) (TargetInfo, ConfigInfo, Report) {
 		RegisteredBuffers: es.caps.RegisteredBuffers, RegisteredFile: es.caps.RegisteredFile, WritevFixed: es.caps.WritevFixed,
 		Runs: o.Runs, Seed: o.Seed, Baselines: slices.Clone(o.Baselines),
 		Inject: o.Inject, Verify: o.Verify, Journal: o.Journal,
-		FillGaps: o.FillGaps, Cached: o.Cached, IOPSLimit: o.IOPSLimit,
+		FillGaps: o.FillGaps, Cached: o.Cached, Scatter: o.Scatter, IOPSLimit: o.IOPSLimit,
 	}
 	if ci.Baselines == nil {
 		ci.Baselines = []string{}

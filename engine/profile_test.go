@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,7 +19,46 @@ var (
 	profPattern = flag.String("profile.pattern", "", "TestProfileFlush: seq, runs or single (empty: skip)")
 	profOut     = flag.String("profile.out", "flush.prof", "TestProfileFlush: CPU profile file")
 	profCycles  = flag.Int("profile.cycles", 6, "TestProfileFlush: dirty-and-Sync cycles")
+	profPerfCtl = flag.String("profile.perfctl", "", "TestProfileFlush: perf's control and ack FIFOs, CTL,ACK (perf record --control fifo:CTL,ACK -D -1): the test enables perf around each Sync only")
 )
+
+// perfControl switches a perf record started with --control fifo:CTL,ACK
+// and -D -1 on and off, so system-wide profiles (the loop device's
+// kworker, softirqs) see only the flush.
+type perfControl struct{ ctl, ack *os.File }
+
+func openPerfControl(t *testing.T, spec string) *perfControl {
+	if spec == "" {
+		return nil
+	}
+	names := strings.SplitN(spec, ",", 2)
+	if len(names) != 2 {
+		t.Fatalf("-profile.perfctl %q: want CTL,ACK", spec)
+	}
+	ctl, err := os.OpenFile(names[0], os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, err := os.Open(names[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ctl.Close(); ack.Close() })
+	return &perfControl{ctl, ack}
+}
+
+func (pc *perfControl) send(t *testing.T, cmd string) {
+	if pc == nil {
+		return
+	}
+	if _, err := pc.ctl.WriteString(cmd + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := pc.ack.Read(buf); err != nil {
+		t.Fatalf("perf ack after %s: %v", cmd, err)
+	}
+}
 
 // TestProfileFlush is the in-process loop behind the CPU breakdowns in
 // the notes (go test -run TestProfileFlush -args -profile.pattern single):
@@ -75,14 +115,17 @@ func TestProfileFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	var syncCPU, syncWall time.Duration
+	perf := openPerfControl(t, *profPerfCtl)
 	for cycle := 1; cycle <= *profCycles; cycle++ {
 		dirty(cycle)
+		perf.send(t, "enable")
 		c0, w0 := cpu(), time.Now()
 		if err := e.Sync(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		syncCPU += cpu() - c0
 		syncWall += time.Since(w0)
+		perf.send(t, "disable")
 	}
 	pprof.StopCPUProfile()
 	pagesDone := int64(len(idx)) * int64(*profCycles)

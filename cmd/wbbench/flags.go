@@ -28,7 +28,7 @@ type cliFlags struct {
 	cpuProfile, trace                 string
 	runs, writers, fillGaps           int
 	iopsLimit                         int
-	cached                            bool
+	cached, scatter                   bool
 	duration, syncEvery               time.Duration
 	seed                              uint64
 	json, force, verify, hold         bool
@@ -53,11 +53,11 @@ func newFlags(sweep bool) *cliFlags {
 	fs.StringVar(&f.pageSize, "page-size", "4KiB", "page size: a power of two, a multiple of the device's logical block size")
 	if sweep {
 		fs.StringVar(&f.qd, "qd", "1,2,4,...,128", "queue depths to sweep: a comma list; \"...\" continues the progression (doubling here)")
-		fs.StringVar(&f.maxIO, "max-io", "", "largest writes to sweep, a comma list of whole numbers of pages, e.g. 128KiB,1MiB (default: min(1 MiB, the device's max_sectors_kb))")
+		fs.StringVar(&f.maxIO, "max-io", "", "largest writes to sweep, a comma list of whole numbers of pages, e.g. 128KiB,1MiB (default: min(1 MiB, the device's max_sectors_kb, max_segments memory pages))")
 		fs.StringVar(&f.plot, "plot", "", "draw throughput against queue depth (steady median and min–max band per system and I/O size) into this file: .svg, .png or .pdf (an SVG or PDF gets a PNG beside it)")
 	} else {
 		fs.StringVar(&f.qd, "qd", "", "queue depth: writes in flight (default: the device's nr_requests, clamped to 32..128; 32 for a file); above nr_requests, the rest wait in the engine's ring")
-		fs.StringVar(&f.maxIO, "max-io", "", "largest write, a whole number of pages, e.g. 256KiB (default: min(1 MiB, the device's max_sectors_kb); at most max_hw_sectors_kb and 1024 pages)")
+		fs.StringVar(&f.maxIO, "max-io", "", "largest write, a whole number of pages, e.g. 256KiB (default: min(1 MiB, the device's max_sectors_kb, max_segments memory pages); at most max_hw_sectors_kb and 1024 pages)")
 	}
 	fs.StringVar(&f.pattern, "pattern", "seq", "dirty pattern: seq, runs, single or hot")
 	fs.StringVar(&f.ring, "ring", "auto", "ring backend: auto, native, pwritev or iceber (iceber needs a build with -tags iceber)")
@@ -78,6 +78,7 @@ func newFlags(sweep bool) *cliFlags {
 	fs.BoolVar(&f.hold, "hold-kernel-writeback", false, "raise vm.dirty_background_ratio to 80 and vm.dirty_ratio to 90 for the run (root), so the kernel baseline writes its pages back inside its timed fdatasync and not while they are dirtied; the old values are put back at exit, also on SIGINT and SIGTERM")
 	fs.BoolVar(&f.force, "force", false, "write to a target even if it is mounted, held, carries a file-system or partition signature, or (a file) holds data wbbench did not write")
 	fs.IntVar(&f.fillGaps, "fill-gaps", 0, "engine.Config.FillGaps: write clean cached pages in gaps of up to this many pages between dirty runs, so they go out as one write (0: off; see -cached)")
+	fs.BoolVar(&f.scatter, "scatter", false, "seq, runs, single: the cache hands out page memory in a shuffled order (the pattern's pages, or with -cached every page, are cached clean before the first cycle, in an order drawn from -seed), so pages next to each other on the device are not next to each other in memory, as in a buffer pool whose pages have been recycled")
 	fs.BoolVar(&f.cached, "cached", false, "seq, runs, single: every page of the target is in the engine's cache, clean and up to date, before the pattern dirties its pages (so -fill-gaps has clean pages to fill with)")
 	fs.IntVar(&f.iopsLimit, "iops-limit", 0, "a device model for the engine: complete at most this many writes per second, whatever their size (like a SATA SSD's 4 KiB write IOPS; 0: off)")
 	fs.StringVar(&f.inject, "inject", "", "fault rules for the engine's ring, e.g. eio=0.01,short=0.01,delay=5ms@0.001 (see faultring.Parse)")
@@ -218,6 +219,10 @@ func (f *cliFlags) parse(args []string) (bench.Options, error) {
 		return o, usage2("-cached: only with seq, runs or single (hot writes its own pages)")
 	}
 	o.Cached = f.cached
+	if f.scatter && p == bench.Hot {
+		return o, usage2("-scatter: only with seq, runs or single (hot writes its own pages)")
+	}
+	o.Scatter = f.scatter
 	o.Seed = f.seed
 	o.Force = f.force
 	o.HoldKernelWriteback = f.hold

@@ -66,6 +66,7 @@ func TestBadFlags(t *testing.T) {
 		{"-fill-gaps 2000", "-fill-gaps 2000"},
 		{"-iops-limit -5", "-iops-limit -5"},
 		{"-cached -pattern hot", "-cached: only with seq, runs or single"},
+		{"-scatter -pattern hot", "-scatter: only with seq, runs or single"},
 		{"-writers 0 -pattern hot", "-writers 0"},
 		{"-duration -1s -pattern hot", "-duration -1s"},
 		{"-sync-every 0s -pattern hot", "-sync-every 0s"},
