@@ -13,87 +13,168 @@ import (
 // io_pages): the pages drained from the cache's intake list and not yet
 // taken for I/O. Only the holder of the pass lock touches it.
 //
-// It is a sparse two-level bitmap, like the kernel's xarray marks: the
-// index space is cut into chunks of chunkPages pages; each chunk has a
-// bitmap of which pages are in the set and their *Page. Insert and
-// remove are O(1); finding the next page at or after an index skips 64
-// absent pages per word and empty chunks per sorted-key step, so a
-// ranged or budgeted pass costs what it takes, not the size of the set.
+// It is a sparse three-level bitmap, like the kernel's xarray with its
+// 64-slot nodes: the index space is cut into groups of 4,096 pages, kept
+// by key in a map and a sorted key list; a group has a bitmap of which of
+// its 64 leaves hold pages, and a leaf a bitmap of which of its 64 pages
+// are in the set and their cache slots. Insert and remove are O(1);
+// finding the next page at or after an index skips 64 absent pages per
+// leaf word, 64 absent leaves per group word and empty groups per sorted-
+// key step, so a ranged or budgeted pass costs what it takes, not the
+// size of the set.
+//
+// Memory follows the pages in the set, not the span of their indexes: a
+// page alone in its group costs a group and a leaf (about 550 bytes). (Issue
+// 12: with one 4,096-page chunk of pointers per group, 16 Ki random pages
+// over a 1 TiB index space took 566 MiB.) Groups and leaves live in
+// pools, pointer-free (a leaf names its pages by cache slot,
+// bySlot maps a slot back to its page), so the garbage collector neither
+// scans them nor puts a write barrier on a set's insert. The pools are
+// made and touched at Open for a set as sparse as one page in ten of a
+// full cache's worth (the reference single pattern is one in 8.5), about
+// 54 bytes per cache page, so a first pass over such a set allocates
+// nothing; a sparser set grows them, and they keep what they grew to.
 type dirtySet struct {
-	chunks map[uint64]*dirtyChunk // by key (index >> chunkShift)
-	keys   []uint64               // sorted keys of chunks with at least one page
-	n      int                    // pages in the set
-	spare  []*dirtyChunk          // empty chunks kept for reuse
-	last   *dirtyChunk            // the chunk insert touched last
+	groups map[uint64]int32 // group key (index >> groupShift) → group number
+	keys   []uint64         // sorted keys of the groups with at least one page
+	n      int              // pages in the set
+	bySlot []*pages.Page    // the page in the set at each cache slot, or nil
+
+	gs    []dirtyGroup // the group pool, by number
+	freeG []int32      // free group numbers
+	ls    []dirtyLeaf  // the leaf pool, by number
+	freeL []int32      // free leaf numbers
+
+	last    int32 // the group insert or next touched last, or -1
+	lastKey uint64
 }
 
 const (
-	chunkShift = 12
-	chunkPages = 1 << chunkShift
-	chunkWords = chunkPages / 64
+	leafShift   = 6
+	leafPages   = 1 << leafShift // pages per leaf
+	groupShift  = 12
+	groupPages  = 1 << groupShift // pages per group
+	groupLeaves = groupPages / leafPages
 )
 
-type dirtyChunk struct {
+type dirtyGroup struct {
 	key uint64
-	n   int
+	n   int // pages in the group
 	// minSince bounds from below the dirty stamps (slotState.dirtySince)
-	// of the chunk's pages: the smallest stamp inserted since the chunk
-	// was last empty. A Sync's check skips chunks whose bound is newer
+	// of the group's pages: the smallest stamp inserted since the group
+	// was last empty. A Sync's check skips groups whose bound is newer
 	// than its own stamp (every page in them was dirtied after it began).
 	minSince uint64
-	bits     [chunkWords]uint64
-	pages    [chunkPages]*pages.Page
+	leafBits uint64             // which leaves hold pages
+	leaves   [groupLeaves]int32 // leaf number of each leaf in leafBits
 }
 
-// newDirtySet makes a set for a cache of capacity pages: the chunks a
-// dense index range of that many pages needs are made now (a sparse one
-// makes more as it goes), so a first pass does not pay for them.
+type dirtyLeaf struct {
+	bits  uint64            // which pages are in the set
+	slots [leafPages]uint32 // the cache slot of each page in bits
+}
+
+// newDirtySet makes a set for a cache of capacity pages, its pools sized
+// for a set of up to capacity pages as sparse as one page in ten (see
+// dirtySet).
 func newDirtySet(capacity int) *dirtySet {
-	n := (capacity+chunkPages-1)/chunkPages + 1
+	return newDirtySetPools(capacity, capacity/(groupPages/10)+2, capacity/(leafPages/10)+2)
+}
+
+// newDirtySetPools makes a set for a cache of capacity pages with pools
+// of at least groups groups and leaves leaves.
+func newDirtySetPools(capacity, groups, leaves int) *dirtySet {
 	s := &dirtySet{
-		chunks: make(map[uint64]*dirtyChunk, n),
-		keys:   make([]uint64, 0, n),
-		spare:  make([]*dirtyChunk, n),
+		groups: make(map[uint64]int32, groups),
+		keys:   make([]uint64, 0, groups),
+		bySlot: make([]*pages.Page, capacity),
+		last:   -1,
 	}
-	block := make([]dirtyChunk, n)
-	for i := range s.spare {
-		s.spare[i] = &block[i]
-	}
+	s.growGroups(groups)
+	s.growLeaves(leaves)
 	return s
 }
 
-// prefault touches the spare chunks' memory (see prefault).
-func (s *dirtySet) prefault() {
-	for _, c := range s.spare {
-		mem.Prefault(c.pages[:])
-		mem.Prefault(c.bits[:])
+// growGroups adds at least n free groups to the pool (by half of it at
+// least: growing copies the pool). No *dirtyGroup may be held across it.
+func (s *dirtySet) growGroups(n int) {
+	base := len(s.gs)
+	n = max(n, base/2, 64)
+	s.gs = append(s.gs, make([]dirtyGroup, n)...)
+	for i := base + n - 1; i >= base; i-- {
+		s.freeG = append(s.freeG, int32(i))
 	}
+}
+
+// growLeaves adds at least n free leaves to the pool, as growGroups. No
+// *dirtyLeaf may be held across it.
+func (s *dirtySet) growLeaves(n int) {
+	base := len(s.ls)
+	n = max(n, base/2, 64)
+	s.ls = append(s.ls, make([]dirtyLeaf, n)...)
+	for i := base + n - 1; i >= base; i-- {
+		s.freeL = append(s.freeL, int32(i))
+	}
+}
+
+func (s *dirtySet) group(g int32) *dirtyGroup { return &s.gs[g] }
+func (s *dirtySet) leaf(l int32) *dirtyLeaf   { return &s.ls[l] }
+
+// prefault touches the pools' memory and bySlot (see mem.Prefault, which
+// writes zero values: only for memory that holds them; the free lists
+// are written as they are made).
+func (s *dirtySet) prefault() {
+	mem.Prefault(s.gs)
+	mem.Prefault(s.ls)
+	mem.Prefault(s.bySlot)
 }
 
 // Len is the number of pages in the set.
 func (s *dirtySet) Len() int { return s.n }
 
-func (s *dirtySet) chunk(key uint64, create bool) *dirtyChunk {
-	if s.last != nil && s.last.key == key {
+// find returns the number of the group with key, or -1.
+func (s *dirtySet) find(key uint64) int32 {
+	if s.last >= 0 && s.lastKey == key {
 		return s.last
 	}
-	c := s.chunks[key]
-	if c == nil && create {
-		if n := len(s.spare); n > 0 {
-			c = s.spare[n-1]
-			s.spare = s.spare[:n-1]
-		} else {
-			c = new(dirtyChunk)
-		}
-		c.key = key
-		s.chunks[key] = c
-		i, _ := slices.BinarySearch(s.keys, key)
-		s.keys = slices.Insert(s.keys, i, key)
+	g, ok := s.groups[key]
+	if !ok {
+		return -1
 	}
-	if c != nil {
-		s.last = c
+	s.last, s.lastKey = g, key
+	return g
+}
+
+// makeGroup returns the group with key, making it if there is none.
+func (s *dirtySet) makeGroup(key uint64) int32 {
+	if g := s.find(key); g >= 0 {
+		return g
 	}
-	return c
+	if len(s.freeG) == 0 {
+		s.growGroups(1)
+	}
+	g := s.freeG[len(s.freeG)-1]
+	s.freeG = s.freeG[:len(s.freeG)-1]
+	*s.group(g) = dirtyGroup{key: key}
+	s.groups[key] = g
+	i, _ := slices.BinarySearch(s.keys, key)
+	s.keys = slices.Insert(s.keys, i, key)
+	s.last, s.lastKey = g, key
+	return g
+}
+
+// locate returns the leaf holding idx and idx's bit in it, or nil.
+func (s *dirtySet) locate(idx uint64) (*dirtyLeaf, uint64) {
+	g := s.find(idx >> groupShift)
+	if g < 0 {
+		return nil, 0
+	}
+	gr := s.group(g)
+	li := (idx >> leafShift) & (groupLeaves - 1)
+	if gr.leafBits&(1<<li) == 0 {
+		return nil, 0
+	}
+	return s.leaf(gr.leaves[li]), uint64(1) << (idx & (leafPages - 1))
 }
 
 // insert adds p, whose dirty stamp is since. A page is in the set at
@@ -101,48 +182,66 @@ func (s *dirtySet) chunk(key uint64, create bool) *dirtyChunk {
 // once, and leaves before its Dirty bit can be cleared.
 func (s *dirtySet) insert(p *pages.Page, since uint64) {
 	idx := p.Index()
-	c := s.chunk(idx>>chunkShift, true)
-	if c.n == 0 || since < c.minSince {
-		c.minSince = since
+	gr := s.group(s.makeGroup(idx >> groupShift))
+	if gr.n == 0 || since < gr.minSince {
+		gr.minSince = since
 	}
-	b := idx & (chunkPages - 1)
-	w, m := b/64, uint64(1)<<(b%64)
-	if c.bits[w]&m != 0 {
+	li := (idx >> leafShift) & (groupLeaves - 1)
+	if gr.leafBits&(1<<li) == 0 {
+		if len(s.freeL) == 0 {
+			s.growLeaves(1)
+		}
+		l := s.freeL[len(s.freeL)-1]
+		s.freeL = s.freeL[:len(s.freeL)-1]
+		s.leaf(l).bits = 0
+		gr.leaves[li] = l
+		gr.leafBits |= 1 << li
+	}
+	lf := s.leaf(gr.leaves[li])
+	b := idx & (leafPages - 1)
+	if lf.bits&(1<<b) != 0 {
 		invariants.Failf("engine: page %d is in the dirty set twice", idx)
 	}
-	c.bits[w] |= m
-	c.pages[b] = p
-	c.n++
+	lf.bits |= 1 << b
+	lf.slots[b] = uint32(p.Slot())
+	s.bySlot[p.Slot()] = p
+	gr.n++
 	s.n++
 }
 
 // remove takes the page at idx out of the set; it must be there.
 func (s *dirtySet) remove(idx uint64) {
-	c := s.chunk(idx>>chunkShift, false)
-	b := idx & (chunkPages - 1)
-	w, m := b/64, uint64(1)<<(b%64)
-	if c == nil || c.bits[w]&m == 0 {
+	g := s.find(idx >> groupShift)
+	if g < 0 {
 		invariants.Failf("engine: page %d is not in the dirty set", idx)
 		return
 	}
-	c.bits[w] &^= m
-	c.pages[b] = nil
-	c.n--
+	gr := s.group(g)
+	li := (idx >> leafShift) & (groupLeaves - 1)
+	b := idx & (leafPages - 1)
+	if gr.leafBits&(1<<li) == 0 || s.leaf(gr.leaves[li]).bits&(1<<b) == 0 {
+		invariants.Failf("engine: page %d is not in the dirty set", idx)
+		return
+	}
+	lf := s.leaf(gr.leaves[li])
+	lf.bits &^= 1 << b
+	s.bySlot[lf.slots[b]] = nil
+	if lf.bits == 0 {
+		gr.leafBits &^= 1 << li
+		s.freeL = append(s.freeL, gr.leaves[li])
+	}
+	gr.n--
 	s.n--
-	if c.n == 0 {
-		s.dropChunk(c)
+	if gr.n == 0 {
+		delete(s.groups, gr.key)
+		if i, ok := slices.BinarySearch(s.keys, gr.key); ok {
+			s.keys = slices.Delete(s.keys, i, i+1)
+		}
+		if s.last == g {
+			s.last = -1
+		}
+		s.freeG = append(s.freeG, g)
 	}
-}
-
-func (s *dirtySet) dropChunk(c *dirtyChunk) {
-	delete(s.chunks, c.key)
-	if i, ok := slices.BinarySearch(s.keys, c.key); ok {
-		s.keys = slices.Delete(s.keys, i, i+1)
-	}
-	if s.last == c {
-		s.last = nil
-	}
-	s.spare = append(s.spare, c)
 }
 
 // next returns the page with the smallest index ≥ from and < end (end
@@ -151,29 +250,24 @@ func (s *dirtySet) next(from, end uint64) *pages.Page {
 	if s.n == 0 {
 		return nil
 	}
-	key := from >> chunkShift
-	c := s.last
-	if c == nil || c.key != key {
-		c = s.chunks[key]
-	}
-	if c != nil {
-		if p := c.nextIn(from & (chunkPages - 1)); p != nil {
+	key := from >> groupShift
+	if g := s.find(key); g >= 0 {
+		if p := s.nextIn(s.group(g), from&(groupPages-1)); p != nil {
 			return limit(p, end)
 		}
 	}
-	// Later chunks, in key order.
+	// Later groups, in key order.
 	i, found := slices.BinarySearch(s.keys, key)
 	if found {
 		i++
 	}
 	for ; i < len(s.keys); i++ {
 		k := s.keys[i]
-		if end != 0 && k<<chunkShift >= end {
+		if end != 0 && k<<groupShift >= end {
 			return nil
 		}
-		c := s.chunks[k]
-		s.last = c
-		if p := c.nextIn(0); p != nil {
+		g := s.find(k)
+		if p := s.nextIn(s.group(g), 0); p != nil {
 			return limit(p, end)
 		}
 	}
@@ -187,59 +281,62 @@ func limit(p *pages.Page, end uint64) *pages.Page {
 	return p
 }
 
-// nextIn finds the first page at bit position ≥ b in the chunk.
-func (c *dirtyChunk) nextIn(b uint64) *pages.Page {
-	w := b / 64
-	word := c.bits[w] &^ (1<<(b%64) - 1)
-	for {
-		if word != 0 {
-			return c.pages[w*64+uint64(bits.TrailingZeros64(word))]
+// nextIn finds the first page at position ≥ b in group gr.
+func (s *dirtySet) nextIn(gr *dirtyGroup, b uint64) *pages.Page {
+	li := b >> leafShift
+	if gr.leafBits&(1<<li) != 0 {
+		lf := s.leaf(gr.leaves[li])
+		if w := lf.bits &^ (1<<(b&(leafPages-1)) - 1); w != 0 {
+			return s.bySlot[lf.slots[bits.TrailingZeros64(w)]]
 		}
-		w++
-		if w == chunkWords {
-			return nil
-		}
-		word = c.bits[w]
 	}
+	// The first leaf after li (li+1 ≤ 64: a shift by 64 gives 0).
+	rest := gr.leafBits >> (li + 1) << (li + 1)
+	if rest == 0 {
+		return nil
+	}
+	lf := s.leaf(gr.leaves[bits.TrailingZeros64(rest)])
+	return s.bySlot[lf.slots[bits.TrailingZeros64(lf.bits)]]
 }
 
-// lower lowers the stamp bound of p's chunk to since, if p is in the
+// lower lowers the stamp bound of p's group to since, if p is in the
 // set (a page whose stamp an error put back).
 func (s *dirtySet) lower(p *pages.Page, since uint64) {
 	if !s.has(p) {
 		return
 	}
-	if c := s.chunk(p.Index()>>chunkShift, false); since < c.minSince {
-		c.minSince = since
+	if gr := s.group(s.find(p.Index() >> groupShift)); since < gr.minSince {
+		gr.minSince = since
 	}
 }
 
 // scanOld calls fn for every page in [start, end) (end 0: no limit) of
-// the chunks whose stamp bound is at most since, in index order; fn
+// the groups whose stamp bound is at most since, in index order; fn
 // checks each page's own stamp. It must not change the set.
 func (s *dirtySet) scanOld(start, end, since uint64, fn func(p *pages.Page)) {
-	i, _ := slices.BinarySearch(s.keys, start>>chunkShift)
+	i, _ := slices.BinarySearch(s.keys, start>>groupShift)
 	for ; i < len(s.keys); i++ {
 		k := s.keys[i]
-		if end != 0 && k<<chunkShift >= end {
+		if end != 0 && k<<groupShift >= end {
 			return
 		}
-		c := s.chunks[k]
-		if c.minSince > since {
+		gr := s.group(s.groups[k])
+		if gr.minSince > since {
 			continue
 		}
-		for w, word := range c.bits {
-			for word != 0 {
-				b := uint64(w*64 + bits.TrailingZeros64(word))
-				word &= word - 1
-				idx := k<<chunkShift | b
+		for lw := gr.leafBits; lw != 0; lw &= lw - 1 {
+			li := uint64(bits.TrailingZeros64(lw))
+			lf := s.leaf(gr.leaves[li])
+			for w := lf.bits; w != 0; w &= w - 1 {
+				b := uint64(bits.TrailingZeros64(w))
+				idx := k<<groupShift | li<<leafShift | b
 				if idx < start {
 					continue
 				}
 				if end != 0 && idx >= end {
 					return
 				}
-				fn(c.pages[b])
+				fn(s.bySlot[lf.slots[b]])
 			}
 		}
 	}
@@ -250,12 +347,8 @@ func (s *dirtySet) scanOld(start, end, since uint64, fn func(p *pages.Page)) {
 func (s *dirtySet) contiguous(idx uint64, max int) int {
 	n := 0
 	for n < max {
-		c := s.chunk((idx+uint64(n))>>chunkShift, false)
-		if c == nil {
-			break
-		}
-		b := (idx + uint64(n)) & (chunkPages - 1)
-		if c.bits[b/64]&(1<<(b%64)) == 0 {
+		lf, m := s.locate(idx + uint64(n))
+		if lf == nil || lf.bits&m == 0 {
 			break
 		}
 		n++
@@ -266,10 +359,6 @@ func (s *dirtySet) contiguous(idx uint64, max int) int {
 // has reports whether p is in the set.
 func (s *dirtySet) has(p *pages.Page) bool {
 	idx := p.Index()
-	c := s.chunk(idx>>chunkShift, false)
-	if c == nil {
-		return false
-	}
-	b := idx & (chunkPages - 1)
-	return c.bits[b/64]&(1<<(b%64)) != 0 && c.pages[b] == p
+	lf, m := s.locate(idx)
+	return lf != nil && lf.bits&m != 0 && lf.slots[idx&(leafPages-1)] == uint32(p.Slot()) && s.bySlot[p.Slot()] == p
 }
