@@ -27,18 +27,19 @@ import (
 // page alone in its group costs a group and a leaf (about 550 bytes). (Issue
 // 12: with one 4,096-page chunk of pointers per group, 16 Ki random pages
 // over a 1 TiB index space took 566 MiB.) Groups and leaves live in
-// pools, pointer-free (a leaf names its pages by cache slot,
-// bySlot maps a slot back to its page), so the garbage collector neither
-// scans them nor puts a write barrier on a set's insert. The pools are
+// pools, pointer-free (a leaf names its pages by cache slot: a page in
+// the set is dirty, so it keeps its slot until it leaves), so the
+// garbage collector neither scans them nor puts a write barrier on a
+// set's insert. The pools are
 // made and touched at Open for a set as sparse as one page in ten of a
 // full cache's worth (the reference single pattern is one in 8.5), about
-// 54 bytes per cache page, so a first pass over such a set allocates
+// 46 bytes per cache page, so a first pass over such a set allocates
 // nothing; a sparser set grows them, and they keep what they grew to.
 type dirtySet struct {
 	groups map[uint64]int32 // group key (index >> groupShift) → group number
 	keys   []uint64         // sorted keys of the groups with at least one page
 	n      int              // pages in the set
-	bySlot []*pages.Page    // the page in the set at each cache slot, or nil
+	cache  *pages.Cache     // a leaf's slot is cache.AtSlot's page
 
 	gs    []dirtyGroup // the group pool, by number
 	freeG []int32      // free group numbers
@@ -74,20 +75,20 @@ type dirtyLeaf struct {
 	slots [leafPages]uint32 // the cache slot of each page in bits
 }
 
-// newDirtySet makes a set for a cache of capacity pages, its pools sized
-// for a set of up to capacity pages as sparse as one page in ten (see
-// dirtySet).
-func newDirtySet(capacity int) *dirtySet {
-	return newDirtySetPools(capacity, capacity/(groupPages/10)+2, capacity/(leafPages/10)+2)
+// newDirtySet makes a set for the pages of c, its pools sized for a set
+// of up to c's capacity as sparse as one page in ten (see dirtySet).
+func newDirtySet(c *pages.Cache) *dirtySet {
+	n := c.Capacity()
+	return newDirtySetPools(c, n/(groupPages/10)+2, n/(leafPages/10)+2)
 }
 
-// newDirtySetPools makes a set for a cache of capacity pages with pools
-// of at least groups groups and leaves leaves.
-func newDirtySetPools(capacity, groups, leaves int) *dirtySet {
+// newDirtySetPools makes a set for the pages of c with pools of at least
+// groups groups and leaves leaves.
+func newDirtySetPools(c *pages.Cache, groups, leaves int) *dirtySet {
 	s := &dirtySet{
 		groups: make(map[uint64]int32, groups),
 		keys:   make([]uint64, 0, groups),
-		bySlot: make([]*pages.Page, capacity),
+		cache:  c,
 		last:   -1,
 	}
 	s.growGroups(groups)
@@ -120,13 +121,12 @@ func (s *dirtySet) growLeaves(n int) {
 func (s *dirtySet) group(g int32) *dirtyGroup { return &s.gs[g] }
 func (s *dirtySet) leaf(l int32) *dirtyLeaf   { return &s.ls[l] }
 
-// prefault touches the pools' memory and bySlot (see mem.Prefault, which
-// writes zero values: only for memory that holds them; the free lists
-// are written as they are made).
+// prefault touches the pools' memory (see mem.Prefault, which writes
+// zero values: only for memory that holds them; the free lists are
+// written as they are made).
 func (s *dirtySet) prefault() {
 	mem.Prefault(s.gs)
 	mem.Prefault(s.ls)
-	mem.Prefault(s.bySlot)
 }
 
 // Len is the number of pages in the set.
@@ -204,7 +204,6 @@ func (s *dirtySet) insert(p *pages.Page, since uint64) {
 	}
 	lf.bits |= 1 << b
 	lf.slots[b] = uint32(p.Slot())
-	s.bySlot[p.Slot()] = p
 	gr.n++
 	s.n++
 }
@@ -219,13 +218,15 @@ func (s *dirtySet) remove(idx uint64) {
 	gr := s.group(g)
 	li := (idx >> leafShift) & (groupLeaves - 1)
 	b := idx & (leafPages - 1)
-	if gr.leafBits&(1<<li) == 0 || s.leaf(gr.leaves[li]).bits&(1<<b) == 0 {
+	var lf *dirtyLeaf
+	if gr.leafBits&(1<<li) != 0 {
+		lf = s.leaf(gr.leaves[li])
+	}
+	if lf == nil || lf.bits&(1<<b) == 0 {
 		invariants.Failf("engine: page %d is not in the dirty set", idx)
 		return
 	}
-	lf := s.leaf(gr.leaves[li])
 	lf.bits &^= 1 << b
-	s.bySlot[lf.slots[b]] = nil
 	if lf.bits == 0 {
 		gr.leafBits &^= 1 << li
 		s.freeL = append(s.freeL, gr.leaves[li])
@@ -287,7 +288,7 @@ func (s *dirtySet) nextIn(gr *dirtyGroup, b uint64) *pages.Page {
 	if gr.leafBits&(1<<li) != 0 {
 		lf := s.leaf(gr.leaves[li])
 		if w := lf.bits &^ (1<<(b&(leafPages-1)) - 1); w != 0 {
-			return s.bySlot[lf.slots[bits.TrailingZeros64(w)]]
+			return s.cache.AtSlot(int(lf.slots[bits.TrailingZeros64(w)]))
 		}
 	}
 	// The first leaf after li (li+1 ≤ 64: a shift by 64 gives 0).
@@ -296,7 +297,7 @@ func (s *dirtySet) nextIn(gr *dirtyGroup, b uint64) *pages.Page {
 		return nil
 	}
 	lf := s.leaf(gr.leaves[bits.TrailingZeros64(rest)])
-	return s.bySlot[lf.slots[bits.TrailingZeros64(lf.bits)]]
+	return s.cache.AtSlot(int(lf.slots[bits.TrailingZeros64(lf.bits)]))
 }
 
 // lower lowers the stamp bound of p's group to since, if p is in the
@@ -336,7 +337,7 @@ func (s *dirtySet) scanOld(start, end, since uint64, fn func(p *pages.Page)) {
 				if end != 0 && idx >= end {
 					return
 				}
-				fn(s.bySlot[lf.slots[b]])
+				fn(s.cache.AtSlot(int(lf.slots[b])))
 			}
 		}
 	}
@@ -360,5 +361,5 @@ func (s *dirtySet) contiguous(idx uint64, max int) int {
 func (s *dirtySet) has(p *pages.Page) bool {
 	idx := p.Index()
 	lf, m := s.locate(idx)
-	return lf != nil && lf.bits&m != 0 && lf.slots[idx&(leafPages-1)] == uint32(p.Slot()) && s.bySlot[p.Slot()] == p
+	return lf != nil && lf.bits&m != 0 && lf.slots[idx&(leafPages-1)] == uint32(p.Slot())
 }

@@ -314,7 +314,7 @@ func (e *Engine) open() error {
 	e.alloc, _ = cfg.Mapper.(mapper.Allocator)
 	e.ext = extentCursor{m: cfg.Mapper}
 	e.waitCond.L = &e.waitMu
-	e.set = newDirtySet(c.Capacity())
+	e.set = newDirtySet(c)
 	e.drainFn = e.drainPage
 	e.cur = -1
 	e.spare = -1

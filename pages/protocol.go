@@ -208,6 +208,12 @@ func (p *Page) ClearError() { p.flags.And(^uint32(PageError)) }
 // entry when a slot is reused: Index tells which page a slot holds.
 func (p *Page) Slot() int { return int(p.slot) }
 
+// AtSlot is the Page struct of slot (0 ≤ slot < Capacity): the one whose
+// Slot is slot. It holds whatever page the slot holds now, or none; only
+// a caller that knows the slot's page cannot have left it (the engine's
+// dirty set, for a page it holds dirty) may take it for that page.
+func (c *Cache) AtSlot(slot int) *Page { return &c.pages[slot] }
+
 // Buffers returns the arena cut at Config.BufferSize, for registering
 // with io_uring. Page p lies wholly inside Buffers()[BufIndex(p)].
 func (c *Cache) Buffers() [][]byte {
