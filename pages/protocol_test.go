@@ -76,3 +76,41 @@ func TestTryStartWritebackClean(t *testing.T) {
 	}
 	c.Put(p)
 }
+
+// TestAtSlot: AtSlot(p.Slot()) is p for every cached page, and a slot
+// freed and taken again holds the new page in the same struct.
+func TestAtSlot(t *testing.T) {
+	c, err := New(Config{PageSize: 512, Capacity: 8, HeapArena: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := uint64(100); i < 108; i++ {
+		p, err := c.Grab(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q := c.AtSlot(p.Slot()); q != p || q.Index() != i {
+			t.Fatalf("AtSlot(%d) = page %d (%p), want page %d (%p)", p.Slot(), q.Index(), q, i, p)
+		}
+		p.Unlock()
+		c.Put(p)
+	}
+	p, err := c.Grab(103) // cached: the same page, locked
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot := p.Slot()
+	c.Remove(p)
+	p.Unlock()
+	c.Put(p) // the last pin: the slot is free, the only free one
+	q, err := c.Grab(200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Put(q)
+	defer q.Unlock()
+	if q.Slot() != slot || c.AtSlot(slot) != q || q.Index() != 200 {
+		t.Fatalf("after Remove(103), Grab(200) took slot %d; AtSlot(%d) holds page %d", q.Slot(), slot, c.AtSlot(slot).Index())
+	}
+}
