@@ -96,25 +96,22 @@ func newDirtySetPools(c *pages.Cache, groups, leaves int) *dirtySet {
 	return s
 }
 
-// growGroups adds at least n free groups to the pool (by half of it at
-// least: growing copies the pool). No *dirtyGroup may be held across it.
-func (s *dirtySet) growGroups(n int) {
-	base := len(s.gs)
-	n = max(n, base/2, 64)
-	s.gs = append(s.gs, make([]dirtyGroup, n)...)
-	for i := base + n - 1; i >= base; i-- {
-		s.freeG = append(s.freeG, int32(i))
-	}
-}
+// growGroups adds at least n free groups to the pool. No *dirtyGroup may
+// be held across it.
+func (s *dirtySet) growGroups(n int) { grow(&s.gs, &s.freeG, n) }
 
-// growLeaves adds at least n free leaves to the pool, as growGroups. No
-// *dirtyLeaf may be held across it.
-func (s *dirtySet) growLeaves(n int) {
-	base := len(s.ls)
+// growLeaves adds at least n free leaves to the pool. No *dirtyLeaf may
+// be held across it.
+func (s *dirtySet) growLeaves(n int) { grow(&s.ls, &s.freeL, n) }
+
+// grow adds at least n zero elements to pool (and half of it at least:
+// growing copies it) and their numbers to free, lowest on top.
+func grow[T any](pool *[]T, free *[]int32, n int) {
+	base := len(*pool)
 	n = max(n, base/2, 64)
-	s.ls = append(s.ls, make([]dirtyLeaf, n)...)
+	*pool = append(*pool, make([]T, n)...)
 	for i := base + n - 1; i >= base; i-- {
-		s.freeL = append(s.freeL, int32(i))
+		*free = append(*free, int32(i))
 	}
 }
 
