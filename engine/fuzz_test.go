@@ -269,8 +269,9 @@ func short(rs [][]uint64) string {
 }
 
 // FuzzBatcher: random dirty sets, extent maps, write caps, boundaries
-// and registered-buffer edges; the writes submitted must be exactly the
-// maximal contiguous runs, split only for those reasons, each page once.
+// and registered-buffer sizes; the writes submitted must be exactly the
+// maximal contiguous runs, split only at those caps and boundaries, each
+// page once, fixed exactly when a write's pages lie in one buffer.
 func FuzzBatcher(f *testing.F) {
 	for i := 0; i < 24; i++ {
 		var b [8]byte
