@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"runtime/pprof"
@@ -21,6 +22,7 @@ var (
 	profPattern = flag.String("profile.pattern", "", "TestProfileFlush: seq, runs or single (empty: skip)")
 	profOut     = flag.String("profile.out", "flush.prof", "TestProfileFlush: CPU profile file")
 	profCycles  = flag.Int("profile.cycles", 6, "TestProfileFlush: dirty-and-Sync cycles")
+	profScatter = flag.Bool("profile.scatter", false, "TestProfileFlush: cache the pattern's pages in a shuffled order first, so neighbours on the device are not neighbours in memory (wbbench -scatter)")
 	profFirst   = flag.Bool("profile.first", false, "TestProfileFlush: profile (and enable perf around) the first Sync after Open instead of the later ones")
 	profPerfCtl = flag.String("profile.perfctl", "", "TestProfileFlush: perf's control and ack FIFOs, CTL,ACK (perf record --control fifo:CTL,ACK -D -1): the test enables perf around each Sync only")
 )
@@ -97,6 +99,18 @@ func TestProfileFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	if *profScatter {
+		order := rand.New(rand.NewPCG(3, 4)).Perm(len(idx))
+		for _, k := range order {
+			p, err := c.Grab(idx[k])
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.SetUptodate()
+			p.Unlock()
+			c.Put(p)
+		}
+	}
 	dirty := func(cycle int) {
 		pprof.Do(context.Background(), pprof.Labels("phase", "dirty"), func(context.Context) {
 			for _, i := range idx {

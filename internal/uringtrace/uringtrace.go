@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync/atomic"
 )
 
@@ -37,7 +38,8 @@ func Start() (*Trace, error) {
 	if _, err := os.Stat(filepath.Join(tracefs, event)); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	dir := filepath.Join(tracefs, "instances", fmt.Sprintf("wbengine-%d-%d", os.Getpid(), seq.Add(1)))
+	removeStale()
+	dir := filepath.Join(tracefs, "instances", fmt.Sprintf("%s%d-%d", instancePrefix, os.Getpid(), seq.Add(1)))
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%w: make instance: %v", ErrUnavailable, err)
 	}
@@ -55,13 +57,34 @@ func Start() (*Trace, error) {
 	return t, nil
 }
 
+// instancePrefix names this package's tracefs instances: the prefix, the
+// pid of the process that made one, a dash and a sequence number.
+const instancePrefix = "wbengine-"
+
+// removeStale removes the instances of processes that are gone (a test
+// killed between Start and Stop), so none is left behind for long.
+func removeStale() {
+	dirs, _ := filepath.Glob(filepath.Join(tracefs, "instances", instancePrefix+"*-*"))
+	for _, d := range dirs {
+		rest := strings.TrimPrefix(filepath.Base(d), instancePrefix)
+		pid, err := strconv.Atoi(rest[:max(strings.IndexByte(rest, '-'), 0)])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+			os.Remove(d) // tracefs removes an instance with rmdir
+		}
+	}
+}
+
 // Punts is what a Trace saw of the calling process: requests handed to
 // io-wq, by opcode name as the kernel prints it ("WRITEV", "FSYNC", …).
 type Punts map[string]int
 
 // Stop ends the recording, counts the calling process's punts and
 // removes the instance. Lost is true when the buffer overran (the
-// counts are then too low).
+// counts are then too low). A second Stop reports an error and does
+// nothing else.
 func (t *Trace) Stop() (p Punts, lost bool, err error) {
 	defer os.Remove(t.dir)
 	os.WriteFile(filepath.Join(t.dir, event, "enable"), []byte("0"), 0)

@@ -2,6 +2,9 @@ package uringtrace
 
 import (
 	"bufio"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -30,5 +33,43 @@ func TestParse(t *testing.T) {
 	over := strings.Replace(sample, "4/4", "4/9", 1)
 	if _, lost, _ := parse(bufio.NewScanner(strings.NewReader(over)), 4240); !lost {
 		t.Error("entries-written above entries-in-buffer: lost false, want true")
+	}
+}
+
+// TestStartStop: on a machine with the tracepoint (root), a trace starts,
+// stops with no punts of its own, leaves no instance behind, and a stale
+// instance of a process that is gone is removed by the next Start.
+func TestStartStop(t *testing.T) {
+	tr, err := Start()
+	if errors.Is(err, ErrUnavailable) {
+		t.Skipf("skipping: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, lost, err := tr.Stop()
+	if err != nil || lost || p.Writes() != 0 {
+		t.Fatalf("Stop = %v, lost %v, %v; want no writes, nothing lost", p, lost, err)
+	}
+	if _, err := os.Stat(tr.dir); !os.IsNotExist(err) {
+		t.Fatalf("instance %s left after Stop: %v", tr.dir, err)
+	}
+	if _, _, err := tr.Stop(); err == nil {
+		t.Error("a second Stop reported no error")
+	}
+	// A process id that is not running: above the kernel's pid_max.
+	stale := filepath.Join(tracefs, "instances", instancePrefix+"99999999-1")
+	if err := os.Mkdir(stale, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tr, err = Start()
+	if err != nil {
+		os.Remove(stale)
+		t.Fatal(err)
+	}
+	tr.Stop()
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		os.Remove(stale)
+		t.Fatalf("stale instance %s not removed by Start: %v", stale, err)
 	}
 }
