@@ -229,9 +229,12 @@ type unflushedPage struct {
 type record struct {
 	run
 	gen  uint64
-	buf  int      // registered buffer index, -1 when not fixed
+	buf  int      // registered buffer index, -1 when not fixed, bufUnset before the first page
 	sums []uint32 // invariants: page checksums when queued
 }
+
+// bufUnset is record.buf of a run with no page yet (appendPage).
+const bufUnset = -2
 
 const flushTag = 1 << 63
 

@@ -115,8 +115,8 @@ func (w *walkEnv) run(t *testing.T, d *datadriven.TestData) string {
 
 // cmdInit opens a cache and an engine over a fake ring: pages, capacity,
 // bufpages, mapper (nil, linear, extents listed in the input, alloc),
-// qd, maxio (in pages), retries; flags fixed (registered buffers) and
-// direct (no in-flight checksum check).
+// qd, maxio (in pages), retries, fillgaps (Config.FillGaps); flags fixed
+// (registered buffers) and direct (no in-flight checksum check).
 func (w *walkEnv) cmdInit(t *testing.T, d *datadriven.TestData) string {
 	w.close()
 	w.ps = 4096
@@ -137,7 +137,8 @@ func (w *walkEnv) cmdInit(t *testing.T, d *datadriven.TestData) string {
 	}
 	w.cache = c
 	w.mapper = w.parseMapper(t, d, uint64(npages))
-	qd, maxio, retries := 4, 8, 3
+	qd, maxio, retries, fill := 4, 8, 3, 0
+	d.MaybeScanArgs(t, "fillgaps", &fill)
 	d.MaybeScanArgs(t, "qd", &qd)
 	d.MaybeScanArgs(t, "maxio", &maxio)
 	d.MaybeScanArgs(t, "retries", &retries)
@@ -147,6 +148,7 @@ func (w *walkEnv) cmdInit(t *testing.T, d *datadriven.TestData) string {
 		QueueDepth: qd,
 		MaxIOBytes: maxio * w.ps,
 		MaxRetries: retries,
+		FillGaps:   fill,
 		Mapper:     w.mapper,
 		OnError:    func(err error) { w.errs = append(w.errs, err) },
 		OpenRing: func(tg *ring.Target, rc ring.Config) (ring.Ring, error) {

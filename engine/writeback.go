@@ -270,8 +270,7 @@ func (e *Engine) writePage(ctx context.Context, p *pages.Page, sync bool) (pageO
 			return pageFailed, err
 		}
 		alone := e.mapper == nil || e.slots[p.Slot()].failures.Load() > 0
-		buf := e.bufOf(p)
-		extends := e.extends(idx, block, buf, p, alone) || !alone && e.fillGap(idx, block, buf) && e.extends(idx, block, buf, p, alone)
+		extends := e.joinsRun(idx, block, p, alone)
 		if !extends {
 			e.seal()
 			if err := e.reserveRecord(ctx); err != nil {
@@ -280,7 +279,7 @@ func (e *Engine) writePage(ctx context.Context, p *pages.Page, sync bool) (pageO
 		}
 		if p.TryStartWriteback() {
 			if !extends {
-				e.openRun(block, buf)
+				e.openRun(block)
 			}
 			r := &e.recs[e.cur]
 			e.take(p, r.gen)
@@ -450,15 +449,20 @@ func (e *Engine) mapPage(idx uint64) (block uint64, boundary bool, err error) {
 // last write failed) gets a run of its own. A run whose pages lie in more
 // than one registered buffer goes out as a plain write (extends).
 func (e *Engine) runFor(ctx context.Context, idx, block uint64, p *pages.Page, alone bool) (*record, error) {
-	buf := e.bufOf(p)
-	if e.extends(idx, block, buf, p, alone) || !alone && e.fillGap(idx, block, buf) && e.extends(idx, block, buf, p, alone) {
+	if e.joinsRun(idx, block, p, alone) {
 		return &e.recs[e.cur], nil
 	}
 	e.seal()
 	if err := e.reserveRecord(ctx); err != nil {
 		return nil, err
 	}
-	return e.openRun(block, buf), nil
+	return e.openRun(block), nil
+}
+
+// joinsRun reports whether page idx at block goes into the open run:
+// it extends it, or a filled gap (Config.FillGaps) makes it extend it.
+func (e *Engine) joinsRun(idx, block uint64, p *pages.Page, alone bool) bool {
+	return e.extends(idx, block, p, alone) || !alone && e.fillGap(idx, block) && e.extends(idx, block, p, alone)
 }
 
 // fillGap is gap filling (Config.FillGaps): page idx at block does not
@@ -469,7 +473,7 @@ func (e *Engine) runFor(ctx context.Context, idx, block uint64, p *pages.Page, a
 // one write, and reports true. The gap pages carry no stamp: their
 // content is on the device already (wbSince 0). If any gap page does not
 // qualify, nothing changes and it reports false.
-func (e *Engine) fillGap(idx, block uint64, buf int) bool {
+func (e *Engine) fillGap(idx, block uint64) bool {
 	if e.cfg.FillGaps == 0 || e.cur < 0 {
 		return false
 	}
@@ -513,9 +517,6 @@ func (e *Engine) fillGap(idx, block uint64, buf int) bool {
 	for _, q := range taken {
 		st := &e.slots[q.Slot()]
 		st.gen, st.wbSince = r.gen, 0
-		if e.bufOf(q) != r.buf {
-			r.buf = -1 // see extends
-		}
 		e.appendPage(r, q)
 	}
 	clear(taken)
@@ -531,27 +532,10 @@ func (e *Engine) bufOf(p *pages.Page) int {
 	return -1
 }
 
-// extends reports whether page idx at block, in registered buffer buf,
-// can join the open run. A page from another registered buffer than the
-// run's joins it too, and makes the run a plain write (buf -1): one
-// fixed-buffer write names one buffer, and sealing the run there instead
-// would cut a run of pages scattered over a cache larger than one
-// buffer (1 GiB) into writes of about two pages. (Issue 12: seq over a
-// 2 GiB cache whose pages were taken in a shuffled order went out at 2.0
-// pages per write.) A plain write pins its pages as it is issued; a
-// fixed one has them pinned at registration.
-func (e *Engine) extends(idx, block uint64, buf int, p *pages.Page, alone bool) bool {
-	if e.cur < 0 || alone {
-		return false
-	}
-	r := &e.recs[e.cur]
-	if !r.extends(idx, block, p, e.ps) {
-		return false
-	}
-	if buf != r.buf {
-		r.buf = -1
-	}
-	return true
+// extends reports whether page idx at block can join the open run,
+// whichever registered buffer holds it (see appendPage).
+func (e *Engine) extends(idx, block uint64, p *pages.Page, alone bool) bool {
+	return e.cur >= 0 && !alone && e.recs[e.cur].extends(idx, block, p, e.ps)
 }
 
 // reserveRecord makes sure a free record is set aside for the next run
@@ -569,8 +553,8 @@ func (e *Engine) reserveRecord(ctx context.Context) error {
 }
 
 // openRun opens a run at block in the reserved record and gives it the
-// next generation.
-func (e *Engine) openRun(block uint64, buf int) *record {
+// next generation; its first page sets its registered buffer.
+func (e *Engine) openRun(block uint64) *record {
 	ri := e.spare
 	e.spare = -1
 	r := &e.recs[ri]
@@ -579,14 +563,30 @@ func (e *Engine) openRun(block uint64, buf int) *record {
 	e.lastGen.Store(e.nextGen)
 	r.gen = e.nextGen
 	r.start(block, e.ps)
-	r.buf = buf
+	r.buf = bufUnset
 	r.sums = r.sums[:0]
 	e.cur = ri
 	return r
 }
 
 // appendPage adds p to run r; pages adjacent in memory share an iovec.
+//
+// The run is a fixed write naming the registered buffer of its pages
+// while they all lie in one; a page from another buffer makes it a plain
+// write (buf -1), not the end of the run. One fixed write names one
+// buffer, and sealing at the buffer edge would cut a run of pages
+// scattered over a cache larger than one buffer (1 GiB) into writes of
+// about two pages. (Issue 12: seq over a 2 GiB cache whose pages were
+// taken in a shuffled order went out at 2.0 pages per write.) A plain
+// write pins its pages as it is issued; a fixed one has them pinned at
+// registration.
 func (e *Engine) appendPage(r *record, p *pages.Page) {
+	switch b := e.bufOf(p); {
+	case r.buf == bufUnset:
+		r.buf = b
+	case r.buf != b:
+		r.buf = -1
+	}
 	r.add(p)
 	if invariants.Enabled {
 		r.sums = append(r.sums, crc32.Checksum(p.Data(), crcTable))

@@ -360,8 +360,8 @@ func (u *uring) cqReady() uint32 {
 func (u *uring) probe() ([probeOpsMax]bool, error) {
 	var ok [probeOpsMax]bool
 	p := new(probe)
-	if _, errno := ioUringRegister(u.fd, registerProbe, unsafe.Pointer(p), probeOpsMax); errno != 0 {
-		return ok, errno
+	if err := u.register(registerProbe, unsafe.Pointer(p), probeOpsMax); err != nil {
+		return ok, err
 	}
 	for i := 0; i < int(p.opsLen) && i < probeOpsMax; i++ {
 		if p.ops[i].flags&opSupported != 0 {
@@ -380,14 +380,15 @@ func (u *uring) registerBuffers(bufs [][]byte) error {
 		iov[i].Base = &b[0]
 		iov[i].SetLen(len(b))
 	}
-	if _, errno := ioUringRegister(u.fd, registerBuffers, unsafe.Pointer(&iov[0]), uint32(len(iov))); errno != 0 {
-		return errno
-	}
-	return nil
+	return u.register(registerBuffers, unsafe.Pointer(&iov[0]), uint32(len(iov)))
 }
 
-func (u *uring) unregisterBuffers() error {
-	if _, errno := ioUringRegister(u.fd, unregisterBuffers, nil, 0); errno != 0 {
+func (u *uring) unregisterBuffers() error { return u.register(unregisterBuffers, nil, 0) }
+
+// register is io_uring_register(2) on u, its errno as an error (nil for
+// none: an Errno 0 in an error interface would not be).
+func (u *uring) register(op uint32, arg unsafe.Pointer, nargs uint32) error {
+	if _, errno := ioUringRegister(u.fd, op, arg, nargs); errno != 0 {
 		return errno
 	}
 	return nil
@@ -420,21 +421,13 @@ func (f fileRef) registered() bool { return f.flags&sqeFixedFile != 0 }
 // the ring is freed, which the kernel does asynchronously after close).
 func (u *uring) registerFile(fd int) error {
 	fds := [1]int32{int32(fd)}
-	if _, errno := ioUringRegister(u.fd, registerFiles, unsafe.Pointer(&fds[0]), 1); errno != 0 {
-		return errno
-	}
-	return nil
+	return u.register(registerFiles, unsafe.Pointer(&fds[0]), 1)
 }
 
 // unregisterFiles is IORING_UNREGISTER_FILES: it drops the ring's
 // reference to the registered file now, not when the kernel gets round
 // to freeing the ring.
-func (u *uring) unregisterFiles() error {
-	if _, errno := ioUringRegister(u.fd, unregisterFiles, nil, 0); errno != 0 {
-		return errno
-	}
-	return nil
-}
+func (u *uring) unregisterFiles() error { return u.register(unregisterFiles, nil, 0) }
 
 // prepRW fills e for a read or write: a vectored op takes iov as the
 // iovec array; a fixed non-vectored op takes iov[0] as the buffer.

@@ -121,6 +121,21 @@ func Create(dir string, size int64, blockSize int) (*Dev, error) {
 // autocleared when the holder died; any still attached are detached
 // first. Files of live processes, and names without a PID, are left.
 func SweepFiles(dir, prefix string) {
+	for _, file := range Stale(dir, prefix) {
+		if out, err := exec.Command("losetup", "--associated", file, "--output", "NAME", "--noheadings").Output(); err == nil {
+			for _, dev := range strings.Fields(string(out)) {
+				exec.Command("losetup", "--detach", dev).Run()
+			}
+		}
+		os.Remove(file)
+	}
+}
+
+// Stale lists the entries of dir named prefix + PID + "-…" whose process
+// is gone (SweepFiles removes such files; tests that leave other things
+// named so, tracefs instances, use it too).
+func Stale(dir, prefix string) []string {
+	var out []string
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
 		rest, ok := strings.CutPrefix(e.Name(), prefix)
@@ -132,14 +147,9 @@ func SweepFiles(dir, prefix string) {
 		if !ok || err != nil || pid <= 0 || processAlive(pid) {
 			continue
 		}
-		file := filepath.Join(dir, e.Name())
-		if out, err := exec.Command("losetup", "--associated", file, "--output", "NAME", "--noheadings").Output(); err == nil {
-			for _, dev := range strings.Fields(string(out)) {
-				exec.Command("losetup", "--detach", dev).Run()
-			}
-		}
-		os.Remove(file)
+		out = append(out, filepath.Join(dir, e.Name()))
 	}
+	return out
 }
 
 func processAlive(pid int) bool {

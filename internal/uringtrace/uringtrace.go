@@ -8,8 +8,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync/atomic"
+
+	"github.com/wbengine/wbengine/internal/loopdev"
 )
 
 // ErrUnavailable: tracefs, its io_uring events or the right to use them
@@ -64,16 +65,8 @@ const instancePrefix = "wbengine-"
 // removeStale removes the instances of processes that are gone (a test
 // killed between Start and Stop), so none is left behind for long.
 func removeStale() {
-	dirs, _ := filepath.Glob(filepath.Join(tracefs, "instances", instancePrefix+"*-*"))
-	for _, d := range dirs {
-		rest := strings.TrimPrefix(filepath.Base(d), instancePrefix)
-		pid, err := strconv.Atoi(rest[:max(strings.IndexByte(rest, '-'), 0)])
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
-			os.Remove(d) // tracefs removes an instance with rmdir
-		}
+	for _, d := range loopdev.Stale(filepath.Join(tracefs, "instances"), instancePrefix) {
+		os.Remove(d) // tracefs removes an instance with rmdir
 	}
 }
 
